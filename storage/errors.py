@@ -1,0 +1,44 @@
+"""Named errors of the feature store. Each carries the path it concerns and why."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class: something about the store at `path` is wrong, for `reason`."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class FingerprintError(StoreError):
+    """A config or spec could not be hashed canonically (never falls back to a random key)."""
+
+
+class InvalidName(StoreError):
+    """A table, corpus or file name that is not allowed (it could escape the store root)."""
+
+
+class FormatError(StoreError):
+    """A manifest, spec or snapshot file has a format version or layout this code does not read."""
+
+
+class CorruptShard(StoreError):
+    """A committed shard is missing, truncated, or its bytes do not match the manifest checksum."""
+
+
+class SchemaMismatch(StoreError):
+    """Rows written to a table do not have the schema its first shard fixed."""
+
+
+class NotFound(StoreError):
+    """A table, fingerprint, corpus, snapshot or key that the store does not have."""
+
+
+class LockTimeout(StoreError):
+    """Another writer held the lock longer than we were willing to wait."""
+
+
+class QueryRefused(StoreError):
+    """A SQL statement that is not a read-only query over the store."""

@@ -1,0 +1,157 @@
+"""verify (recompute every checksum, name every bad file) and gc (remove what nothing references).
+
+gc never touches a file younger than `grace_seconds` (default one hour): a writer
+puts its shard in place before it takes the lock to list it, so a young unlisted
+file may be a commit in flight, not an orphan.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from .errors import StoreError
+from .fs import TMP_PREFIX
+from .lock import commit_lock
+from .shards import decode_shard
+from .store import FeatureStore
+from .table import Table, read_current
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0                                        # files checked
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+
+def verify(store: FeatureStore) -> VerifyReport:
+    """Re-read every committed shard and snapshot; compare size, sha256, Parquet footer, row count."""
+    report = VerifyReport()
+
+    def check(path: str, size: int, sha: str, rows: int) -> None:
+        report.checked += 1
+        try:
+            if not store.fs.exists(path):
+                report.bad.append((path, "missing: the manifest lists it, the file does not exist"))
+                return
+            table = decode_shard(path, store.fs.read_bytes(path), size, sha)
+        except StoreError as e:
+            report.bad.append((path, e.reason))
+            return
+        if table.num_rows != rows:
+            report.bad.append((path, f"{table.num_rows} rows, manifest says {rows}"))
+
+    for name in store.table_names():
+        for fp in store.fingerprints(name):
+            t = Table(store.fs, name, fp)
+            if not t.exists():
+                continue
+            try:
+                m = t.manifest()
+            except StoreError as e:
+                report.bad.append((e.path, e.reason))
+                continue
+            for s in m.shards:
+                check(t.shard_path(s), s.bytes, s.sha256, s.rows)
+    for name in store.corpora():
+        c = store.corpus(name)
+        try:
+            snaps = c.manifest().snapshots
+        except StoreError as e:
+            report.bad.append((e.path, e.reason))
+            continue
+        for s in snaps:
+            check(c.snapshot_path(s), s.bytes, s.sha256, s.rows)
+    return report
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)   # store-relative paths (files or table dirs)
+    freed_bytes: int = 0
+    kept_young: int = 0                                # orphans left alone: younger than the grace
+
+
+def live_tables(store: FeatureStore) -> set[tuple[str, str]]:
+    """(name, fingerprint) pairs something refers to: current pointers, corpus links, and their inputs."""
+    live: set[tuple[str, str]] = set()
+    for name in store.table_names():
+        fp = read_current(store.fs, name)
+        if fp:
+            live.add((name, fp))
+    for corpus in store.corpora():
+        for name, fps in store.corpus(corpus).manifest().links.items():
+            live.update((name, fp) for fp in fps)
+    all_fps = {fp: name for name in store.table_names() for fp in store.fingerprints(name)}
+    todo = list(live)
+    while todo:  # inputs of live tables are live
+        name, fp = todo.pop()
+        spec_path = store.fs.path("tables", name, fp, "spec.json")
+        if not store.fs.exists(spec_path):
+            continue
+        inputs = json.loads(store.fs.read_bytes(spec_path)).get("spec", {}).get("inputs", {})
+        for value in inputs.values():
+            if isinstance(value, str) and value in all_fps and (all_fps[value], value) not in live:
+                live.add((all_fps[value], value))
+                todo.append((all_fps[value], value))
+    return live
+
+
+def gc(store: FeatureStore, grace_seconds: float = 3600.0, dry_run: bool = False,
+       unreferenced_tables: bool = True) -> GcReport:
+    """Remove temp files, unlisted shards and snapshots, and (optionally) unreferenced tables."""
+    fs = store.fs
+    report = GcReport()
+    cutoff = time.time() - grace_seconds
+
+    def remove(path: str, size: int) -> None:
+        report.removed.append(fs.relative(path))
+        report.freed_bytes += size
+        if not dry_run:
+            fs.delete(path)
+
+    def old(path: str) -> bool:
+        if fs.mtime(path) <= cutoff:
+            return True
+        report.kept_young += 1
+        return False
+
+    live = live_tables(store) if unreferenced_tables else None
+    for name in store.table_names():
+        for fp in store.fingerprints(name):
+            t = Table(fs, name, fp)
+            files = fs.walk_files(t.dir)
+            if live is not None and (name, fp) not in live:
+                with commit_lock(fs, f"{t.dir}/.lock"):
+                    if read_current(fs, name) != fp and all(fs.mtime(f) <= cutoff for f in files
+                                                            if not f.endswith("/.lock")):
+                        report.removed.append(fs.relative(t.dir))
+                        report.freed_bytes += sum(fs.info(f).get("size", 0) for f in files)
+                        if not dry_run:
+                            fs.delete(t.dir)
+                        continue
+            listed = {s.file for s in t.manifest().shards} if t.exists() else set()
+            for f in files:
+                base = f.rsplit("/", 1)[1]
+                unlisted_shard = f.startswith(t.dir + "/shards/") and base not in listed
+                if (base.startswith(TMP_PREFIX) or unlisted_shard) and old(f):
+                    remove(f, fs.info(f).get("size", 0))
+    for name in store.corpora():
+        c = store.corpus(name)
+        listed = {s.file for s in c.manifest().snapshots}
+        for f in fs.walk_files(c.dir):
+            base = f.rsplit("/", 1)[1]
+            unlisted = f.startswith(c.dir + "/snapshots/") and base not in listed
+            if (base.startswith(TMP_PREFIX) or unlisted) and old(f):
+                remove(f, fs.info(f).get("size", 0))
+    for name in store.table_names():  # temp files of current pointers, beside the fingerprints
+        for base in fs.listdir(fs.path("tables", name)):
+            f = fs.path("tables", name, base)
+            if base.startswith(TMP_PREFIX) and old(f):
+                remove(f, fs.info(f).get("size", 0))
+    return report

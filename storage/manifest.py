@@ -1,0 +1,147 @@
+"""Versioned JSON files of the store: table specs, table manifests, corpus manifests.
+
+A manifest is the whole truth about a table: a shard it does not list does not exist.
+
+    {"format": 1, "table": "bert_features", "fingerprint": "3f2a…", "key": "text_sha",
+     "generation": 2, "schema": "<base64 Arrow IPC schema>", "columns": {"text_sha": "string", …},
+     "codecs": {"vector": {"codec": "none", "encoding": "plain", "ratio": 0.87, "tried": {…}}, …},
+     "shards": [{"file": "part-…parquet", "rows": 512, "bytes": 801234, "sha256": "…",
+                 "created": "2026-11-21T09:30:00Z"}, …]}
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import FormatError
+
+MANIFEST_FORMAT = 1
+SPEC_FORMAT = 1
+CORPUS_FORMAT = 1
+
+
+def utcnow() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def dump(obj: dict) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+def load(path: str, data: bytes, expected_format: int, kind: str) -> dict:
+    """Parse a JSON file and check its format field, naming the file on any problem."""
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(path, f"{kind} is not valid JSON ({e})") from e
+    if not isinstance(obj, dict) or "format" not in obj:
+        raise FormatError(path, f"{kind} has no 'format' field")
+    if obj["format"] != expected_format:
+        raise FormatError(path, f"{kind} has format {obj['format']!r}; this embcache reads format "
+                                f"{expected_format}")
+    return obj
+
+
+def schema_to_text(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+@dataclass(frozen=True)
+class Shard:
+    file: str      # base name under shards/
+    rows: int
+    bytes: int
+    sha256: str    # of the whole file
+    created: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    table: str
+    fingerprint: str
+    key: str                                   # column rows are keyed by (a content hash)
+    generation: int = 0                        # +1 per commit
+    schema: str | None = None                  # fixed by the first shard
+    codecs: dict[str, dict] = field(default_factory=dict)
+    shards: tuple[Shard, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    def arrow_schema(self) -> pa.Schema | None:
+        return schema_from_text(self.schema) if self.schema else None
+
+    def to_json(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["format"] = MANIFEST_FORMAT
+        schema = self.arrow_schema()
+        d["columns"] = {f.name: str(f.type) for f in schema} if schema else {}
+        return dump(d)
+
+    @classmethod
+    def from_json(cls, path: str, data: bytes) -> "Manifest":
+        d = load(path, data, MANIFEST_FORMAT, "table manifest")
+        try:
+            return cls(table=d["table"], fingerprint=d["fingerprint"], key=d["key"],
+                       generation=int(d["generation"]), schema=d.get("schema"),
+                       codecs=dict(d.get("codecs", {})),
+                       shards=tuple(Shard(**s) for s in d["shards"]))
+        except (KeyError, TypeError) as e:
+            raise FormatError(path, f"table manifest is missing or has a bad field: {e}") from e
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str        # sortable: <UTC time>-<counter>
+    file: str      # base name under snapshots/
+    rows: int
+    bytes: int
+    sha256: str
+    created: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CorpusManifest:
+    corpus: str
+    snapshots: tuple[Snapshot, ...] = ()
+    links: dict[str, list[str]] = field(default_factory=dict)  # table name -> fingerprints used
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self.snapshots[-1] if self.snapshots else None
+
+    def to_json(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["format"] = CORPUS_FORMAT
+        return dump(d)
+
+    @classmethod
+    def from_json(cls, path: str, data: bytes) -> "CorpusManifest":
+        d = load(path, data, CORPUS_FORMAT, "corpus manifest")
+        try:
+            return cls(corpus=d["corpus"], snapshots=tuple(Snapshot(**s) for s in d["snapshots"]),
+                       links={k: list(v) for k, v in d.get("links", {}).items()})
+        except (KeyError, TypeError) as e:
+            raise FormatError(path, f"corpus manifest is missing or has a bad field: {e}") from e
+
+
+def spec_json(name: str, fp: str, key: str, spec: dict[str, Any]) -> bytes:
+    return dump({"format": SPEC_FORMAT, "table": name, "fingerprint": fp, "key": key,
+                 "spec": spec, "created": utcnow()})

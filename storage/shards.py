@@ -1,0 +1,118 @@
+"""Parquet shards: encoding with per-column codecs chosen by measurement, and checked decoding.
+
+Float vectors are close to incompressible (random mantissa bits), token ids and
+hash strings are not. Rather than guess, the first shard of a table tries each
+encoding and codec on a sample of every column and keeps the smallest; a codec that
+does not save `MIN_GAIN` over the best uncompressed encoding is not used, so
+reading that column costs no decompression.
+The choice is written into the manifest and reused for every later shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CorruptShard
+
+# Encodings tried per column: dictionary (pyarrow's default), plain, and for floats
+# byte_stream_split; each with every codec. Dictionary encoding of float vectors
+# overflows the dictionary and falls back, costing ~15 % over plain (measured).
+ENCODINGS = ("dictionary", "plain", "byte_stream_split")
+CODECS = ("none", "snappy", "zstd")
+MIN_GAIN = 0.10          # a codec must save at least 10 % over 'none' to be used
+SAMPLE_ROWS = 2048
+ROW_GROUP_ROWS = 8192    # row groups small enough for selective reads of a shard
+
+
+def _is_float_column(t: pa.DataType) -> bool:
+    while pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        t = t.value_type
+    return pa.types.is_floating(t)
+
+
+def leaf_paths(name: str, t: pa.DataType) -> list[str]:
+    """Parquet column paths under an Arrow field: per-column options are keyed by these.
+
+    >>> leaf_paths("input_ids", pa.list_(pa.int32()))
+    ['input_ids.list.element']
+    """
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return leaf_paths(f"{name}.list.element", t.value_type)
+    if pa.types.is_struct(t):
+        return [p for i in range(t.num_fields) for p in leaf_paths(f"{name}.{t.field(i).name}", t.field(i).type)]
+    if pa.types.is_map(t):
+        return leaf_paths(f"{name}.key_value.key", t.key_type) + leaf_paths(f"{name}.key_value.value", t.item_type)
+    return [name]
+
+
+def _encode(table: pa.Table, codecs: dict[str, dict]) -> bytes:
+    buf = io.BytesIO()
+    compression, dictionary, bss = {}, [], []
+    for f in table.schema:
+        c = codecs.get(f.name, {"codec": "zstd", "encoding": "dictionary"})
+        for path in leaf_paths(f.name, f.type):
+            compression[path] = c["codec"]
+            if c["encoding"] == "dictionary":
+                dictionary.append(path)
+            elif c["encoding"] == "byte_stream_split":
+                bss.append(path)
+    pq.write_table(table, buf, compression=compression, use_dictionary=dictionary or False,
+                   use_byte_stream_split=bss or False, row_group_size=ROW_GROUP_ROWS,
+                   write_statistics=True)
+    return buf.getvalue()
+
+
+def choose_codecs(table: pa.Table) -> dict[str, dict]:
+    """Measure every encoding x codec on a sample of each column; return the choice per column.
+
+    >>> import numpy as np
+    >>> t = pa.table({"ids": pa.array(np.arange(4096) % 7), "x": pa.array(np.random.rand(4096))})
+    >>> c = choose_codecs(t); c["ids"]["codec"] != "none", c["x"]["ratio"] > 0.5
+    (True, True)
+    """
+    sample = table.slice(0, SAMPLE_ROWS)
+    chosen = {}
+    for f in sample.schema:
+        col = sample.select([f.name])
+        sizes = {}
+        for encoding in ENCODINGS:
+            if encoding == "byte_stream_split" and not _is_float_column(f.type):
+                continue
+            for codec in CODECS:
+                sizes[(encoding, codec)] = len(_encode(col, {f.name: {"codec": codec, "encoding": encoding}}))
+        # The baseline is pyarrow's default encoding without compression.
+        base = sizes[("dictionary", "none")]
+        uncompressed = {k: v for k, v in sizes.items() if k[1] == "none"}
+        (encoding, codec), best = min(sizes.items(), key=lambda kv: kv[1])
+        if codec != "none" and best > (1 - MIN_GAIN) * min(uncompressed.values()):
+            # Compression must pay for its CPU: otherwise keep the best uncompressed encoding.
+            (encoding, codec), best = min(uncompressed.items(), key=lambda kv: kv[1])
+        chosen[f.name] = {"codec": codec, "encoding": encoding, "ratio": round(best / base, 4),
+                          "tried": {f"{e}+{c}": round(n / base, 4) for (e, c), n in sizes.items()}}
+    return chosen
+
+
+def encode_shard(table: pa.Table, codecs: dict[str, dict]) -> tuple[bytes, str]:
+    """Parquet bytes of `table` and their sha256."""
+    data = _encode(table, codecs)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def decode_shard(path: str, data: bytes, expected_size: int, expected_sha256: str | None,
+                 columns: list[str] | None = None) -> pa.Table:
+    """Parse shard bytes after checking them against the manifest; name the file on failure."""
+    if len(data) != expected_size:
+        raise CorruptShard(path, f"size {len(data)} bytes, manifest says {expected_size} (truncated?)")
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected_sha256:
+            raise CorruptShard(path, f"sha256 {actual[:12]}… does not match manifest "
+                                     f"{expected_sha256[:12]}… (bytes changed on disk)")
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise CorruptShard(path, f"not a readable Parquet file: {e}") from e

@@ -1,0 +1,160 @@
+"""FeatureStore: the entry point. Tables under fingerprints, corpus snapshots, and their join.
+
+>>> import tempfile, pyarrow as pa
+>>> from storage import FeatureStore, spec
+>>> store = FeatureStore(tempfile.mkdtemp())
+>>> t = store.table("lengths", spec("length", 1, {"unit": "chars"}), key="text_sha")
+>>> _ = t.write(pa.table({"text_sha": ["a1", "b2"], "length": [3, 5]}))
+>>> _ = store.corpus("demo").commit_snapshot(pa.table({"doc_id": ["d1", "d2"], "text_sha": ["b2", "a1"]}))
+>>> store.corpus_features("demo", "lengths").column("length").to_pylist()
+[5, 3]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .corpus import Corpus
+from .errors import NotFound
+from .fingerprint import fingerprint_of
+from .fs import NAME_RE, FINGERPRINT_RE, StoreFS, check_fingerprint
+from .table import Table, read_current
+
+DEFAULT_ROOT = "./embcache-store"
+
+
+def default_root() -> str:
+    """`EMBCACHE_STORE` if set, else ./embcache-store."""
+    return os.environ.get("EMBCACHE_STORE") or DEFAULT_ROOT
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    fingerprint: str
+    current: bool        # what `name` means by default (in SQL, in lookups)
+    rows: int
+    shards: int
+    bytes: int
+    key: str
+    stage: str | None    # from spec.json, when present
+
+
+class FeatureStore:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.fs = StoreFS(root if root is not None else default_root())
+
+    @property
+    def root(self) -> str:
+        return self.fs.url
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.root!r})"
+
+    # -- tables ----------------------------------------------------------
+    def table(self, name: str, spec: dict, key: str = "text_sha") -> Table:
+        """Handle for writing (and reading) `name` under the fingerprint of `spec`."""
+        return Table(self.fs, name, fingerprint_of(spec), key=key, spec=spec)
+
+    def open(self, name: str, fingerprint: str | None = None) -> Table:
+        """An existing table; its current fingerprint unless one is given (a 12+ char prefix works)."""
+        fp = self.resolve(name, fingerprint)
+        t = Table(self.fs, name, fp)
+        if not t.exists():
+            raise NotFound(t.dir, f"table {name!r} has no committed manifest under {fp[:12]}…")
+        t.manifest()  # learns the key column
+        return t
+
+    def resolve(self, name: str, fingerprint: str | None = None) -> str:
+        if fingerprint is None:
+            fp = read_current(self.fs, name)
+            if fp is None:
+                raise NotFound(self.fs.path("tables", name), f"no table named {name!r} in {self.root}")
+            return fp
+        matches = [fp for fp in self.fingerprints(name) if fp.startswith(fingerprint)]
+        if len(matches) != 1 or len(fingerprint) < 8:
+            raise NotFound(self.fs.path("tables", name),
+                           f"fingerprint {fingerprint!r} matches {len(matches)} of table {name!r}"
+                           " (give at least 8 hex digits of exactly one)")
+        return check_fingerprint(matches[0])
+
+    def table_names(self) -> list[str]:
+        return [n for n in self.fs.listdir(self.fs.path("tables")) if NAME_RE.match(n)]
+
+    def fingerprints(self, name: str) -> list[str]:
+        return [f for f in self.fs.listdir(self.fs.path("tables", name)) if FINGERPRINT_RE.match(f)]
+
+    def tables(self) -> list[TableInfo]:
+        """Every committed table under every fingerprint."""
+        out = []
+        for name in self.table_names():
+            current = read_current(self.fs, name)
+            for fp in self.fingerprints(name):
+                t = Table(self.fs, name, fp)
+                if not t.exists():
+                    continue
+                m = t.manifest()
+                out.append(TableInfo(name, fp, fp == current, m.rows, len(m.shards), m.bytes, m.key,
+                                     self._stage(t)))
+        return out
+
+    def _stage(self, t: Table) -> str | None:
+        import json
+        path = f"{t.dir}/spec.json"
+        if not self.fs.exists(path):
+            return None
+        return json.loads(self.fs.read_bytes(path)).get("spec", {}).get("stage")
+
+    # -- corpora ---------------------------------------------------------
+    def corpus(self, name: str) -> Corpus:
+        return Corpus(self.fs, name)
+
+    def corpora(self) -> list[str]:
+        return [n for n in self.fs.listdir(self.fs.path("corpora")) if NAME_RE.match(n)
+                and Corpus(self.fs, n).exists()]
+
+    def corpus_features(self, corpus: str, table: str, fingerprint: str | None = None,
+                        columns: list[str] | None = None, snapshot: str | None = None,
+                        missing: str = "error") -> pa.Table:
+        """The snapshot's documents joined with their feature rows, in snapshot order.
+
+        Each document carries the snapshot's columns (doc_id, text_sha, label, …) plus
+        the table's columns. `missing="error"` raises NotFound for documents whose
+        features were not computed; "skip" leaves them out.
+        """
+        docs = self.corpus(corpus).read(snapshot)
+        t = self.open(table, fingerprint)
+        key = t.key
+        cols = None if columns is None else list(dict.fromkeys([key, *columns]))
+        feats = t.lookup(pc.unique(docs["text_sha"]), cols, missing=missing)
+        pos = pc.index_in(docs["text_sha"], value_set=feats[key])
+        if pos.null_count:
+            keep = pc.is_valid(pos)
+            docs, pos = docs.filter(keep), pos.filter(keep)
+        feats = feats.take(pos)
+        out = docs
+        for name in feats.column_names:
+            if name not in out.column_names:
+                out = out.append_column(name, feats[name])
+        return out
+
+    # -- overview --------------------------------------------------------
+    def status(self) -> dict:
+        """What `embcache status --json` prints."""
+        tables = [{"name": t.name, "fingerprint": t.fingerprint, "current": t.current,
+                   "stage": t.stage, "rows": t.rows, "shards": t.shards, "bytes": t.bytes}
+                  for t in self.tables()]
+        corpora = []
+        for name in self.corpora():
+            m = self.corpus(name).manifest()
+            cur = m.current
+            corpora.append({"name": name, "snapshots": len(m.snapshots),
+                            "current_snapshot": cur.id if cur else None,
+                            "documents": cur.rows if cur else 0,
+                            "created": cur.created if cur else None,
+                            "tables": m.links})
+        return {"store": self.root, "tables": tables, "corpora": corpora}

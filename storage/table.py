@@ -1,0 +1,224 @@
+"""One feature table under one fingerprint: shards committed through a manifest.
+
+Layout under the store root:
+
+    tables/<name>/current.json                 which fingerprint `<name>` means by default
+    tables/<name>/<fingerprint>/spec.json      what the fingerprint was computed from
+    tables/<name>/<fingerprint>/manifest.json  the committed shards (the only truth)
+    tables/<name>/<fingerprint>/shards/part-<uuid>.parquet
+
+Rows are keyed by content (e.g. `text_sha`): all rows of a key live in one shard and
+a key is committed at most once, so a document is never computed twice per fingerprint,
+whichever writer got there first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import manifest as mf
+from .errors import CorruptShard, NotFound, SchemaMismatch, StoreError
+from .fingerprint import fingerprint_of
+from .fs import StoreFS, check_fingerprint, check_name
+from .lock import commit_lock
+from .shards import choose_codecs, decode_shard, encode_shard
+
+CURRENT_FORMAT = 1
+
+
+class Table:
+    """Handle on tables/<name>/<fingerprint>; cheap to create, reads files lazily."""
+
+    def __init__(self, fs: StoreFS, name: str, fingerprint: str, key: str = "key",
+                 spec: dict | None = None):
+        self.fs = fs
+        self.name = check_name("table", name)
+        self.fingerprint = check_fingerprint(fingerprint)
+        self.key = key
+        self.spec = spec
+        self.dir = fs.path("tables", name, fingerprint)
+        self._keys: dict[str, pa.Array] = {}   # shard file -> its keys (shards are immutable)
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r}, {self.fingerprint[:12]}…)"
+
+    # -- manifest --------------------------------------------------------
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.dir}/manifest.json"
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.manifest_path)
+
+    def manifest(self) -> mf.Manifest:
+        """The last committed manifest (an empty one if nothing was committed yet)."""
+        if not self.fs.exists(self.manifest_path):
+            return mf.Manifest(table=self.name, fingerprint=self.fingerprint, key=self.key)
+        m = mf.Manifest.from_json(self.manifest_path, self.fs.read_bytes(self.manifest_path))
+        if m.fingerprint != self.fingerprint or m.table != self.name:
+            raise StoreError(self.manifest_path, f"manifest names {m.table}/{m.fingerprint[:12]}, "
+                                                 f"expected {self.name}/{self.fingerprint[:12]}")
+        self.key = m.key
+        return m
+
+    def shard_path(self, shard: mf.Shard | str) -> str:
+        return f"{self.dir}/shards/{shard if isinstance(shard, str) else shard.file}"
+
+    # -- writing ---------------------------------------------------------
+    def create(self) -> mf.Manifest:
+        """Commit an empty table (a stage that produced no rows still leaves its mark)."""
+        with commit_lock(self.fs, f"{self.dir}/.lock"):
+            m = self.manifest()
+            if not self.exists():
+                self._commit(m)
+            return m
+
+    def write(self, rows: pa.Table) -> mf.Shard | None:
+        """Commit `rows` as one shard; rows whose key is already committed are dropped.
+
+        Returns the committed shard, or None when every key was already there.
+        """
+        rows = self._check_rows(rows)
+        if rows.num_rows == 0:
+            self.create()
+            return None
+        m = self.manifest()
+        codecs = m.codecs or choose_codecs(rows)
+        data, sha = encode_shard(rows, codecs)
+        file = f"part-{uuid.uuid4().hex}.parquet"
+        self.fs.write_atomic(self.shard_path(file), data)   # not yet committed: an orphan until listed
+        with commit_lock(self.fs, f"{self.dir}/.lock"):
+            m = self.manifest()
+            if m.schema is not None:
+                self._check_schema(m, rows.schema)
+            seen = pc.is_in(rows[self.key], value_set=self._committed_keys(m))
+            if pc.any(seen).as_py():
+                self.fs.delete(self.shard_path(file))
+                rows = rows.filter(pc.invert(seen))
+                if rows.num_rows == 0:
+                    return None
+                data, sha = encode_shard(rows, m.codecs or codecs)
+                file = f"part-{uuid.uuid4().hex}.parquet"
+                self.fs.write_atomic(self.shard_path(file), data)
+            shard = mf.Shard(file=file, rows=rows.num_rows, bytes=len(data), sha256=sha,
+                             created=mf.utcnow())
+            new = mf.Manifest(table=self.name, fingerprint=self.fingerprint, key=self.key,
+                              generation=m.generation + 1,
+                              schema=m.schema or mf.schema_to_text(rows.schema),
+                              codecs=m.codecs or codecs, shards=m.shards + (shard,))
+            self._commit(new)
+            self._keys[file] = rows[self.key].combine_chunks()
+            return shard
+
+    def _check_rows(self, rows: pa.Table) -> pa.Table:
+        if self.key not in rows.column_names:
+            raise SchemaMismatch(self.dir, f"rows have no key column {self.key!r} "
+                                           f"(columns: {', '.join(rows.column_names)})")
+        if rows[self.key].null_count:
+            raise SchemaMismatch(self.dir, f"key column {self.key!r} has {rows[self.key].null_count} nulls")
+        return rows.replace_schema_metadata(None)
+
+    def _check_schema(self, m: mf.Manifest, schema: pa.Schema) -> None:
+        fixed = m.arrow_schema()
+        if not fixed.equals(schema):
+            raise SchemaMismatch(self.dir, f"rows have schema {schema} but the table was created with {fixed}")
+
+    def _commit(self, m: mf.Manifest) -> None:
+        """Write spec (first time), manifest, and the table's current pointer. Lock held."""
+        spec_path = f"{self.dir}/spec.json"
+        if self.spec is not None and not self.fs.exists(spec_path):
+            if fingerprint_of(self.spec) != self.fingerprint:
+                raise StoreError(spec_path, "spec does not hash to the table's fingerprint")
+            self.fs.write_atomic(spec_path, mf.spec_json(self.name, self.fingerprint, self.key, self.spec))
+        self.fs.write_atomic(self.manifest_path, m.to_json())
+        self.fs.write_atomic(self.fs.path("tables", self.name, "current.json"),
+                             mf.dump({"format": CURRENT_FORMAT, "fingerprint": self.fingerprint,
+                                      "updated": mf.utcnow()}))
+
+    # -- reading ---------------------------------------------------------
+    def read_shard(self, shard: mf.Shard, columns: Sequence[str] | None = None) -> pa.Table:
+        path = self.shard_path(shard)
+        try:
+            data = self.fs.read_bytes(path)
+        except NotFound as e:
+            raise CorruptShard(path, "committed shard is missing: the manifest lists it, the file does not exist") from e
+        return decode_shard(path, data, shard.bytes, shard.sha256, list(columns) if columns else None)
+
+    def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """Committed shards one at a time, so memory stays at one shard."""
+        for shard in self.manifest().shards:
+            yield self.read_shard(shard, columns)
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        m = self.manifest()
+        parts = [self.read_shard(s, columns) for s in m.shards]
+        if parts:
+            return pa.concat_tables(parts)
+        schema = m.arrow_schema()
+        if schema is None:
+            return pa.table({})
+        return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
+
+    def _committed_keys(self, m: mf.Manifest) -> pa.Array:
+        for s in m.shards:
+            if s.file not in self._keys:
+                self._keys[s.file] = self.read_shard(s, [m.key])[m.key].combine_chunks()
+        arrays = [self._keys[s.file] for s in m.shards]
+        if not arrays:
+            schema = m.arrow_schema()
+            return pa.array([], type=schema.field(m.key).type if schema else pa.string())
+        return pa.concat_arrays(arrays)
+
+    def keys(self) -> pa.Array:
+        """Every committed key (distinct: a key is committed once)."""
+        return pc.unique(self._committed_keys(self.manifest()))
+
+    def missing(self, keys: Sequence | pa.Array) -> pa.Array:
+        """The subset of `keys` with no committed rows, in the given order: the work to do."""
+        keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(list(keys))
+        have = self._committed_keys(self.manifest())
+        if len(have) == 0:
+            return keys
+        return keys.filter(pc.invert(pc.is_in(keys, value_set=have.cast(keys.type))))
+
+    def lookup(self, keys: Sequence | pa.Array, columns: Sequence[str] | None = None,
+               missing: str = "error") -> pa.Table:
+        """Rows for `keys`, in that order (one row per key; keys must be unique per row).
+
+        Reads only the shards that hold a requested key. `missing`: "error" raises
+        NotFound naming the absent keys, "skip" leaves them out.
+        """
+        keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(list(keys))
+        m = self.manifest()
+        cols = None if columns is None else list(dict.fromkeys([m.key, *columns]))
+        self._committed_keys(m)
+        parts = []
+        for s in m.shards:
+            hit = pc.is_in(self._keys[s.file], value_set=keys.cast(self._keys[s.file].type))
+            if pc.any(hit).as_py():
+                parts.append(self.read_shard(s, cols).filter(hit))
+        schema = m.arrow_schema()
+        found = pa.concat_tables(parts) if parts else (
+            schema.empty_table().select(cols) if (schema is not None and cols) else
+            schema.empty_table() if schema is not None else pa.table({m.key: pa.array([], keys.type)}))
+        pos = pc.index_in(keys, value_set=found[m.key])
+        if pos.null_count:
+            absent = keys.filter(pc.is_null(pos))
+            if missing == "error":
+                shown = ", ".join(map(str, absent[:5].to_pylist()))
+                raise NotFound(self.dir, f"{len(absent)} key(s) not in {self.name}: {shown}"
+                                         f"{' …' if len(absent) > 5 else ''}")
+            pos = pos.drop_null()
+        out = found.take(pos)
+        return out if columns is None else out.select(list(columns))
+
+
+def read_current(fs: StoreFS, name: str) -> str | None:
+    path = fs.path("tables", check_name("table", name), "current.json")
+    if not fs.exists(path):
+        return None
+    return mf.load(path, fs.read_bytes(path), CURRENT_FORMAT, "current pointer")["fingerprint"]

@@ -21,13 +21,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/embcache status
+	$(BIN)/embcache demo
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/encode.py
+	$(BIN)/python benchmarks/featurize.py
 
 clean:
 	rm -rf $(VENV) embcache-store

@@ -50,6 +50,7 @@ def bbc_paragraphs(n: int) -> list[str]:
     for f in sorted(root.glob("*/*.txt")):
         text = f.read_bytes().decode("utf-8", errors="replace")
         paras += [p.strip() for p in text.split("\n") if len(p.strip()) > 40]
+        paras = list(dict.fromkeys(paras))
         if len(paras) >= n:
             break
     return paras[:n]
@@ -63,7 +64,7 @@ def minilm_path() -> str:
 def build_tables(n_docs: int, n_words: int) -> dict[str, pa.Table]:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
-    texts = bbc_paragraphs(n_docs)
+    texts = bbc_paragraphs(n_docs)   # distinct: the store keeps one row per content key
     keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     model = SentenceTransformer(minilm_path(), device="cpu")
     vecs = model.encode(texts, batch_size=64, convert_to_numpy=True).astype(np.float32)   # (N, 384)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -21,6 +22,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from storage import FeatureStore, StoreError, default_root
+
+# Prefect's server telemetry writes to its SQLite database while the temporary server is
+# still migrating it ("database is locked" tracebacks on a fresh PREFECT_HOME), and this
+# machine has no network for it anyway. The user's own setting wins.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(help="embcache: a cached feature store for text embeddings.", no_args_is_help=True,
                   rich_markup_mode="markdown", pretty_exceptions_enable=False)
@@ -238,3 +244,6 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
 
 def run() -> None:  # console-script entry point
     app()
+
+
+from . import cli_pipeline  # noqa: E402,F401  (registers ingest / featurize / query similar)

@@ -42,7 +42,7 @@ class Corpus:
             return mf.CorpusManifest(corpus=self.name)
         return mf.CorpusManifest.from_json(self.manifest_path, self.fs.read_bytes(self.manifest_path))
 
-    def commit_snapshot(self, docs: pa.Table, note: str = "") -> mf.Snapshot:
+    def commit_snapshot(self, docs: pa.Table, note: str = "", stats: dict | None = None) -> mf.Snapshot:
         """Make `docs` (doc_id, text_sha, any extra columns) the current document set."""
         for col in REQUIRED:
             if col not in docs.column_names:
@@ -59,7 +59,8 @@ class Corpus:
         with commit_lock(self.fs, f"{self.dir}/.lock"):
             m = self.manifest()
             snap = mf.Snapshot(id=f"{len(m.snapshots) + 1:06d}", file=file, rows=docs.num_rows,
-                               bytes=len(data), sha256=sha, created=mf.utcnow(), note=note)
+                               bytes=len(data), sha256=sha, created=mf.utcnow(), note=note,
+                               stats=dict(stats or {}))
             new = mf.CorpusManifest(corpus=self.name, snapshots=m.snapshots + (snap,), links=m.links)
             self.fs.write_atomic(self.manifest_path, new.to_json())
         return snap

@@ -2,7 +2,8 @@
 
 A fingerprint is the sha256 of the canonical JSON of everything that determines a
 table's contents: the stage name and version, the full config (defaults included),
-the fingerprints of its inputs and digests of model files.
+the fingerprints of its inputs and digests of model files (computed by whoever
+loads the model, e.g. pipeline.model.model_digest: the store only hashes strings).
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -25,14 +26,12 @@ import enum
 import hashlib
 import json
 import math
-import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path, PurePath
+from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 from .errors import FingerprintError
 
-_CHUNK = 1 << 20
 
 
 def canonical(value: Any, where: str = "config") -> Any:
@@ -96,33 +95,3 @@ def fingerprint(stage: str, version: int, config: Any, inputs: Mapping[str, str]
                 digests: Mapping[str, str] | None = None) -> str:
     """sha256 hex of the canonical spec; see the module docstring."""
     return fingerprint_of(spec(stage, version, config, inputs, digests))
-
-
-_digest_cache: dict[tuple, str] = {}
-
-
-def digest_files(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
-    """sha256 over (relative name, size, bytes) of each file, in sorted name order.
-
-    Used for model weights and tokenizer files. Cached per process on (path, size,
-    mtime) so a 90 MB weights file is read once per process, not once per task.
-    """
-    files = sorted(Path(p) for p in paths)
-    if not files:
-        raise FingerprintError(str(root or "."), "no files to digest")
-    h = hashlib.sha256()
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError as e:
-            raise FingerprintError(str(f), f"cannot read file to digest: {e.strerror}") from e
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _digest_cache:
-            fh = hashlib.sha256()
-            with open(f, "rb") as fp:
-                while chunk := fp.read(_CHUNK):
-                    fh.update(chunk)
-            _digest_cache[key] = fh.hexdigest()
-        name = str(f.relative_to(root)) if root is not None else f.name
-        h.update(f"{name}\0{st.st_size}\0{_digest_cache[key]}\n".encode())
-    return h.hexdigest()

@@ -115,6 +115,7 @@ class Snapshot:
     sha256: str
     created: str
     note: str = ""
+    stats: dict = field(default_factory=dict)   # what the run that made it counted (e.g. rejected rows)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class CorpusManifest:
             raise FormatError(path, f"corpus manifest is missing or has a bad field: {e}") from e
 
 
-def spec_json(name: str, fp: str, key: str, spec: dict[str, Any]) -> bytes:
+def spec_json(name: str, fp: str, key: str, spec: dict[str, Any], meta: dict[str, Any] | None = None) -> bytes:
+    """`spec` is what the fingerprint hashes; `meta` is how to reproduce it (e.g. the model's
+    path) and is not hashed: content identity comes from digests, not from where files sit."""
     return dump({"format": SPEC_FORMAT, "table": name, "fingerprint": fp, "key": key,
-                 "spec": spec, "created": utcnow()})
+                 "spec": spec, "meta": meta or {}, "created": utcnow()})

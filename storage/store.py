@@ -56,9 +56,12 @@ class FeatureStore:
         return f"FeatureStore({self.root!r})"
 
     # -- tables ----------------------------------------------------------
-    def table(self, name: str, spec: dict, key: str = "text_sha") -> Table:
-        """Handle for writing (and reading) `name` under the fingerprint of `spec`."""
-        return Table(self.fs, name, fingerprint_of(spec), key=key, spec=spec)
+    def table(self, name: str, spec: dict, key: str = "text_sha", meta: dict | None = None) -> Table:
+        """Handle for writing (and reading) `name` under the fingerprint of `spec`.
+
+        `meta` (not hashed) is saved beside the spec: how to reproduce the table.
+        """
+        return Table(self.fs, name, fingerprint_of(spec), key=key, spec=spec, meta=meta)
 
     def open(self, name: str, fingerprint: str | None = None) -> Table:
         """An existing table; its current fingerprint unless one is given (a 12+ char prefix works)."""
@@ -82,6 +85,13 @@ class FeatureStore:
                            " (give at least 8 hex digits of exactly one)")
         return check_fingerprint(matches[0])
 
+    def resolve_linked(self, corpus: str, name: str) -> str:
+        """The fingerprint of `name` most recently linked to `corpus` (e.g. its documents table)."""
+        fps = self.corpus(corpus).manifest().links.get(name)
+        if not fps:
+            raise NotFound(self.corpus(corpus).dir, f"corpus {corpus!r} has no {name!r} table linked")
+        return fps[-1]
+
     def table_names(self) -> list[str]:
         return [n for n in self.fs.listdir(self.fs.path("tables")) if NAME_RE.match(n)]
 
@@ -103,11 +113,9 @@ class FeatureStore:
         return out
 
     def _stage(self, t: Table) -> str | None:
-        import json
-        path = f"{t.dir}/spec.json"
-        if not self.fs.exists(path):
+        if not self.fs.exists(f"{t.dir}/spec.json"):
             return None
-        return json.loads(self.fs.read_bytes(path)).get("spec", {}).get("stage")
+        return t.saved_spec()["spec"].get("stage")
 
     # -- corpora ---------------------------------------------------------
     def corpus(self, name: str) -> Corpus:
@@ -156,5 +164,6 @@ class FeatureStore:
                             "current_snapshot": cur.id if cur else None,
                             "documents": cur.rows if cur else 0,
                             "created": cur.created if cur else None,
+                            "stats": cur.stats if cur else {},
                             "tables": m.links})
         return {"store": self.root, "tables": tables, "corpora": corpora}

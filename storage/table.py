@@ -34,12 +34,13 @@ class Table:
     """Handle on tables/<name>/<fingerprint>; cheap to create, reads files lazily."""
 
     def __init__(self, fs: StoreFS, name: str, fingerprint: str, key: str = "key",
-                 spec: dict | None = None):
+                 spec: dict | None = None, meta: dict | None = None):
         self.fs = fs
         self.name = check_name("table", name)
         self.fingerprint = check_fingerprint(fingerprint)
         self.key = key
         self.spec = spec
+        self.meta = meta
         self.dir = fs.path("tables", name, fingerprint)
         self._keys: dict[str, pa.Array] = {}   # shard file -> its keys (shards are immutable)
 
@@ -64,6 +65,11 @@ class Table:
                                                  f"expected {self.name}/{self.fingerprint[:12]}")
         self.key = m.key
         return m
+
+    def saved_spec(self) -> dict:
+        """spec.json as committed: {"spec": what was hashed, "meta": how to reproduce, …}."""
+        path = f"{self.dir}/spec.json"
+        return mf.load(path, self.fs.read_bytes(path), mf.SPEC_FORMAT, "table spec")
 
     def shard_path(self, shard: mf.Shard | str) -> str:
         return f"{self.dir}/shards/{shard if isinstance(shard, str) else shard.file}"
@@ -133,7 +139,8 @@ class Table:
         if self.spec is not None and not self.fs.exists(spec_path):
             if fingerprint_of(self.spec) != self.fingerprint:
                 raise StoreError(spec_path, "spec does not hash to the table's fingerprint")
-            self.fs.write_atomic(spec_path, mf.spec_json(self.name, self.fingerprint, self.key, self.spec))
+            self.fs.write_atomic(spec_path, mf.spec_json(self.name, self.fingerprint, self.key, self.spec,
+                                                         self.meta))
         self.fs.write_atomic(self.manifest_path, m.to_json())
         self.fs.write_atomic(self.fs.path("tables", self.name, "current.json"),
                              mf.dump({"format": CURRENT_FORMAT, "fingerprint": self.fingerprint,
@@ -201,10 +208,7 @@ class Table:
             hit = pc.is_in(self._keys[s.file], value_set=keys.cast(self._keys[s.file].type))
             if pc.any(hit).as_py():
                 parts.append(self.read_shard(s, cols).filter(hit))
-        schema = m.arrow_schema()
-        found = pa.concat_tables(parts) if parts else (
-            schema.empty_table().select(cols) if (schema is not None and cols) else
-            schema.empty_table() if schema is not None else pa.table({m.key: pa.array([], keys.type)}))
+        found = pa.concat_tables(parts) if parts else self._empty(m, cols, keys.type)
         pos = pc.index_in(keys, value_set=found[m.key])
         if pos.null_count:
             absent = keys.filter(pc.is_null(pos))
@@ -215,6 +219,14 @@ class Table:
             pos = pos.drop_null()
         out = found.take(pos)
         return out if columns is None else out.select(list(columns))
+
+
+    @staticmethod
+    def _empty(m: mf.Manifest, columns: list[str] | None, key_type: pa.DataType) -> pa.Table:
+        schema = m.arrow_schema()
+        if schema is None:                       # nothing committed yet: only the key is known
+            return pa.table({m.key: pa.array([], key_type)})
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
 
 
 def read_current(fs: StoreFS, name: str) -> str | None:

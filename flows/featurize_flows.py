@@ -1,0 +1,82 @@
+"""Prefect flows for ingest and BERT featurization: plan, one task per shard, commit.
+
+Tasks are thin wrappers of flows/ingest.py and flows/bert.py and pass references
+(the plan, lists of text hashes), never tensors. The store is the cache, so Prefect's
+own task caching is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.encode import EncodeConfig
+from pipeline.ingest import IngestConfig, Source
+from pipeline.tokenize import TokenizeConfig
+from storage import FeatureStore
+
+from . import bert, progress
+from .ingest import ingest_corpus
+
+
+@task(name="ingest-sources", cache_policy=NO_CACHE)
+def ingest_task(store_root: str, corpus: str, sources: list[Source], config: IngestConfig) -> dict:
+    summary = ingest_corpus(store_root, corpus, sources, config,
+                            progress=lambda n: progress.advance("ingest", n, 0))
+    return {**asdict(summary), "rejected_total": summary.rejected_total}
+
+
+@flow(name="ingest")
+def ingest_flow(corpus: str, sources: list[Source], config: IngestConfig = IngestConfig(),
+                store: str = "./embcache-store") -> dict:
+    """Read the sources into a new snapshot of `corpus`; bad rows go to the `rejected` table."""
+    result = ingest_task(store, corpus, sources, config)
+    log = get_run_logger()
+    log.info("corpus %s snapshot %s: %d documents (%d new texts), %d rejected %s", corpus,
+             result["snapshot"], result["documents"], result["new_texts"], result["rejected_total"],
+             result["rejected"] or "")
+    return result
+
+
+@task(name="tokenize-shard", cache_policy=NO_CACHE, retries=1)
+def tokenize_task(plan: bert.BertPlan, keys: list[str], total: int) -> int:
+    rows = bert.tokenize_shard(plan, keys)
+    progress.advance("tokenize", len(keys), total)
+    return rows
+
+
+@task(name="encode-shard", cache_policy=NO_CACHE, retries=1)
+def encode_task(plan: bert.BertPlan, keys: list[str], total: int) -> int:
+    rows = bert.encode_shard(plan, keys)
+    progress.advance("encode", len(keys), total)
+    return rows
+
+
+@flow(name="featurize-bert")
+def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: TokenizeConfig = TokenizeConfig(),
+                        encode: EncodeConfig = EncodeConfig(), store: str = "./embcache-store",
+                        encode_shard_docs: int = 512, tokenize_shard_docs: int = 4096) -> dict:
+    """Tokenize and encode the corpus's current documents that the store does not have yet."""
+    log = get_run_logger()
+    config = bert.BertConfig(model, tokenize, encode, tokenize_shard_docs, encode_shard_docs)
+    normalization = FeatureStore(store).corpus(corpus).snapshot().stats.get("normalization", "NFC")
+    plan = bert.plan_bert(store, config, normalization)
+    fs, _, tokens, features = bert.tables(plan)
+    docs = fs.corpus(corpus).read(columns=["text_sha"])
+    wanted = sorted(set(docs["text_sha"].to_pylist()))
+    counts = {"documents": docs.num_rows, "texts": len(wanted)}
+    for stage, table, fn, size in (("tokenize", tokens, tokenize_task, tokenize_shard_docs),
+                                   ("encode", features, encode_task, encode_shard_docs)):
+        todo = table.missing(wanted).to_pylist()
+        shards = bert.chunks(todo, size)
+        log.info("%s: %d of %d texts cached, computing %d in %d shards", stage, len(wanted) - len(todo),
+                 len(wanted), len(todo), len(shards))
+        done = [fn(plan, keys, len(todo)) for keys in shards]
+        counts[f"{stage}_computed"] = sum(done)
+        counts[f"{stage}_cached"] = len(wanted) - len(todo)
+        fs.corpus(corpus).link(table.name, table.fingerprint)
+    counts.update(tokens_fingerprint=tokens.fingerprint, features_fingerprint=features.fingerprint,
+                  model=plan.model_path)
+    return counts

@@ -1,0 +1,82 @@
+"""Ingest as a unit of work over the store (no Prefect here: flows wrap it).
+
+Streams the sources batch by batch: new texts go to the content-keyed `documents`
+table, bad rows to `rejected` (with corpus, source, row, reason), and the accepted
+documents become the corpus's new snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, iter_ingest
+from storage import FeatureStore, spec
+
+from .bert import documents_spec
+
+REJECTED_SPEC = spec("rejected", 1, {})
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    corpus: str
+    snapshot: str
+    documents: int            # accepted into the snapshot
+    new_texts: int            # texts the store had not seen (under any id, in any corpus)
+    rejected: dict            # reason -> count
+    inputs: int               # records read: documents + rejected
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+def first_per_key(table: pa.Table, key: str) -> pa.Table:
+    """Rows with the first occurrence of each key (a shard commits a key once)."""
+    _, first = np.unique(table[key].to_numpy(zero_copy_only=False), return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
+def reject_keys(corpus: str, rejected: pa.Table) -> pa.Array:
+    parts = zip(rejected["source"].to_pylist(), rejected["row"].to_pylist(),
+                rejected["reason"].to_pylist(), rejected["detail"].to_pylist())
+    return pa.array([hashlib.sha256(f"{corpus}\0{s}\0{r}\0{why}\0{d}".encode()).hexdigest()
+                     for s, r, why, d in parts], pa.string())
+
+
+def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: IngestConfig,
+                  progress=None) -> IngestSummary:
+    store = FeatureStore(store_root)
+    texts = store.table("documents", documents_spec(config.normalization))
+    rejected_table = store.table("rejected", REJECTED_SPEC, key="reject_key")
+    snapshot_parts, counts, new_texts = [], Counter(), 0
+    for batch in iter_ingest(sources, config):
+        docs = batch.documents
+        unseen = texts.missing(pc.unique(docs["text_sha"]))
+        if len(unseen):
+            fresh = first_per_key(docs.filter(pc.is_in(docs["text_sha"], value_set=unseen)), "text_sha")
+            shard = texts.write(fresh.select(["text_sha", "text"]))
+            new_texts += shard.rows if shard else 0
+        snapshot_parts.append(docs.drop_columns(["text"]))
+        rej = batch.rejected
+        if rej.num_rows:
+            counts.update(rej["reason"].to_pylist())
+            rej = rej.add_column(0, "reject_key", reject_keys(corpus, rej))
+            rejected_table.write(first_per_key(rej.add_column(1, "corpus", pa.array([corpus] * rej.num_rows)),
+                                               "reject_key"))
+        if progress:
+            progress(docs.num_rows + rej.num_rows)
+    snapshot_docs = (pa.concat_tables(snapshot_parts) if snapshot_parts
+                     else DOCUMENTS_SCHEMA.empty_table().drop_columns(["text"]))
+    stats = {"documents": snapshot_docs.num_rows, "new_texts": new_texts, "rejected": dict(counts),
+             "normalization": config.normalization, "sources": [asdict(s) for s in sources]}
+    snap = store.corpus(corpus).commit_snapshot(snapshot_docs, stats=stats)
+    store.corpus(corpus).link("documents", texts.fingerprint)
+    return IngestSummary(corpus, snap.id, snapshot_docs.num_rows, new_texts, dict(counts),
+                         snapshot_docs.num_rows + sum(counts.values()))

@@ -1,0 +1,293 @@
+"""Ingest: read sources into documents with stable ids and content hashes; reject bad rows.
+
+Every input record ends up in exactly one of two tables, so accepted + rejected == input:
+
+    documents: doc_id, text_sha, text (normalized), label, split, source (file), row
+    rejected:  source, row, doc_id (when known), reason (one of REJECT_REASONS), detail
+
+    >>> batch = ingest([Source("corpus/notes.txt")], IngestConfig())   # doctest: +SKIP
+    >>> # notes.txt: "caf\\u00e9\\r\\n\\n\\xff\\n" (é precomposed, a blank line, a bad byte)
+    >>> batch.documents.select(["doc_id", "text", "row"]).to_pylist()  # doctest: +SKIP
+    [{'doc_id': 'notes.txt:1', 'text': 'café', 'row': 1}]
+    >>> batch.rejected.select(["row", "reason"]).to_pylist()           # doctest: +SKIP
+    [{'row': 2, 'reason': 'empty_text'}, {'row': 3, 'reason': 'invalid_utf8'}]
+
+doc_id: the id column's value when the source has one, else "<path relative to the source's
+base directory>:<row>" (or just the relative path for one-document files): the same files
+give the same ids on every run and wherever the corpus directory is moved.
+
+Labels, ids and splits of mixed types become strings one way: a string is kept as it is
+("1.0" stays "1.0"); an integer, or a float with an integral value, is written as an integer
+(1 and 1.0 -> "1"); another float as Python writes it (0.5 -> "0.5"); booleans as "true" /
+"false"; null and NaN -> null. Lists and objects are rejected (invalid_field). A null label
+means "unlabeled" and is allowed even when a label set is declared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Literal
+
+import pyarrow as pa
+
+from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, plan_files, read_records
+
+__all__ = ["REJECT_REASONS", "IngestBatch", "IngestConfig", "Source", "ingest", "iter_ingest",
+           "normalize", "text_sha"]
+
+Normalization = Literal["NFC", "NFKC", "none"]
+
+REJECT_REASONS = (
+    "malformed_record",        # the record itself cannot be parsed (bad JSON line, CSV row with extra fields)
+    "invalid_utf8",            # bytes that are not UTF-8 (or a lone surrogate from a JSON "\ud800" escape)
+    "null_text",               # text null or missing
+    "not_string",              # text is a number, a list, ...
+    "empty_text",              # empty or whitespace only, after normalization
+    "binary_content",          # text with NUL characters: binary or UTF-16 data
+    "too_large",               # more than max_bytes of UTF-8 after normalization
+    "missing_id",              # the id column is configured but null or empty for this row
+    "invalid_field",           # id, label or split that is a list or an object
+    "label_not_allowed",       # label outside the declared label set
+    "duplicate_id_conflict",   # id already taken by a document with different text (first wins)
+    "duplicate_row",           # same id and same text as an earlier document
+)
+
+DOCUMENTS_SCHEMA = pa.schema([
+    ("doc_id", pa.string()), ("text_sha", pa.string()), ("text", pa.string()),
+    ("label", pa.string()), ("split", pa.string()), ("source", pa.string()), ("row", pa.int64()),
+])
+REJECTED_SCHEMA = pa.schema([
+    ("source", pa.string()), ("row", pa.int64()), ("doc_id", pa.string()),
+    ("reason", pa.string()), ("detail", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How documents are checked and normalized (part of the documents table's fingerprint)."""
+
+    max_bytes: int = 1_000_000      # reject text above this many UTF-8 bytes (after normalization);
+                                    # long-but-valid text is truncated later, at tokenization
+    labels: tuple[str, ...] | None = None   # declared label set; a label outside it is rejected
+    normalization: Normalization = "NFC"    # unicode form applied to every text before hashing
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
+        if self.normalization not in ("NFC", "NFKC", "none"):
+            raise ValueError(f"normalization must be NFC, NFKC or none, got {self.normalization!r}")
+        if self.labels is not None and not isinstance(self.labels, tuple):
+            raise ValueError("labels must be a tuple (the config is hashed and frozen)")
+
+
+@dataclass
+class IngestBatch:
+    """Accepted documents and rejected records from one stretch of input."""
+
+    documents: pa.Table             # DOCUMENTS_SCHEMA
+    rejected: pa.Table              # REJECTED_SCHEMA
+
+    @property
+    def input_rows(self) -> int:
+        return self.documents.num_rows + self.rejected.num_rows
+
+
+def normalize(text: str, form: Normalization = "NFC") -> str:
+    """Leading BOM dropped, CRLF and lone CR -> LF, then unicode normalization `form`."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if form != "none" and not unicodedata.is_normalized(form, text):
+        text = unicodedata.normalize(form, text)
+    return text
+
+
+def text_sha(text: str) -> str:
+    """sha256 hex of `text`'s UTF-8; pass normalized text (`normalize`), as ingest does."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def iter_ingest(sources: Source | Iterable[Source], config: IngestConfig = IngestConfig(),
+                batch_rows: int = 2048) -> Iterator[IngestBatch]:
+    """Stream batches covering `batch_rows` input records each (the last one fewer).
+
+    Every source is planned first, so a missing path (SourceNotFound) or a missing column
+    (SourceSchemaError) fails before any batch is yielded. Duplicate ids are tracked across
+    all sources: memory grows by a few hundred bytes per accepted document.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    sources = [sources] if isinstance(sources, Source) else list(sources)
+    plans: list[list[SourceFile]] = [plan_files(source) for source in sources]
+    checker = _Checker(config)
+    batch = _BatchBuilder()
+    max_file_bytes = UNREAD_SIZE_FACTOR * config.max_bytes
+    for source, files in zip(sources, plans):
+        for records in read_records(files, batch_rows, max_file_bytes):
+            for record in records:
+                batch.add(record, *checker.check(record, source))
+                if batch.input_rows >= batch_rows:
+                    yield batch.flush()
+    if batch.input_rows:
+        yield batch.flush()
+
+
+def ingest(sources: Source | Iterable[Source], config: IngestConfig = IngestConfig()) -> IngestBatch:
+    """Everything `iter_ingest` yields, concatenated in input order."""
+    batches = list(iter_ingest(sources, config))
+    documents = [b.documents for b in batches] or [DOCUMENTS_SCHEMA.empty_table()]
+    rejected = [b.rejected for b in batches] or [REJECTED_SCHEMA.empty_table()]
+    return IngestBatch(pa.concat_tables(documents), pa.concat_tables(rejected))
+
+
+# ---------------------------------------------------------------- checks
+
+Accepted = tuple[str, str, str, str | None, str | None]   # doc_id, text_sha, text, label, split
+Rejected = tuple[str | None, str, str]                     # doc_id, reason, detail
+
+
+class _Checker:
+    """Decides each record's fate; remembers accepted ids to find duplicates."""
+
+    def __init__(self, config: IngestConfig):
+        self.config = config
+        self.allowed = None if config.labels is None else {field_string(l) for l in config.labels}
+        self.seen: dict[str, tuple[str, str, int]] = {}   # doc_id -> (text_sha, source, row)
+
+    def check(self, record: RawRecord, source: Source) -> tuple[Accepted | None, Rejected | None]:
+        doc_id, id_problem = _doc_id(record, source)
+        if record.error:
+            return None, (doc_id, *record.error)
+        text, problem = _checked_text(record.text, self.config)
+        if problem:
+            return None, (doc_id, *problem)
+        if id_problem:
+            return None, (doc_id, *id_problem)
+        try:
+            label, split = field_string(record.label, "label"), field_string(record.split, "split")
+        except ValueError as e:
+            return None, (doc_id, "invalid_field", str(e))
+        if label is not None and self.allowed is not None and label not in self.allowed:
+            return None, (doc_id, "label_not_allowed", self._not_allowed(label))
+        sha = text_sha(text)
+        duplicate = self._duplicate(doc_id, sha)
+        if duplicate:
+            return None, (doc_id, *duplicate)
+        self.seen[doc_id] = (sha, record.source, record.row)
+        return (doc_id, sha, text, label, split), None
+
+    def _not_allowed(self, label: str) -> str:
+        declared = ", ".join(repr(l) for l in sorted(self.allowed)[:20])
+        return f"label {label!r} is not one of the declared labels ({declared})"
+
+    def _duplicate(self, doc_id: str, sha: str) -> tuple[str, str] | None:
+        if doc_id not in self.seen:
+            return None
+        first_sha, source, row = self.seen[doc_id]
+        if first_sha == sha:
+            return "duplicate_row", f"same doc_id and text as {source} row {row}"
+        return ("duplicate_id_conflict", f"doc_id {doc_id!r} already taken by {source} row {row} "
+                f"with different text (sha {first_sha[:12]}, this one {sha[:12]})")
+
+
+def _doc_id(record: RawRecord, source: Source) -> tuple[str | None, tuple[str, str] | None]:
+    """(doc_id, None) or (None, problem): the id column's value, else the positional id."""
+    if source.id_column is None:
+        return source.id_prefix + record.local_id, None
+    try:
+        value = field_string(record.doc_id, "id")
+    except ValueError as e:
+        return None, ("invalid_field", str(e))
+    if value is None or not value.strip():
+        found = "null" if value is None else "empty"
+        return None, ("missing_id", f"id column {source.id_column!r} is {found}")
+    return source.id_prefix + value, None
+
+
+def _checked_text(value: Any, config: IngestConfig) -> tuple[str | None, tuple[str, str] | None]:
+    """(normalized text, None) or (None, (reason, detail))."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, ("null_text", "text is null")
+    if not isinstance(value, str):
+        return None, ("not_string", f"text is {type(value).__name__} {_short(value)}, not a string")
+    text = normalize(value, config.normalization)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        return None, ("invalid_utf8", f"text has an unpaired surrogate U+{ord(text[e.start]):04X} "
+                                      f"at character {e.start + 1:,}")
+    if not text.strip():
+        return None, ("empty_text", "text is empty" if not text else
+                      f"text is whitespace only ({len(text):,} characters)")
+    if "\x00" in text:
+        return None, ("binary_content", f"text has NUL characters (first at character "
+                                        f"{text.index(chr(0)) + 1:,}): binary or UTF-16 data?")
+    if size > config.max_bytes:
+        return None, ("too_large", f"text is {size:,} bytes > max_bytes {config.max_bytes:,}")
+    return text, None
+
+
+def field_string(value: Any, name: str = "value") -> str | None:
+    """A label, id or split as a string (see the module docstring); ValueError if it has none."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_encodable(value, name)
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise ValueError(f"{name} is {type(value).__name__} {_short(value)}; expected a string or a number")
+
+
+def _check_encodable(value: str, name: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} has an unpaired surrogate U+{ord(value[e.start]):04X}") from None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ---------------------------------------------------------------- output
+
+
+class _BatchBuilder:
+    """Rows of the two tables, turned into Arrow on flush."""
+
+    def __init__(self) -> None:
+        self.documents: list[tuple] = []   # DOCUMENTS_SCHEMA order
+        self.rejected: list[tuple] = []    # REJECTED_SCHEMA order
+
+    @property
+    def input_rows(self) -> int:
+        return len(self.documents) + len(self.rejected)
+
+    def add(self, record: RawRecord, accepted: Accepted | None, rejected: Rejected | None) -> None:
+        if accepted is not None:
+            self.documents.append((*accepted, record.source, record.row))
+        else:
+            self.rejected.append((record.source, record.row, *rejected))
+
+    def flush(self) -> IngestBatch:
+        batch = IngestBatch(_table(self.documents, DOCUMENTS_SCHEMA), _table(self.rejected, REJECTED_SCHEMA))
+        self.documents, self.rejected = [], []
+        return batch
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [() for _ in schema]
+    return pa.table([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)

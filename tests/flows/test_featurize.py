@@ -177,3 +177,26 @@ def test_minilm_end_to_end_similarity(tmp_path):
                                  "--k", "4", "--json"])
     ranked = [h["doc_id"] for h in json.loads(r.stdout)]
     assert set(ranked[:2]) == {"cat1.txt", "cat2.txt"}
+
+
+def test_cli_int8_and_float16_are_their_own_tables(tmp_path, corpus_dir, tiny_bert):
+    import pyarrow as pa
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--store", store, "ingest", "news", str(corpus_dir), "--format", "files"]).exit_code == 0
+    base = ["--store", store, "featurize", "bert", "news", "--model", tiny_bert, "--max-length", "16"]
+    r32 = runner.invoke(app, base)
+    r8 = runner.invoke(app, base + ["--quantize", "int8"])
+    assert r8.exit_code == 0, r8.output
+    assert "encoded 5" in r8.stdout and "int8 fidelity vs fp32 on 5 texts: mean cosine" in r8.stdout
+    r16 = runner.invoke(app, base + ["--dtype", "float16"])
+    assert r16.exit_code == 0, r16.output
+    s = FeatureStore(store)
+    fps = {t.fingerprint for t in s.tables() if t.name == "bert_features"}
+    assert len(fps) == 3                                               # fp32, int8, float16
+    current = s.open("bert_features")                                  # float16 was written last
+    assert current.read()["vector"].type == pa.list_(pa.float16(), 32)
+    import re
+    fp32_prefix = re.search(r"bert_features@([0-9a-f]{12})", r32.stdout).group(1)
+    v32 = s.open("bert_features", fp32_prefix).lookup(current.read()["text_sha"])["vector"]
+    np.testing.assert_allclose(as_matrix(current.read()["vector"]), as_matrix(v32), rtol=2e-3, atol=2e-3)

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.errors import PipelineError
-from storage import FeatureStore, StoreError
+from storage import StoreError
 
 from .cli import app, err, fail, out, query_app, store_of
 

@@ -33,7 +33,8 @@ from typing import Any, Iterable, Iterator, Literal
 
 import pyarrow as pa
 
-from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, plan_files, read_records
+from .readers import read_records
+from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, plan_files
 
 __all__ = ["REJECT_REASONS", "IngestBatch", "IngestConfig", "Source", "ingest", "iter_ingest",
            "normalize", "text_sha"]

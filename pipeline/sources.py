@@ -2,12 +2,12 @@
 
 A `Source` names a file, a directory or a glob and how to read it. `plan_files` turns it
 into `SourceFile`s (checking that each configured column exists, so a wrong schema fails
-before anything is read); `read_records` streams them through Hugging Face `datasets`
-as `RawRecord`s: one per input record, bad ones included, so nothing is lost on the way.
+before anything is read); `readers.read_records` streams them through Hugging Face
+`datasets` as `RawRecord`s: one per input record, bad ones included, so nothing is lost.
 
     >>> [f.rel for f in plan_files(Source("corpus/*.txt"))]              # doctest: +SKIP
     ['notes.txt']
-    >>> next(read_records(plan_files(Source("corpus/notes.txt"))))[0]    # doctest: +SKIP
+    >>> next(readers.read_records(plan_files(Source("corpus/notes.txt"))))[0]    # doctest: +SKIP
     RawRecord(source='corpus/notes.txt', row=1, local_id='notes.txt:1', text='café',
               doc_id=None, label=None, split=None, error=None)
 
@@ -23,17 +23,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-import datasets
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import PipelineError, SourceNotFound, SourceSchemaError
+from .errors import SourceNotFound, SourceSchemaError
 
 Format = Literal["auto", "lines", "files", "csv", "jsonl", "parquet", "folder"]
 FileFormat = Literal["lines", "files", "csv", "jsonl", "parquet"]   # how one file is read
@@ -185,7 +182,7 @@ def columns_of(file: SourceFile) -> list[str]:
     if file.format in ("lines", "files"):
         return ["text", "label"] if file.label is not None else ["text"]
     if file.format == "csv":
-        return list(_csv_header(file.path))
+        return list(csv_header(file.path))
     if file.format == "parquet":
         return pq.read_schema(file.path).names
     return _jsonl_keys(file.path)
@@ -202,17 +199,17 @@ def _check_columns(file: SourceFile, found: list[str]) -> None:
                                                f"{file.format} columns found: {listed}")
 
 
-def _csv_header(path: str) -> dict[str, str]:
+def csv_header(path: str) -> dict[str, str]:
     """{decoded column name: name as pandas reads it in Latin-1}; BOM dropped."""
     try:
-        raw_names = pd.read_csv(path, nrows=0, sep=_csv_separator(path), encoding="latin-1",
+        raw_names = pd.read_csv(path, nrows=0, sep=csv_separator(path), encoding="latin-1",
                                 engine="python").columns
     except pd.errors.EmptyDataError:
         return {}
-    return {(_decode_latin1("column", raw)[0] or raw).lstrip("\ufeff"): raw for raw in raw_names}
+    return {(decode_latin1("column", raw)[0] or raw).lstrip("\ufeff"): raw for raw in raw_names}
 
 
-def _csv_separator(path: str) -> str:
+def csv_separator(path: str) -> str:
     return "\t" if path.lower().endswith(".tsv") else ","
 
 
@@ -230,213 +227,19 @@ def _jsonl_keys(path: str) -> list[str]:
     return list(keys)
 
 
-# ---------------------------------------------------------------- reading
-
-
-def read_records(files: list[SourceFile], batch_rows: int = 2048,
-                 max_file_bytes: int | None = None) -> Iterator[list[RawRecord]]:
-    """Every record of `files` in lists of about `batch_rows`: one-document files first
-    (a source has either only those or none), then each file's records in order."""
-    documents = [f for f in files if f.format == "files"]
-    if documents:
-        yield from _read_documents(documents, batch_rows, max_file_bytes)
-    for file in files:
-        if file.format in ("lines", "jsonl"):
-            yield from _read_line_records(file, batch_rows)
-        elif file.format == "csv":
-            yield from _read_csv(file, batch_rows)
-        elif file.format == "parquet":
-            yield from _read_parquet(file, batch_rows)
-
-
-def _stream(builder: str, paths: list[str], batch_rows: int, **options: Any) -> Iterator[pa.Table]:
-    """Arrow batches of a packaged `datasets` builder, streamed: nothing copied to a cache."""
-    escaped = [glob.escape(p) for p in paths]   # data_files are globs: "a[1].txt" is a file here
-    # Streaming still leaves a lock file per builder configuration (per file set) in the cache
-    # directory; a throwaway one keeps ~/.cache/huggingface from growing by one per file read.
-    with tempfile.TemporaryDirectory(prefix="embcache-ingest-") as cache_dir:
-        dataset = datasets.load_dataset(builder, data_files=escaped, split="train", streaming=True,
-                                        cache_dir=cache_dir, **options)
-    return dataset.with_format("arrow").iter(batch_size=batch_rows)
-
-
-def _read_line_records(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
-    """lines and jsonl: one record per line. Latin-1, see the module docstring; datasets opens
-    text with universal newlines, so CRLF and a lone CR end a line as LF does."""
-    record_of = _jsonl_record if file.format == "jsonl" else _line_record
-    row = 0
-    for table in _stream("text", [file.path], batch_rows, encoding="latin-1", sample_by="line"):
-        records = []
-        for line in table.column("text").to_pylist():
-            row += 1
-            records.append(record_of(file, row, line))
-        yield records
-
-
-def _line_record(file: SourceFile, row: int, line: str) -> RawRecord:
-    text, error = _decode_latin1("text", line)
-    return RawRecord(file.path, row, f"{file.rel}:{row}", text, error=error)
-
-
-def _read_documents(files: list[SourceFile], batch_rows: int,
-                    max_file_bytes: int | None) -> Iterator[list[RawRecord]]:
-    """One record per file, oversized ones first; one `datasets` call for all the files
-    (a call per file would cost ~3 ms each)."""
-    sizes = {f.path: os.path.getsize(f.path) for f in files}
-    limit = max_file_bytes if max_file_bytes is not None else float("inf")
-    too_large = [_unread_record(f, sizes[f.path], limit) for f in files if sizes[f.path] > limit]
-    if too_large:
-        yield too_large
-    readable = [f for f in files if sizes[f.path] <= limit]
-    if not readable:
-        return
-    # sample_by="document" yields exactly one row per file, in data_files order.
-    done = 0
-    for table in _stream("text", [f.path for f in readable], batch_rows,
-                         encoding="latin-1", sample_by="document"):
-        contents = table.column("text").to_pylist()
-        chunk, done = readable[done:done + len(contents)], done + len(contents)
-        yield [_document_record(f, content) for f, content in zip(chunk, contents, strict=True)]
-    if done != len(readable):
-        raise PipelineError(files[0].source.path, f"datasets read {done} of {len(readable)} files")
-
-
-def _document_record(file: SourceFile, content: str) -> RawRecord:
-    text, error = _decode_latin1("text", content)
-    return RawRecord(file.path, 1, file.rel, text, label=file.label, error=error)
-
-
-def _unread_record(file: SourceFile, size: int, max_file_bytes: int) -> RawRecord:
-    detail = (f"file is {size:,} bytes > {UNREAD_SIZE_FACTOR} x max_bytes "
-              f"({max_file_bytes:,}); not read")
-    return RawRecord(file.path, 1, file.rel, None, label=file.label, error=("too_large", detail))
-
-
-def _jsonl_record(file: SourceFile, row: int, line: str) -> RawRecord:
-    # Not the json builder: it parses 10 MB blocks with pyarrow, so one bad line fails the
-    # block and mixed types are cast or re-encoded; here each line is its own record.
-    where = (file.path, row, f"{file.rel}:{row}")
-    decoded, error = _decode_latin1("line", line)
-    if error:
-        return RawRecord(*where, None, error=error)
-    if not decoded.strip():
-        return RawRecord(*where, None, error=("empty_text", "line is blank"))
-    try:
-        value = json.loads(decoded.lstrip("\ufeff"))
-    except ValueError as e:
-        return RawRecord(*where, None, error=("malformed_record", f"line is not valid JSON: {e}"))
-    if not isinstance(value, dict):
-        found = type(value).__name__
-        return RawRecord(*where, None, error=("malformed_record", f"line is a JSON {found}, not an object"))
-    return _record_from_fields(file, row, value)
-
-
-def _record_from_fields(file: SourceFile, row: int, fields: dict[str, Any],
-                        error: tuple[str, str] | None = None) -> RawRecord:
-    source = file.source
-    if error is None and source.text_column not in fields:
-        error = ("null_text", f"record has no {source.text_column!r} field")
-    return RawRecord(file.path, row, f"{file.rel}:{row}", fields.get(source.text_column),
-                     doc_id=fields.get(source.id_column), label=fields.get(source.label_column),
-                     split=fields.get(source.split_column), error=error)
-
-
-def _read_csv(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
-    header = _csv_header(file.path)
-    raw_names = list(header.values())
-    used = [name for name in header if name in _used_columns(file.source)]
-    text_index = list(header).index(file.source.text_column)
-
-    def keep_malformed_row(fields: list[str]) -> list[str]:
-        row = (fields + [""] * len(raw_names))[:len(raw_names)]   # keeps its id, if any
-        row[text_index] = f"{MALFORMED_CSV_ROW}{len(fields)}"
-        return row
-
-    # Every cell as a string ("007" stays "007", "NA" stays "NA"): an identity converter, as
-    # string `features` make datasets pass dtype=np.object_, which pandas 3.1's python engine
-    # still parses as numbers. index_col=False: a row with an extra field is malformed, not
-    # shifted. The python engine's on_bad_lines hook can replace a row, keeping its row number.
-    options = dict(sep=_csv_separator(file.path), encoding="latin-1", keep_default_na=False,
-                   index_col=False, engine="python", on_bad_lines=keep_malformed_row,
-                   converters={name: _same_cell for name in raw_names})
-    row = 0
-    for table in _stream("csv", [file.path], batch_rows, **options):
-        columns = [table.column(header[name]).to_pylist() for name in used]
-        records = []
-        for values in zip(*columns):
-            row += 1
-            records.append(_csv_record(file, row, dict(zip(used, values)), len(header)))
-        yield records
-
-
-def _same_cell(cell: str) -> str:
-    return cell
-
-
-def _csv_record(file: SourceFile, row: int, cells: dict[str, str | None], width: int) -> RawRecord:
-    fields, error = {}, None
-    for name, value in cells.items():
-        fields[name], problem = _decode_latin1(name, value) if value is not None else (None, None)
-        error = error or problem
-    text = cells[file.source.text_column]
-    if text is not None and text.startswith(MALFORMED_CSV_ROW):
-        error = ("malformed_record", f"row has {text[len(MALFORMED_CSV_ROW):]} fields, the header has {width}")
-    return _record_from_fields(file, row, fields, error)
-
-
-def _used_columns(source: Source) -> set[str]:
-    return {c for c in (source.text_column, source.label_column, source.id_column,
-                        source.split_column) if c is not None}
-
-
-def _read_parquet(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
-    columns = sorted(_used_columns(file.source))
-    row = 0
-    for table in _stream("parquet", [file.path], batch_rows, columns=columns):
-        values = {name: _column_values(table.column(name)) for name in columns}
-        records = []
-        for i in range(table.num_rows):
-            row += 1
-            records.append(_parquet_record(file, row, {name: values[name][i] for name in columns}))
-        yield records
-
-
-def _column_values(column: pa.ChunkedArray) -> list[Any]:
-    """Python values; strings as bytes, so invalid UTF-8 fails one row, not the batch."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    if pa.types.is_string(column.type):
-        return column.cast(pa.binary()).to_pylist()
-    if pa.types.is_large_string(column.type):
-        return column.cast(pa.large_binary()).to_pylist()
-    return column.to_pylist()
-
-
-def _parquet_record(file: SourceFile, row: int, fields: dict[str, Any]) -> RawRecord:
-    error = None
-    for name, value in fields.items():
-        if isinstance(value, bytes):
-            try:
-                fields[name] = value.decode("utf-8")
-            except UnicodeDecodeError as e:
-                fields[name] = None
-                error = error or ("invalid_utf8", _utf8_error(name, value, e))
-    return _record_from_fields(file, row, fields, error)
-
-
 # ---------------------------------------------------------------- decoding
 
 
-def _decode_latin1(name: str, value: str) -> tuple[str | None, tuple[str, str] | None]:
+def decode_latin1(name: str, value: str) -> tuple[str | None, tuple[str, str] | None]:
     """(text, None) for a Latin-1-read value whose bytes are UTF-8; else (None, error)."""
     raw = value.encode("latin-1")
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as e:
-        return None, ("invalid_utf8", _utf8_error(name, raw, e))
+        return None, ("invalid_utf8", utf8_error(name, raw, e))
 
 
-def _utf8_error(name: str, raw: bytes, e: UnicodeDecodeError) -> str:
+def utf8_error(name: str, raw: bytes, e: UnicodeDecodeError) -> str:
     line_start = raw.rfind(b"\n", 0, e.start) + 1
     line_number = raw.count(b"\n", 0, e.start) + 1
     line = f"line {line_number:,}, " if b"\n" in raw else ""

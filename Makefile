@@ -30,6 +30,8 @@ bench: setup
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/encode.py
 	$(BIN)/python benchmarks/featurize.py
+	$(BIN)/python benchmarks/w2v_examples.py
+	$(BIN)/python benchmarks/word2vec.py
 
 clean:
 	rm -rf $(VENV) embcache-store

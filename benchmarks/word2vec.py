@@ -13,7 +13,7 @@ window 5, 100 dims, sample 1e-4, min_count 5, lr 0.025 -> 1e-4, 5 epochs, 2 thre
     sgns.train over those rows; words/s = centers trained / train seconds. The
     precompute is timed apart (it is cached in the store); an end-to-end figure with
     it included is reported too. Subsampling follows gensim's formula (keep =
-    sqrt(t/f) + t/f, `subsample_gensim`) followed by make_examples(subsample=None), so
+    sqrt(t/f) + t/f: SkipGramConfig(subsample_formula="gensim")), so
     both train on the same distribution; pipeline/skipgram.py's own subsampling (d2l's
     keep = sqrt(t/f), fewer frequent words kept) is reported as a variant, as is one
     example set reused for every epoch.
@@ -56,29 +56,13 @@ def quality(words, vectors: np.ndarray) -> dict[str, float]:
             "wordsim353_oov_pct": float(oov)}
 
 
-def subsample_gensim(ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, t: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """gensim's keep probability (sqrt(f/t) + 1) * t/f, f = count / all counted words; CSR out."""
-    freq = counts.astype(np.float64) / counts[1:].sum()                        # (V,)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        keep_p = np.minimum(1.0, (np.sqrt(freq / t) + 1) * t / freq)          # (V,) count 0 -> nan
-    keep = rng.random(len(ids)) < np.nan_to_num(keep_p, nan=1.0)[ids]         # (T,)
-    doc = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))            # (T,)
-    new_offsets = np.zeros_like(offsets)
-    np.cumsum(np.bincount(doc[keep], minlength=len(offsets) - 1), out=new_offsets[1:])
-    return ids[keep], new_offsets
-
-
 def epoch_examples(ids, offsets, counts, sample: float, epochs: int, formula: str) -> list[dict]:
     """One example set per epoch (seed = epoch), subsampled by gensim's or skipgram.py's formula."""
     out = []
     for epoch in range(epochs):
         rng = np.random.default_rng(epoch)
-        if formula == "gensim":
-            kept, kept_offsets = subsample_gensim(ids, offsets, counts, sample, rng)
-            out.append(make_examples(kept, kept_offsets, counts, SkipGramConfig(subsample=None), rng))
-        else:
-            out.append(make_examples(ids, offsets, counts, SkipGramConfig(subsample=sample), rng))
+        out.append(make_examples(ids, offsets, counts,
+                                 SkipGramConfig(subsample=sample, subsample_formula=formula), rng))
     return out
 
 
@@ -169,7 +153,7 @@ def main() -> None:
             "gensim_estimated": round(best["gensim"]["words_per_s"] * pairs_per_row),
             "note": "gensim does not count pairs: its words/s × embcache's pairs per center "
                     f"({pairs_per_row:.1f}; same window and negatives)"},
-        "precompute": {"what": "subsample_gensim + make_examples, all epochs", "centers": rows,
+        "precompute": {"what": "make_examples with subsample_formula='gensim', all epochs", "centers": rows,
                        "seconds": round(precompute_s, 2), "centers_per_s": round(rows / precompute_s),
                        "embcache_words_per_s_with_precompute": round(words_e2e),
                        "ratio_with_precompute_over_gensim": round(words_e2e / gensim_rate, 2)},

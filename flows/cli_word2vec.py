@@ -22,6 +22,11 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(export_app, name="export")
 
 
+class SubsampleFormula(str, Enum):
+    d2l = "d2l"
+    gensim = "gensim"
+
+
 class VectorFormat(str, Enum):
     word2vec = "word2vec"
     word2vec_binary = "word2vec-binary"
@@ -35,6 +40,9 @@ def featurize_word2vec(ctx: typer.Context,
                        window: int = typer.Option(5, help="Max context window; each center draws 1..window."),
                        negatives: int = typer.Option(5, help="Noise words per context word (∝ count^0.75)."),
                        subsample: float = typer.Option(1e-4, help="t in keep = min(1, sqrt(t/f)); 0 turns it off."),
+                       subsample_formula: SubsampleFormula = typer.Option(
+                           SubsampleFormula.d2l, help="d2l: min(1, sqrt(t/f)); gensim: word2vec.c's softer "
+                                                      "(sqrt(f/t)+1)·t/f, which keeps more words."),
                        epochs_of_examples: int = typer.Option(1, help="Independently sampled copies of the examples."),
                        seed: int = typer.Option(0, help="Seed (with the fingerprint and shard) of the sampling."),
                        extend: bool = typer.Option(False, "--extend", help="Grow the corpus's last vocabulary "
@@ -50,7 +58,8 @@ def featurize_word2vec(ctx: typer.Context,
         with progress_bars():
             r = featurize_word2vec_flow(corpus, WordConfig(min_count=min_count),
                                         SkipGramConfig(subsample=subsample or None, max_window=window,
-                                                       negatives=negatives),
+                                                       negatives=negatives,
+                                                       subsample_formula=subsample_formula.value),
                                         epochs_of_examples, seed, extend, store=store_of(ctx).root)
     except (StoreError, PipelineError) as e:
         raise fail(e)

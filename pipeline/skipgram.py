@@ -28,6 +28,7 @@ on the same rng.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -41,20 +42,23 @@ CHUNK_CENTERS = 4096
 
 @dataclass(frozen=True)
 class SkipGramConfig:
-    # t in the keep probability min(1, sqrt(t / f)), f = a word's share of all counted
-    #   words (Mikolov et al. 2013, as in d2l; gensim and word2vec.c use a softer variant).
-    #   None: keep every word.
+    # t in the keep probability, f = a word's share of all counted words. None: keep every word.
     subsample: float | None = 1e-4
     max_window: int = 5  # each center's window size is uniform in 1..max_window (word2vec's "reduced window")
     negatives: int = 5   # noise words per context word, never equal to that context word
     # row width L; None means 2 * max_window * (1 + negatives), the widest possible row.
     #   A wider L only adds padding; a narrower one is refused (rows would be cut).
     max_len: int | None = None
+    # d2l: min(1, sqrt(t / f)) (Mikolov et al. 2013, the recipe's); gensim: min(1, (sqrt(f / t) + 1) t / f),
+    #   word2vec.c's softer variant, which keeps more words: on BBC + Wikipedia 745 k vs 650 k effective
+    #   words per epoch and WordSim353 0.29 vs 0.24 at 5 epochs (benchmarks/word2vec.py).
+    subsample_formula: Literal["d2l", "gensim"] = "d2l"
 
     def __post_init__(self):
         checks = {
             "subsample": self.subsample is None or (isinstance(self.subsample, (int, float))
                                                     and 0 < self.subsample < 1),
+            "subsample_formula": self.subsample_formula in ("d2l", "gensim"),
             "max_window": isinstance(self.max_window, int) and self.max_window >= 1,
             "negatives": isinstance(self.negatives, int) and self.negatives >= 0,
             "max_len": self.max_len is None or (isinstance(self.max_len, int) and self.max_len >= 1),
@@ -75,18 +79,29 @@ class SkipGramConfig:
         return self.widest_row if self.max_len is None else self.max_len
 
 
+def keep_probability(counts: np.ndarray, t: float, formula: str = "d2l") -> np.ndarray:
+    """(V,) probability of keeping each word; words never counted get 1.
+
+    >>> keep_probability(np.array([0, 100, 0]), t=0.01).round(3).tolist()
+    [1.0, 0.1, 1.0]
+    """
+    total = counts[1:].sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = t * total / counts                                            # (V,) t / f
+        p = np.sqrt(ratio) if formula == "d2l" else (np.sqrt(1 / ratio) + 1) * ratio
+    return np.nan_to_num(np.minimum(1.0, p), nan=1.0, posinf=1.0)
+
+
 def subsample(ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray, t: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Keep each word with probability min(1, sqrt(t / f)), f = counts[w] / counts[1:].sum().
+              rng: np.random.Generator, formula: str = "d2l") -> tuple[np.ndarray, np.ndarray]:
+    """Keep each word with `keep_probability` (d2l: min(1, sqrt(t / f)), f = counts[w] / counts[1:].sum()).
 
     Returns a new CSR (ids (T',) int32, offsets (D+1,) int64); documents keep their rows.
     Frequencies come from the vocabulary, not from this batch, so a document's keep
     probabilities do not depend on which other documents share its batch.
     """
     ids, offsets, counts = _checked(ids, offsets, counts)
-    total = counts[1:].sum()
-    with np.errstate(divide="ignore"):
-        keep_p = np.minimum(1.0, np.sqrt(t * total / counts))                 # (V,) count 0 -> 1
+    keep_p = keep_probability(counts, t, formula)                              # (V,)
     keep = rng.random(len(ids)) < keep_p[ids]                                 # (T,)
     doc = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))            # (T,) document of each word
     new_offsets = np.zeros_like(offsets)
@@ -111,7 +126,7 @@ def make_examples(ids: np.ndarray, offsets: np.ndarray, vocab_counts: np.ndarray
     if not isinstance(chunk_centers, int) or chunk_centers < 1:
         raise PipelineError("make_examples chunk_centers", f"must be a positive int, got {chunk_centers!r}")
     if config.subsample is not None:
-        ids, offsets = subsample(ids, offsets, counts, config.subsample, rng)
+        ids, offsets = subsample(ids, offsets, counts, config.subsample, rng, config.subsample_formula)
     position, doc, left, right = draw_windows(offsets, config.max_window, rng)  # (N,) each
     key = left * (config.max_window + 1) + right                              # (N,) row layout
     shape = (len(position), config.row_len)

@@ -109,3 +109,13 @@ def test_vocabulary_growth_trains_only_new_rows(tmp_path, lee_lines):
     assert f"({after.num_rows - n_old:,} trained)" in r.stdout.replace("\n", " ")
     init = np.abs(as_matrix(after["context_vector"])[n_old:]).sum()
     assert init > 0                                                       # new rows trained (context starts at 0)
+
+
+def test_subsample_formula_is_its_own_table(tmp_path, lee_lines):
+    store = tmp_path / "store"
+    cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:80])))
+    cli(store, "featurize", "word2vec", "lee", "--min-count", "2")
+    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--subsample-formula", "gensim")
+    tables = {t.fingerprint: t.rows for t in FeatureStore(store).tables() if t.name == "w2v_examples"}
+    d2l_rows, gensim_rows = FeatureStore(store).status()["corpora"][0]["tables"]["w2v_examples"]
+    assert len(tables) == 2 and tables[gensim_rows] > tables[d2l_rows]     # gensim's formula keeps more words

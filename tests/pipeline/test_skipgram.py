@@ -30,16 +30,18 @@ def corpus():
     return zipf_corpus(0)
 
 
-def test_subsample_keep_rate_per_word(corpus):
+@pytest.mark.parametrize("formula", ["d2l", "gensim"])
+def test_subsample_keep_rate_per_word(corpus, formula):
     ids, offsets, counts = corpus
     t = 2e-3
     reps = 20                                                                 # 20 draws of the same corpus
     rng = np.random.default_rng(1)
-    kept = sum(np.bincount(subsample(ids, offsets, counts, t, rng)[0], minlength=len(counts))
+    kept = sum(np.bincount(subsample(ids, offsets, counts, t, rng, formula)[0], minlength=len(counts))
                for _ in range(reps))
     f = counts / counts[1:].sum()
-    with np.errstate(divide="ignore"):
-        p = np.minimum(1.0, np.sqrt(t / f))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.minimum(1.0, np.sqrt(t / f) if formula == "d2l" else (np.sqrt(f / t) + 1) * t / f)
+    p = np.nan_to_num(p, nan=1.0)
     n = counts * reps
     seen = counts > 0
     assert (p[seen] < 1).sum() > 20                                           # many words really thinned

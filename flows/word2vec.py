@@ -207,9 +207,10 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     K = examples.saved_spec()["spec"]["config"]["epochs_of_examples"]
     rows_per_epoch = int(pc.sum(pc.equal(examples.read(["epoch"])["epoch"], 0)).as_py() or 0)
 
-    def batches(epoch: int):
-        for shard in examples.iter_shards(["epoch", "center", "contexts_negatives", "mask", "label"]):
-            yield as_batch(shard.filter(pc.equal(shard["epoch"], epoch % K)))
+    def batches(epoch: int):   # rows are stored epoch by epoch: row-group statistics skip the others
+        for shard in examples.iter_shards(["center", "contexts_negatives", "mask", "label"],
+                                          filters=[("epoch", "=", epoch % K)]):
+            yield as_batch(shard)
 
     report: TrainReport = train(batches, center, context, config, trainable_rows=trainable,
                                 total_examples=rows_per_epoch)

@@ -105,8 +105,12 @@ def encode_shard(table: pa.Table, codecs: dict[str, dict]) -> tuple[bytes, str]:
 
 
 def decode_shard(path: str, data: bytes, expected_size: int, expected_sha256: str | None,
-                 columns: list[str] | None = None) -> pa.Table:
-    """Parse shard bytes after checking them against the manifest; name the file on failure."""
+                 columns: list[str] | None = None, filters=None) -> pa.Table:
+    """Parse shard bytes after checking them against the manifest; name the file on failure.
+
+    `filters` (pyarrow's DNF form, e.g. [("epoch", "=", 1)]) skip row groups by their
+    statistics before decoding, then drop non-matching rows.
+    """
     if len(data) != expected_size:
         raise CorruptShard(path, f"size {len(data)} bytes, manifest says {expected_size} (truncated?)")
     if expected_sha256 is not None:
@@ -115,6 +119,6 @@ def decode_shard(path: str, data: bytes, expected_size: int, expected_sha256: st
             raise CorruptShard(path, f"sha256 {actual[:12]}… does not match manifest "
                                      f"{expected_sha256[:12]}… (bytes changed on disk)")
     try:
-        return pq.read_table(pa.BufferReader(data), columns=columns)
+        return pq.read_table(pa.BufferReader(data), columns=columns, filters=filters)
     except (pa.ArrowException, OSError) as e:
         raise CorruptShard(path, f"not a readable Parquet file: {e}") from e

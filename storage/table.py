@@ -147,18 +147,18 @@ class Table:
                                       "updated": mf.utcnow()}))
 
     # -- reading ---------------------------------------------------------
-    def read_shard(self, shard: mf.Shard, columns: Sequence[str] | None = None) -> pa.Table:
+    def read_shard(self, shard: mf.Shard, columns: Sequence[str] | None = None, filters=None) -> pa.Table:
         path = self.shard_path(shard)
         try:
             data = self.fs.read_bytes(path)
         except NotFound as e:
             raise CorruptShard(path, "committed shard is missing: the manifest lists it, the file does not exist") from e
-        return decode_shard(path, data, shard.bytes, shard.sha256, list(columns) if columns else None)
+        return decode_shard(path, data, shard.bytes, shard.sha256, list(columns) if columns else None, filters)
 
-    def iter_shards(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
-        """Committed shards one at a time, so memory stays at one shard."""
+    def iter_shards(self, columns: Sequence[str] | None = None, filters=None) -> Iterator[pa.Table]:
+        """Committed shards one at a time, so memory stays at one shard; `filters` as in decode_shard."""
         for shard in self.manifest().shards:
-            yield self.read_shard(shard, columns)
+            yield self.read_shard(shard, columns, filters)
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         m = self.manifest()

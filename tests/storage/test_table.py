@@ -204,3 +204,12 @@ def test_store_on_an_fsspec_url(features_spec):
     assert sql(s, "SELECT count(DISTINCT text_sha) AS n FROM bert_features")["n"].to_pylist() == [20]
     from storage.maintenance import verify
     assert verify(s).ok
+
+
+def test_shard_reads_can_filter_rows(store, features_spec):
+    t = store.table("examples", features_spec)
+    rows = feature_rows(range(100)).append_column("epoch", pa.array([i // 50 for i in range(100)], pa.int16()))
+    t.write(rows)
+    got = list(t.iter_shards(["text_sha", "epoch"], filters=[("epoch", "=", 1)]))
+    assert len(got) == 1 and got[0]["epoch"].to_pylist() == [1] * 50
+    assert got[0]["text_sha"].to_pylist() == [sha(i) for i in range(50, 100)]

@@ -25,7 +25,7 @@ from pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, token
 from storage import FeatureStore, NotFound, spec
 
 VOCAB_VERSION = 1
-EXAMPLES_VERSION = 1
+EXAMPLES_VERSION = 2   # 2: mask and label stored as per-row counts (they are prefixes of each row)
 TRAIN_VERSION = 1
 
 
@@ -134,13 +134,14 @@ def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
     for epoch in range(plan.config.epochs_of_examples):
         ex = make_examples(ids, offsets, vocab.counts, plan.config.skipgram, rng)
         n = len(ex["center"])
+        n_valid, n_contexts = prefix_lengths(ex["mask"]), prefix_lengths(ex["label"])
         parts.append(pa.table({
             "text_sha": pa.array(np.asarray(keys, dtype=object)[ex["doc"]] if n else [], pa.string()),
             "epoch": pa.array(np.full(n, epoch, np.int16)),
             "center": pa.array(ex["center"]),
             "contexts_negatives": pa.FixedSizeListArray.from_arrays(pa.array(ex["contexts_negatives"].ravel()), L),
-            "mask": pa.FixedSizeListArray.from_arrays(pa.array(ex["mask"].ravel()), L),
-            "label": pa.FixedSizeListArray.from_arrays(pa.array(ex["label"].ravel()), L),
+            "n_valid": pa.array(n_valid),          # mask = first n_valid entries
+            "n_contexts": pa.array(n_contexts),    # label = first n_contexts entries
         }))
     shard = table.write(pa.concat_tables(parts))
     if shard is None and not table.exists():
@@ -148,11 +149,27 @@ def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
     return shard.rows if shard else 0
 
 
+def prefix_lengths(flags: np.ndarray) -> np.ndarray:
+    """(N,) int16 count of leading ones per row of a (N, L) 0/1 array that must be a prefix.
+
+    Mask and label rows are prefixes (contexts, then negatives, then padding), so two small
+    ints per row store them exactly: half the bytes to decode per training epoch.
+    """
+    lengths = flags.sum(axis=1, dtype=np.int64).astype(np.int16)                  # (N,)
+    if not np.array_equal(flags.astype(bool), np.arange(flags.shape[1]) < lengths[:, None]):
+        raise ValueError("mask/label rows are not prefixes: cannot store them as lengths")
+    return lengths
+
+
 def as_batch(shard: pa.Table) -> dict[str, np.ndarray]:
+    """The model's inputs from a stored shard: center, contexts_negatives, mask, label."""
     from storage.query import as_matrix
-    return {"center": shard["center"].to_numpy(),
-            "contexts_negatives": as_matrix(shard["contexts_negatives"], np.int32),
-            "mask": as_matrix(shard["mask"], np.uint8), "label": as_matrix(shard["label"], np.uint8)}
+    cn = as_matrix(shard["contexts_negatives"], np.int32)                           # (N, L)
+    pos = np.arange(cn.shape[1], dtype=np.int16)                                    # (L,)
+    n_valid = shard["n_valid"].to_numpy()[:, None]                                  # (N, 1)
+    n_contexts = shard["n_contexts"].to_numpy()[:, None]
+    return {"center": shard["center"].to_numpy(), "contexts_negatives": cn,
+            "mask": (pos < n_valid).view(np.uint8), "label": (pos < n_contexts).view(np.uint8)}
 
 
 @dataclass(frozen=True)
@@ -208,7 +225,7 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     rows_per_epoch = int(pc.sum(pc.equal(examples.read(["epoch"])["epoch"], 0)).as_py() or 0)
 
     def batches(epoch: int):   # rows are stored epoch by epoch: row-group statistics skip the others
-        for shard in examples.iter_shards(["center", "contexts_negatives", "mask", "label"],
+        for shard in examples.iter_shards(["center", "contexts_negatives", "n_valid", "n_contexts"],
                                           filters=[("epoch", "=", epoch % K)]):
             yield as_batch(shard)
 

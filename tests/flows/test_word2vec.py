@@ -44,8 +44,12 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     s = FeatureStore(store)
     examples = s.open("w2v_examples").read()
     assert set(examples["epoch"].to_pylist()) == {0, 1}
-    mask, label = as_matrix(examples["mask"], np.uint8), as_matrix(examples["label"], np.uint8)
+    from flows.word2vec import as_batch
+    batch = as_batch(examples)                                          # the model's inputs, rebuilt
+    mask, label, cn = batch["mask"], batch["label"], batch["contexts_negatives"]
+    assert mask.dtype == label.dtype == np.uint8
     assert (label <= mask).all() and (label.sum(1) > 0).all()
+    assert (cn[mask == 0] == 0).all() and (cn[mask == 1] > 0).all()     # padding exactly where mask is 0
     r = cli(store, "train", "word2vec", "lee", "--dim", "32", "--epochs", "3")
     assert "loss curve:" in r.stdout
     png = Path(r.stdout.split("loss curve:")[1].split()[0])
@@ -119,3 +123,26 @@ def test_subsample_formula_is_its_own_table(tmp_path, lee_lines):
     tables = {t.fingerprint: t.rows for t in FeatureStore(store).tables() if t.name == "w2v_examples"}
     d2l_rows, gensim_rows = FeatureStore(store).status()["corpora"][0]["tables"]["w2v_examples"]
     assert len(tables) == 2 and tables[gensim_rows] > tables[d2l_rows]     # gensim's formula keeps more words
+
+
+def test_stored_examples_rebuild_exactly_the_model_inputs(tmp_path, lee_lines):
+    """Mask and label are stored as per-row counts; as_batch must give back make_examples' arrays."""
+    from flows import word2vec as w2v
+    from pipeline.skipgram import make_examples
+    from pipeline.words import WordConfig, tokenize_words
+    store = tmp_path / "store"
+    cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:40])))
+    cli(store, "featurize", "word2vec", "lee", "--min-count", "2")
+    s = FeatureStore(store)
+    stored = s.open("w2v_examples")
+    vocab_fp = stored.saved_spec()["spec"]["inputs"]["w2v_vocab"]
+    plan = w2v.plan_examples(str(store), "lee", vocab_fp, w2v.ExamplesConfig(WordConfig(min_count=2)))
+    assert FeatureStore(str(store)).table("w2v_examples", plan.examples_spec).fingerprint == stored.fingerprint
+    keys = w2v.snapshot_texts(s, "lee")                        # one shard: the flow's sorted keys
+    vocab_t = s.open("w2v_vocab", vocab_fp)
+    vocab = w2v.vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
+    ids, offsets = vocab.encode(tokenize_words(w2v.texts_of(s, "lee", keys), WordConfig(min_count=2)))
+    expected = make_examples(ids, offsets, vocab.counts, plan.config.skipgram, w2v.shard_rng(plan, keys))
+    got = w2v.as_batch(stored.read())
+    for name in ("center", "contexts_negatives", "mask", "label"):
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
 
@@ -53,6 +54,13 @@ def vocab_from_table(table: pa.Table, meta: dict) -> Vocabulary:
     return Vocabulary.from_arrow(table.replace_schema_metadata(header))
 
 
+@functools.lru_cache(maxsize=4)
+def load_vocab(store_root: str, fingerprint: str) -> Vocabulary:
+    """A committed vocabulary, once per process (a fingerprint's content never changes)."""
+    table = FeatureStore(store_root).open("w2v_vocab", fingerprint)
+    return vocab_from_table(table.read(), table.saved_spec()["meta"])
+
+
 def snapshot_texts(store: FeatureStore, corpus: str, snapshot: str | None = None) -> list[str]:
     return sorted(set(store.corpus(corpus).read(snapshot, columns=["text_sha"])["text_sha"].to_pylist()))
 
@@ -67,7 +75,7 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
     store = FeatureStore(store_root)
     keys = snapshot_texts(store, corpus)
     snap = store.corpus(corpus).snapshot().id
-    parent = None
+    parent, old = None, None
     if extend:
         try:
             parent = store.open("w2v_vocab", store.resolve_linked(corpus, "w2v_vocab"))
@@ -78,7 +86,7 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
         inputs = {"texts": texts_digest(keys)}
     else:
         meta = parent.saved_spec()["meta"]
-        old = vocab_from_table(parent.read(), meta)
+        old = load_vocab(store_root, parent.fingerprint)
         seen = set(snapshot_texts(store, corpus, meta["snapshot"]))
         new_keys = [k for k in keys if k not in seen]
         vocab = old.extend(tokenize_words(texts_of(store, corpus, new_keys), config))
@@ -89,10 +97,9 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
     if not table.exists():
         table.write(vocab_table(vocab))
     store.corpus(corpus).link("w2v_vocab", table.fingerprint)
-    stored = vocab_from_table(table.read(), table.saved_spec()["meta"])
-    return {"fingerprint": table.fingerprint, "words": len(stored), "version": stored.version,
-            "added_words": len(stored) - (len(vocab_from_table(parent.read(), parent.saved_spec()["meta"]))
-                                          if parent is not None else 0)}
+    # Same fingerprint, same inputs: an existing table holds exactly this vocabulary.
+    return {"fingerprint": table.fingerprint, "words": len(vocab), "version": vocab.version,
+            "added_words": len(vocab) - (len(old) if old is not None else 0)}
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,7 @@ def shard_rng(plan: ExamplesPlan, keys: list[str]) -> np.random.Generator:
 def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
     """Examples for these documents, every epoch of examples, committed as one shard. Returns rows."""
     store, table = examples_table(plan)
-    vocab_t = store.open("w2v_vocab", plan.vocab_fingerprint)
-    vocab = vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
+    vocab = load_vocab(plan.store, plan.vocab_fingerprint)
     ids, offsets = vocab.encode(tokenize_words(texts_of(store, plan.corpus, keys), plan.config.words))
     rng = shard_rng(plan, keys)
     L = plan.config.skipgram.row_len
@@ -195,8 +201,7 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     from storage.query import as_matrix
     store = FeatureStore(store_root)
     examples = store.open("w2v_examples", examples_fp)
-    vocab_t = store.open("w2v_vocab", vocab_fp)
-    vocab = vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
+    vocab = load_vocab(store_root, vocab_fp)
     inputs, prev = {"w2v_examples": examples_fp}, None
     # threads change speed only (and make Hogwild runs nondeterministic); batch_size sets
     # the lr schedule's steps, so it stays in the fingerprint.

@@ -7,7 +7,6 @@ file may be a commit in flight, not an orphan.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -91,10 +90,10 @@ def live_tables(store: FeatureStore) -> set[tuple[str, str]]:
     todo = list(live)
     while todo:  # inputs of live tables are live
         name, fp = todo.pop()
-        spec_path = store.fs.path("tables", name, fp, "spec.json")
-        if not store.fs.exists(spec_path):
+        table = Table(store.fs, name, fp)
+        if not store.fs.exists(f"{table.dir}/spec.json"):
             continue
-        inputs = json.loads(store.fs.read_bytes(spec_path)).get("spec", {}).get("inputs", {})
+        inputs = table.saved_spec()["spec"].get("inputs", {})
         for value in inputs.values():
             if isinstance(value, str) and value in all_fps and (all_fps[value], value) not in live:
                 live.add((all_fps[value], value))

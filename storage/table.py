@@ -14,7 +14,9 @@ whichever writer got there first.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
@@ -30,6 +32,33 @@ from .shards import choose_codecs, decode_shard, encode_shard
 CURRENT_FORMAT = 1
 
 
+class ShardKeys:
+    """Process-wide cache: a shard's key column, by (file path, sha256). Shards are immutable,
+    so an entry never goes stale; flows make a new Table handle per task, and without this
+    every task would re-read (and re-hash) every shard of its input tables to plan a lookup."""
+
+    def __init__(self, max_shards: int = 1024):
+        self.max_shards = max_shards
+        self._cache: OrderedDict[tuple[str, str], pa.Array] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str, sha256: str) -> pa.Array | None:
+        with self._lock:
+            keys = self._cache.get((path, sha256))
+            if keys is not None:
+                self._cache.move_to_end((path, sha256))
+            return keys
+
+    def put(self, path: str, sha256: str, keys: pa.Array) -> None:
+        with self._lock:
+            self._cache[(path, sha256)] = keys
+            while len(self._cache) > self.max_shards:
+                self._cache.popitem(last=False)
+
+
+SHARD_KEYS = ShardKeys()
+
+
 class Table:
     """Handle on tables/<name>/<fingerprint>; cheap to create, reads files lazily."""
 
@@ -42,7 +71,6 @@ class Table:
         self.spec = spec
         self.meta = meta
         self.dir = fs.path("tables", name, fingerprint)
-        self._keys: dict[str, pa.Array] = {}   # shard file -> its keys (shards are immutable)
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, {self.fingerprint[:12]}…)"
@@ -117,7 +145,7 @@ class Table:
                               schema=m.schema or mf.schema_to_text(rows.schema),
                               codecs=m.codecs or codecs, shards=m.shards + (shard,))
             self._commit(new)
-            self._keys[file] = rows[self.key].combine_chunks()
+            SHARD_KEYS.put(self.shard_path(shard), shard.sha256, rows[self.key].combine_chunks())
             return shard
 
     def _check_rows(self, rows: pa.Table) -> pa.Table:
@@ -170,11 +198,17 @@ class Table:
             return pa.table({})
         return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
 
+    def shard_keys(self, shard: mf.Shard) -> pa.Array:
+        """The shard's key column, in row order (read once per process, see ShardKeys)."""
+        path = self.shard_path(shard)
+        keys = SHARD_KEYS.get(path, shard.sha256)
+        if keys is None:
+            keys = self.read_shard(shard, [self.key])[self.key].combine_chunks()
+            SHARD_KEYS.put(path, shard.sha256, keys)
+        return keys
+
     def _committed_keys(self, m: mf.Manifest) -> pa.Array:
-        for s in m.shards:
-            if s.file not in self._keys:
-                self._keys[s.file] = self.read_shard(s, [m.key])[m.key].combine_chunks()
-        arrays = [self._keys[s.file] for s in m.shards]
+        arrays = [self.shard_keys(s) for s in m.shards]
         if not arrays:
             schema = m.arrow_schema()
             return pa.array([], type=schema.field(m.key).type if schema else pa.string())
@@ -202,10 +236,10 @@ class Table:
         keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(list(keys))
         m = self.manifest()
         cols = None if columns is None else list(dict.fromkeys([m.key, *columns]))
-        self._committed_keys(m)
         parts = []
         for s in m.shards:
-            hit = pc.is_in(self._keys[s.file], value_set=keys.cast(self._keys[s.file].type))
+            shard_keys = self.shard_keys(s)
+            hit = pc.is_in(shard_keys, value_set=keys.cast(shard_keys.type))
             if pc.any(hit).as_py():
                 parts.append(self.read_shard(s, cols).filter(hit))
         found = pa.concat_tables(parts) if parts else self._empty(m, cols, keys.type)

@@ -5,7 +5,9 @@
 - `w2v_vocab` (key: word) is built from a corpus snapshot's texts; `--extend` builds the
   next version from the parent plus the texts added since its snapshot: existing ids never move.
 - `w2v_examples` (key: text_sha; one row per center and epoch of examples) holds exactly the
-  model's inputs; a document's rows are committed together, so reruns skip what exists.
+  model's inputs; a document's rows are committed together, so reruns skip what exists. A
+  document with no example at all (fewer than two in-vocabulary words) gets one row with
+  epoch -1 and n_valid 0, so it counts as done; training reads epochs >= 0 only.
 - `word_vectors` (key: word) holds both trained tables (vector, context_vector), so a later
   run can continue from them with the old rows frozen.
 """
@@ -26,7 +28,9 @@ from pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, token
 from storage import FeatureStore, NotFound, spec
 
 VOCAB_VERSION = 1
-EXAMPLES_VERSION = 2   # 2: mask and label stored as per-row counts (they are prefixes of each row)
+EXAMPLES_VERSION = 3   # 2: mask and label stored as per-row counts (they are prefixes of each row)
+                       # 3: a document with no example gets one epoch -1 row (reruns skip it)
+NO_EXAMPLES_EPOCH = -1
 TRAIN_VERSION = 1
 
 
@@ -149,6 +153,20 @@ def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
             "n_valid": pa.array(n_valid),          # mask = first n_valid entries
             "n_contexts": pa.array(n_contexts),    # label = first n_contexts entries
         }))
+    done = set()
+    for part in parts:
+        done.update(pc.unique(part["text_sha"]).to_pylist())
+    empty = [k for k in keys if k not in done]   # fewer than 2 in-vocabulary words (or all subsampled)
+    if empty:
+        n = len(empty)
+        parts.append(pa.table({
+            "text_sha": pa.array(empty, pa.string()),
+            "epoch": pa.array(np.full(n, NO_EXAMPLES_EPOCH, np.int16)),
+            "center": pa.array(np.zeros(n, np.int32)),
+            "contexts_negatives": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * L, np.int32)), L),
+            "n_valid": pa.array(np.zeros(n, np.int16)),
+            "n_contexts": pa.array(np.zeros(n, np.int16)),
+        }).cast(parts[0].schema))
     shard = table.write(pa.concat_tables(parts))
     if shard is None and not table.exists():
         table.create()

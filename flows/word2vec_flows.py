@@ -7,6 +7,7 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.cores import available_cores
 from pipeline.sgns import SGNSConfig
 from pipeline.skipgram import SkipGramConfig
 from pipeline.words import WordConfig
@@ -32,8 +33,12 @@ def examples_task(plan: w2v.ExamplesPlan, keys: list[str], total: int) -> int:
 def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
                             skipgram: SkipGramConfig = SkipGramConfig(), epochs_of_examples: int = 1,
                             seed: int = 0, extend: bool = False, store: str = "./embcache-store",
-                            shard_docs: int = 256) -> dict:
-    """Build (or extend) the vocabulary, then precompute skip-gram examples for missing documents."""
+                            shard_docs: int = 256, workers: int | None = None) -> dict:
+    """Build (or extend) the vocabulary, then precompute skip-gram examples for missing documents.
+
+    `workers` shard tasks run at once (threads: sampling and Parquet encoding release the
+    GIL); None = the cores this process may use. Each holds one shard's rows in memory.
+    """
     log = get_run_logger()
     vocab = vocab_task(store, corpus, words, extend)
     log.info("vocabulary v%d: %d words (%d new)", vocab["version"], vocab["words"], vocab["added_words"])
@@ -45,7 +50,12 @@ def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
     shards = chunks(todo, shard_docs)
     log.info("examples: %d of %d documents cached, computing %d in %d shards", len(wanted) - len(todo),
              len(wanted), len(todo), len(shards))
-    rows = sum(examples_task(plan, keys, len(todo)) for keys in shards)
+    rows, running = 0, []
+    for keys in shards:                          # at most `workers` shards in flight
+        if len(running) >= (workers or available_cores()):
+            rows += running.pop(0).result()
+        running.append(examples_task.submit(plan, keys, len(todo)))
+    rows += sum(f.result() for f in running)
     if not table.exists():
         table.create()
     fs.corpus(corpus).link("w2v_examples", table.fingerprint)

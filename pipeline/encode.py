@@ -14,7 +14,6 @@ only thing that grows with N, so callers stream shards of a few thousand texts.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .cores import available_cores
 from .errors import PipelineError
 from .tokenize import TokenizeConfig, tokenize
 
@@ -173,7 +173,7 @@ def _check_quantize(model: torch.nn.Module, config: EncodeConfig) -> None:
 @contextmanager
 def _torch_threads(threads: int | None):
     """Set torch's intra-op thread count for the block, then restore it."""
-    wanted = threads or _available_cores()
+    wanted = threads or available_cores()
     before = torch.get_num_threads()
     torch.set_num_threads(wanted)
     try:
@@ -181,9 +181,3 @@ def _torch_threads(threads: int | None):
     finally:
         torch.set_num_threads(before)
 
-
-def _available_cores() -> int:
-    """Cores this process may run on (CPU affinity where the OS has it; not cgroup quotas)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

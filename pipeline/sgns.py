@@ -38,7 +38,6 @@ are the same.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +47,7 @@ from typing import Literal
 import numpy as np
 from numba import njit
 
+from .cores import available_cores
 from .errors import PipelineError
 
 Batch = dict[str, np.ndarray]  # center (N,) int32; contexts_negatives, mask, label (N, L)
@@ -141,7 +141,7 @@ def train(batches: Callable[[int], Iterable[Batch]] | Iterable[Batch], center_ve
         total_examples = sum(len(b["center"]) for b in per_epoch(0))
     scale = _row_scale(len(center_vecs), trainable_rows, config.other_rows_lr_scale)   # (V,)
     total_rows = max(total_examples * config.epochs, 1)
-    threads = config.threads or _available_cores()
+    threads = config.threads or available_cores()
     done, results = 0, []
     with ThreadPoolExecutor(max_workers=threads) as pool:
         in_flight: list[Future] = []
@@ -283,10 +283,3 @@ def _reiterable(batches: Iterable[Batch]) -> Callable[[int], Iterable[Batch]]:
         raise PipelineError("batches", "a one-shot iterator cannot be read once per epoch; pass a "
                                        "list or a callable epoch -> batches")
     return lambda epoch: batches
-
-
-def _available_cores() -> int:
-    """Cores this process may run on (CPU affinity where the OS has it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -27,6 +27,8 @@ on the same rng.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -257,7 +259,7 @@ class NoiseSampler:
             raise PipelineError("NoiseSampler", "needs at least two words with a count: a negative "
                                                 "must differ from its context word")
         self.probs = weights / weights.sum()                                  # (V,) target distribution
-        self.accept, alias = _alias_table(self.probs)                         # (V,) float64, (V,) int32
+        self.accept, alias = _alias_table_of(self.probs.tobytes())            # (V,) float64, (V,) int32
         self.pick = np.stack([alias, np.arange(len(alias), dtype=np.int32)], axis=1).reshape(-1)  # (2V,)
         self._work = (np.empty(0), np.empty(0, np.int64), np.empty(0), np.empty(0, bool))
 
@@ -280,6 +282,14 @@ class NoiseSampler:
         column += column
         column += keep
         return self.pick.take(column)
+
+
+@functools.lru_cache(maxsize=8)
+def _alias_table_of(probs: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """_alias_table, once per distribution: every shard of a corpus samples from the same one."""
+    accept, alias = _alias_table(np.frombuffer(probs, np.float64))
+    accept.flags.writeable = alias.flags.writeable = False
+    return accept, alias
 
 
 def _alias_table(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,19 @@ _guard = threading.Lock()
 
 @contextmanager
 def commit_lock(fs: StoreFS, path: str, timeout: float = 120.0):
-    """Hold the lock at `path` (a file beside the manifest it protects)."""
-    if fs.local:
+    """Hold the lock at `path` (a file beside the manifest it protects).
+
+    Threads of this process serialize on an in-process lock first; on a local root the
+    OS file lock then serializes processes.
+    """
+    with _guard:
+        tlock = _process_locks.setdefault(path, threading.Lock())
+    if not tlock.acquire(timeout=timeout):
+        raise LockTimeout(path, f"another thread held the commit lock for over {timeout:.0f} s")
+    try:
+        if not fs.local:
+            yield
+            return
         fs.makedirs(path.rsplit("/", 1)[0])
         lock = filelock.FileLock(path, timeout=timeout)
         try:
@@ -34,12 +45,5 @@ def commit_lock(fs: StoreFS, path: str, timeout: float = 120.0):
             yield
         finally:
             lock.release()
-        return
-    with _guard:
-        tlock = _process_locks.setdefault(path, threading.Lock())
-    if not tlock.acquire(timeout=timeout):
-        raise LockTimeout(path, f"another thread held the commit lock for over {timeout:.0f} s")
-    try:
-        yield
     finally:
         tlock.release()

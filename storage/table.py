@@ -56,7 +56,8 @@ class ShardKeys:
                 self._cache.popitem(last=False)
 
 
-SHARD_KEYS = ShardKeys()
+SHARD_KEYS = ShardKeys()            # each shard's key column in row order (lookups)
+SHARD_DISTINCT_KEYS = ShardKeys()   # each shard's distinct keys (what is committed; many rows may share a key)
 
 
 class Table:
@@ -129,10 +130,12 @@ class Table:
             m = self.manifest()
             if m.schema is not None:
                 self._check_schema(m, rows.schema)
-            seen = pc.is_in(rows[self.key], value_set=self._committed_keys(m))
+            distinct = pc.unique(rows[self.key])
+            seen = pc.is_in(distinct, value_set=self._committed_keys(m))
             if pc.any(seen).as_py():
                 self.fs.delete(self.shard_path(file))
-                rows = rows.filter(pc.invert(seen))
+                rows = rows.filter(pc.invert(pc.is_in(rows[self.key], value_set=distinct.filter(seen))))
+                distinct = distinct.filter(pc.invert(seen))
                 if rows.num_rows == 0:
                     return None
                 data, sha = encode_shard(rows, m.codecs or codecs)
@@ -146,6 +149,7 @@ class Table:
                               codecs=m.codecs or codecs, shards=m.shards + (shard,))
             self._commit(new)
             SHARD_KEYS.put(self.shard_path(shard), shard.sha256, rows[self.key].combine_chunks())
+            SHARD_DISTINCT_KEYS.put(self.shard_path(shard), shard.sha256, distinct)
             return shard
 
     def _check_rows(self, rows: pa.Table) -> pa.Table:
@@ -207,8 +211,18 @@ class Table:
             SHARD_KEYS.put(path, shard.sha256, keys)
         return keys
 
+    def distinct_shard_keys(self, shard: mf.Shard) -> pa.Array:
+        """The shard's keys, each once (cached like shard_keys)."""
+        path = self.shard_path(shard)
+        keys = SHARD_DISTINCT_KEYS.get(path, shard.sha256)
+        if keys is None:
+            keys = pc.unique(self.shard_keys(shard))
+            SHARD_DISTINCT_KEYS.put(path, shard.sha256, keys)
+        return keys
+
     def _committed_keys(self, m: mf.Manifest) -> pa.Array:
-        arrays = [self.shard_keys(s) for s in m.shards]
+        """Every committed key, once (a key is committed in one shard only)."""
+        arrays = [self.distinct_shard_keys(s) for s in m.shards]
         if not arrays:
             schema = m.arrow_schema()
             return pa.array([], type=schema.field(m.key).type if schema else pa.string())
@@ -216,7 +230,7 @@ class Table:
 
     def keys(self) -> pa.Array:
         """Every committed key (distinct: a key is committed once)."""
-        return pc.unique(self._committed_keys(self.manifest()))
+        return self._committed_keys(self.manifest())
 
     def missing(self, keys: Sequence | pa.Array) -> pa.Array:
         """The subset of `keys` with no committed rows, in the given order: the work to do."""

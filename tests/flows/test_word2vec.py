@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
@@ -35,7 +36,8 @@ def cli(store, *args):
 def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     from gensim.models import KeyedVectors
     store = tmp_path / "store"
-    src = write_lines(tmp_path / "lee.txt", lee_lines)
+    # two documents with no example (fewer than two in-vocabulary words) must count as done too
+    src = write_lines(tmp_path / "lee.txt", [*lee_lines, "Qwertyuiop zxcvbnm", "government"])
     cli(store, "ingest", "lee", str(src))
     first = cli(store, "featurize", "word2vec", "lee", "--epochs-of-examples", "2")
     assert "cached" in first.stdout
@@ -43,7 +45,10 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     assert "examples for 0 documents" in again.stdout                  # everything came from the cache
     s = FeatureStore(store)
     examples = s.open("w2v_examples").read()
-    assert set(examples["epoch"].to_pylist()) == {0, 1}
+    assert set(examples["epoch"].to_pylist()) == {-1, 0, 1}
+    empty = examples.filter(pc.equal(examples["epoch"], -1))
+    assert empty.num_rows == 2 and set(empty["n_valid"].to_pylist()) == {0}
+    examples = examples.filter(pc.greater_equal(examples["epoch"], 0))
     from flows.word2vec import as_batch
     batch = as_batch(examples)                                          # the model's inputs, rebuilt
     mask, label, cn = batch["mask"], batch["label"], batch["contexts_negatives"]

@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python benchmarks/featurize.py
 	$(BIN)/python benchmarks/w2v_examples.py
 	$(BIN)/python benchmarks/word2vec.py
+	$(BIN)/python benchmarks/word2vec_flow.py
 
 clean:
 	rm -rf $(VENV) embcache-store

@@ -57,6 +57,13 @@ def verify(store: FeatureStore) -> VerifyReport:
                 continue
             for s in m.shards:
                 check(t.shard_path(s), s.bytes, s.sha256, s.rows)
+    for kind in store.models.kinds():  # every model's current version
+        for name in store.models.names(kind):
+            try:
+                store.models.get(kind, name)
+                report.checked += 1
+            except StoreError as e:
+                report.bad.append((e.path, e.reason))
     for name in store.corpora():
         c = store.corpus(name)
         try:
@@ -148,6 +155,15 @@ def gc(store: FeatureStore, grace_seconds: float = 3600.0, dry_run: bool = False
             unlisted = f.startswith(c.dir + "/snapshots/") and base not in listed
             if (base.startswith(TMP_PREFIX) or unlisted) and old(f):
                 remove(f, fs.info(f).get("size", 0))
+    for kind in store.models.kinds():  # model versions that are not current (retrained, old checkpoints)
+        for name in fs.listdir(fs.path("models", kind)):
+            where = fs.path("models", kind, name)
+            current = store.models.current(kind, name) if store.models.exists(kind, name) else None
+            for base in fs.listdir(where):
+                f = f"{where}/{base}"
+                stale = len(base) == 64 and base != current
+                if (stale or base.startswith(TMP_PREFIX)) and all(old(x) for x in fs.walk_files(f) or [f]):
+                    remove(f, sum(fs.info(x).get("size", 0) for x in fs.walk_files(f) or [f]))
     for name in store.table_names():  # temp files of current pointers, beside the fingerprints
         for base in fs.listdir(fs.path("tables", name)):
             f = fs.path("tables", name, base)

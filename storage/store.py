@@ -22,6 +22,7 @@ from .corpus import Corpus
 from .errors import NotFound
 from .fingerprint import fingerprint_of
 from .fs import NAME_RE, FINGERPRINT_RE, StoreFS, check_fingerprint
+from .models import Models
 from .table import Table, read_current
 
 DEFAULT_ROOT = "./embcache-store"
@@ -47,6 +48,7 @@ class TableInfo:
 class FeatureStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.fs = StoreFS(root if root is not None else default_root())
+        self.models = Models(self.fs)     # trained heads, classifiers, checkpoints (storage/models.py)
 
     @property
     def root(self) -> str:

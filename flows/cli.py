@@ -246,4 +246,4 @@ def run() -> None:  # console-script entry point
     app()
 
 
-from . import cli_pipeline, cli_word2vec  # noqa: E402,F401  (register the pipeline commands)
+from . import cli_pipeline, cli_train, cli_word2vec  # noqa: E402,F401  (register the pipeline commands)

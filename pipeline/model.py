@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -188,3 +190,75 @@ def _refuse_explicit_pickle(where: str, config) -> None:
     if named is not None and not str(named).endswith(_SAFE_SUFFIXES):
         raise ModelLoadError(where, f"config names weights file {named!r}, which is not "
                                     "safetensors; refusing to unpickle")
+
+
+def load_classifier(name_or_path: str | os.PathLike, num_labels: int,
+                    id2label: dict[int, str] | None = None) -> nn.Module:
+    """An `AutoModelForSequenceClassification` in eval mode, float32, from safetensors only.
+
+    The same refusals as load_model (pickle-only directory, config naming pickle weights,
+    no remote code). The encoder and its pooler must come from the checkpoint; only the
+    head (`classifier.*`) may be missing, as when the directory holds a saved BertModel:
+    it is then newly initialised from torch's global generator, and transformers' load
+    report saying so is not printed. Any other missing, unexpected or resized weight
+    lets the report through; a missing encoder weight raises ModelLoadError.
+
+    >>> model = load_classifier(path, num_labels=2)   # path: a saved BertModel
+    >>> model.classifier                               # new, random
+    Linear(in_features=384, out_features=2, bias=True)
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    name = str(name_or_path)
+    if not isinstance(num_labels, int) or num_labels < 2:
+        raise ModelLoadError(name, f"num_labels must be an int >= 2, got {num_labels!r}")
+    if id2label is not None and sorted(id2label) != list(range(num_labels)):
+        raise ModelLoadError(name, f"id2label keys must be 0..{num_labels - 1}, got {sorted(id2label)}")
+    names = {} if id2label is None else {"id2label": dict(id2label),
+                                         "label2id": {v: k for k, v in id2label.items()}}
+    local = os.path.isdir(name)
+    if local:
+        _refuse_pickle_only(Path(name))
+    with _held_load_reports() as reports:
+        try:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=False, local_files_only=local,
+                                                num_labels=num_labels, **names)
+            _refuse_explicit_pickle(name, config)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name, config=config, use_safetensors=True, trust_remote_code=False,
+                local_files_only=local, dtype=torch.float32, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as e:      # RuntimeError: resized weights
+            _release(reports)
+            raise ModelLoadError(name, f"cannot load classifier: {e}") from e
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("classifier."))
+    if missing or info["unexpected_keys"] or info["mismatched_keys"]:
+        _release(reports)
+    if missing:
+        raise ModelLoadError(name, f"checkpoint lacks encoder weights {missing}; only the "
+                                   "classifier head may be newly initialised")
+    model.eval()
+    return model
+
+
+@contextmanager
+def _held_load_reports():
+    """Hold back transformers' LOAD REPORT warnings; yields the list of held records."""
+    held: list[logging.LogRecord] = []
+    source = logging.getLogger("transformers.modeling_utils")
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    source.addFilter(hold)
+    try:
+        yield held
+    finally:
+        source.removeFilter(hold)
+
+
+def _release(records: list[logging.LogRecord]) -> None:
+    for record in records:
+        logging.getLogger(record.name).handle(record)

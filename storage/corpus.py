@@ -90,14 +90,18 @@ class Corpus:
         return decode_shard(path, data, snap.bytes, snap.sha256, columns)
 
     def link(self, table: str, fingerprint: str) -> None:
-        """Record that `table` under `fingerprint` was built for this corpus (gc keeps it)."""
+        """Record that `table` under `fingerprint` was built for this corpus (gc keeps it).
+
+        The most recently linked fingerprint is the corpus's default for `table`: linking
+        one that was linked before makes it the default again.
+        """
         check_name("table", table)
         check_fingerprint(fingerprint)
         with commit_lock(self.fs, f"{self.dir}/.lock"):
             m = self.manifest()
-            if fingerprint in m.links.get(table, []):
+            if m.links.get(table, [])[-1:] == [fingerprint]:
                 return
-            links = {k: list(v) for k, v in m.links.items()}
+            links = {k: [fp for fp in v if not (k == table and fp == fingerprint)] for k, v in m.links.items()}
             links.setdefault(table, []).append(fingerprint)
             self.fs.write_atomic(self.manifest_path,
                                  mf.CorpusManifest(self.name, m.snapshots, links).to_json())

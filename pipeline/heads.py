@@ -1,0 +1,548 @@
+"""Classification heads on cached sentence vectors: splits, training, metrics, a versioned format.
+
+A head is a small torch module on top of frozen features (N, H): standardize with the
+training rows' statistics, dropout, then Linear(H, C) (hidden = 0, a softmax regression)
+or Linear(H, hidden) → ReLU → Dropout → Linear(hidden, C). It trains by mini-batch AdamW
+on cross-entropy, checks the validation loss after every epoch and keeps the best epoch:
+
+>>> labels = LabelSet.from_values(texts_labels)               # sorted names ↔ 0..C-1
+>>> y = labels.encode(texts_labels)
+>>> parts = stratified_split(y, seed=0)                       # train / validation / test indices
+>>> head, hist = train_head(x[parts["train"]], y[parts["train"]],
+...                         x[parts["validation"]], y[parts["validation"]], len(labels), HeadConfig())
+>>> pred = predict_proba(head, x[parts["test"]]).argmax(1)
+>>> classification_metrics(y[parts["test"]], pred, labels.names)["accuracy"]
+0.97...
+>>> files = head_to_bytes(head, {"labels": list(labels.names), "feature_fingerprint": fp})
+>>> head, meta = head_from_bytes(files, expected_feature_fingerprint=fp)
+
+Why AdamW mini-batches with standardized inputs (the defaults): few passes reach the
+logistic-regression optimum; benchmarks/heads.py measures time and accuracy against
+scikit-learn LogisticRegression on the same cached vectors (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import safetensors.torch
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from torch import nn
+from torch.nn import functional as F
+
+from .cores import available_cores
+from .errors import PipelineError
+
+FORMAT, FORMAT_VERSION = "embcache-head", 1
+LBFGS_HISTORY = 10
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+                 "dev": "validation", "val": "validation", "test": "test"}
+RESERVED_META = ("format", "format_version", "config", "num_labels", "feature_dim", "standardize")
+
+
+class HeadMismatch(PipelineError):
+    """A saved head meets features it was not trained on (another model, pooling or dtype)."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    # 0: one Linear(H, C) (softmax regression); > 0: Linear(H, hidden) → ReLU → Dropout → Linear(hidden, C).
+    hidden: int = 0
+    # dropout on the input features (as BertForSequenceClassification before its classifier),
+    #   and after the ReLU when hidden > 0. Needs optimizer "adam": L-BFGS needs a deterministic loss.
+    dropout: float = 0.0
+    # lbfgs: full-batch L-BFGS with a strong-Wolfe line search, one iteration per epoch (the
+    #   default: 2-3x fewer passes over the data than adam for the same optimum, see above);
+    # adam: torch Adam on shuffled mini-batches of batch_size rows, one pass per epoch.
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    # step size; None = 1.0 for lbfgs (the line search scales it) and 3e-3 for adam.
+    lr: float | None = None
+    # λ of the L2 penalty (λ/2)·Σ w² on the Linear weights (not biases) added to the mean
+    #   loss, for both optimizers, so both minimize one objective. In standardized units.
+    weight_decay: float = 1e-3
+    # rows per adam step; lbfgs always uses all training rows.
+    batch_size: int = 1024
+    # upper bound on epochs (lbfgs iterations, adam passes).
+    max_epochs: int = 100
+    # stop after this many epochs without an improvement of the validation loss; the head
+    #   keeps the weights of the last improving epoch.
+    patience: int = 5
+    # an improvement lowers the best validation loss by more than this (absolute); stops
+    #   lbfgs once it only polishes digits that no longer change predictions.
+    min_delta: float = 1e-4
+    # balanced: class c's loss weight is n_samples / (n_classes * count_c), sklearn's
+    #   compute_class_weight("balanced"), on both the training and the validation loss.
+    class_weights: Literal["none", "balanced"] = "none"
+    # subtract the training rows' mean and divide by their std per feature (kept in the head
+    #   as buffers, so it is saved with it and applied to raw features at prediction).
+    standardize: bool = True
+    # seeds initialization, shuffling and dropout: same seed, data and threads → identical weights.
+    seed: int = 0
+    # torch intra-op threads while training; None = the cores this process may use.
+    threads: int | None = None
+
+    def __post_init__(self):
+        number = (int, float)
+        checks = {
+            "hidden": isinstance(self.hidden, int) and self.hidden >= 0,
+            "dropout": isinstance(self.dropout, number) and 0.0 <= self.dropout < 1.0
+                       and (self.dropout == 0.0 or self.optimizer == "adam"),
+            "optimizer": self.optimizer in ("lbfgs", "adam"),
+            "lr": self.lr is None or (isinstance(self.lr, number) and self.lr > 0),
+            "weight_decay": isinstance(self.weight_decay, number) and self.weight_decay >= 0,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "max_epochs": isinstance(self.max_epochs, int) and self.max_epochs >= 1,
+            "patience": isinstance(self.patience, int) and self.patience >= 1,
+            "min_delta": isinstance(self.min_delta, number) and self.min_delta >= 0,
+            "class_weights": self.class_weights in ("none", "balanced"),
+            "standardize": isinstance(self.standardize, bool),
+            "seed": isinstance(self.seed, int) and self.seed >= 0,
+            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"HeadConfig.{name}", f"invalid value {getattr(self, name)!r}")
+
+
+@dataclass
+class HeadHistory:
+    train_loss: list[float] = field(default_factory=list)    # mean (weighted) cross-entropy per epoch
+    val_loss: list[float] = field(default_factory=list)      # the same on the validation rows, after the epoch
+    val_accuracy: list[float] = field(default_factory=list)  # validation accuracy after each epoch
+    best_epoch: int = -1        # index into the lists of the kept weights (lowest val_loss)
+    stopped_early: bool = False  # True: patience ran out before max_epochs
+    seconds: float = 0.0        # wall time of train_head, conversions included
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Label strings ↔ class indices 0..C-1, names sorted so the mapping never depends on row order.
+
+    >>> labels = LabelSet.from_values(["sport", "tech", "sport"])
+    >>> labels.names, labels.encode(["tech", "sport"]).tolist(), labels.decode([1])
+    (('sport', 'tech'), [1, 0], ['tech'])
+    """
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        if list(self.names) != sorted(set(self.names)) or not all(isinstance(n, str) for n in self.names):
+            raise PipelineError("LabelSet.names", "must be distinct strings in sorted order")
+
+    @classmethod
+    def from_values(cls, values: Sequence[str | None]) -> LabelSet:
+        _check_labels_present(values)
+        return cls(tuple(sorted(set(values))))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def encode(self, values: Sequence[str | None]) -> np.ndarray:
+        """(N,) int64 class indices; an unknown or missing label raises, naming its row."""
+        index = {n: i for i, n in enumerate(self.names)}
+        out = np.empty(len(values), dtype=np.int64)
+        for row, v in enumerate(values):
+            if v not in index:
+                raise PipelineError(f"labels[{row}]", f"label {v!r} is not one of {list(self.names)}")
+            out[row] = index[v]
+        return out
+
+    def decode(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        return [self.names[int(i)] for i in np.asarray(indices).reshape(-1)]
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Sorted, disjoint int64 index arrays "train", "validation", "test" covering range(N).
+
+    Each class is shuffled (numpy Generator seeded by `seed`) and cut by largest-remainder
+    rounding of its count × fractions, so every part holds each class in proportion, and a
+    class with at least as many members as non-empty parts has a row in each of them. A
+    rarer class fills train first. Same labels and seed → the same split.
+
+    >>> parts = stratified_split(np.repeat([0, 1], 10), seed=0)
+    >>> [len(parts[s]) for s in ("train", "validation", "test")]
+    [16, 2, 2]
+    """
+    y = np.asarray(labels).reshape(-1)                                        # (N,)
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.shape != (3,) or (fr < 0).any() or fr[0] <= 0 or abs(fr.sum() - 1.0) > 1e-6:
+        raise PipelineError("stratified_split.fractions", f"need 3 fractions ≥ 0 summing to 1 with train > 0, "
+                                                          f"got {fractions!r}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for cls in np.unique(y):                                                  # sorted: deterministic
+        members = rng.permutation(np.flatnonzero(y == cls))
+        bounds = np.cumsum(_apportion(len(members), fr))[:-1]
+        for part, idx in zip(parts, np.split(members, bounds)):
+            part.append(idx)
+    return {name: np.sort(np.concatenate(p)).astype(np.int64) if p else np.empty(0, np.int64)
+            for name, p in zip(SPLITS, parts)}
+
+
+def split_from_column(values: Sequence[str | None], labels: np.ndarray | None = None, seed: int = 0,
+                      validation_fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """Index arrays per split from a source's split column (case and spaces ignored).
+
+    train/training → "train"; validation/valid/dev/val → "validation"; test → "test". Any
+    other name, or a missing one, raises naming the row. When no row is a validation row,
+    `validation_fraction` of train is carved off as validation: stratified by `labels`
+    when given (stratified_split with `seed`), else a seeded random subset. test may be empty.
+
+    >>> {k: v.tolist() for k, v in split_from_column(["train", "dev", "Test", "train"]).items()}
+    {'train': [0, 3], 'validation': [1], 'test': [2]}
+    """
+    names = []
+    for row, v in enumerate(values):
+        name = SPLIT_ALIASES.get(v.strip().lower()) if isinstance(v, str) else None
+        if name is None:
+            raise PipelineError(f"split[{row}]", f"unknown split {v!r}; expected one of {sorted(SPLIT_ALIASES)}")
+        names.append(name)
+    names = np.asarray(names, dtype=object)
+    parts = {s: np.flatnonzero(names == s).astype(np.int64) for s in SPLITS}
+    if len(parts["train"]) == 0:
+        raise PipelineError("split", "no train rows")
+    if len(parts["validation"]) == 0:
+        parts["train"], parts["validation"] = _carve(parts["train"], labels, seed, validation_fraction)
+    return parts
+
+
+def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+               num_labels: int, config: HeadConfig) -> tuple[Head, HeadHistory]:
+    """Train a head on (N, H) float16/float32 features and (N,) class indices; keep the best epoch.
+
+    Each epoch is one L-BFGS iteration or one shuffled pass of Adam steps, then the loss and
+    accuracy on all validation rows. Training stops at max_epochs or when `patience` epochs
+    in a row bring no improvement, and the head returns in eval mode with the weights of its
+    last improving epoch (history.best_epoch).
+    """
+    start = time.perf_counter()
+    xt, yt = _tensors(x_train, y_train, num_labels, "x_train")               # (N, H) float32, (N,) int64
+    xv, yv = _tensors(x_val, y_val, num_labels, "x_val")                      # (M, H), (M,)
+    if xv.shape[1] != xt.shape[1]:
+        raise PipelineError("x_val", f"{xv.shape[1]} features, x_train has {xt.shape[1]}")
+    if len(xt) == 0 or len(xv) == 0:
+        raise PipelineError("train_head", f"need training and validation rows, got {len(xt)} and {len(xv)}")
+    gen = torch.Generator().manual_seed(config.seed)
+    head = Head(xt.shape[1], num_labels, config)
+    head.reset_parameters(gen)
+    weight = class_weight_vector(y_train, num_labels, config.class_weights)  # (C,) or None
+    hist, best = HeadHistory(), None
+    with _torch_threads(config.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)                                        # dropout masks (global RNG)
+        if config.standardize:
+            head.fit_standardize(xt)
+            xt, xv = head.standardize(xt), head.standardize(xv)              # once, not per step
+        run_epoch = _lbfgs_epochs(head.core, xt, yt, weight, config) if config.optimizer == "lbfgs" \
+            else _adam_epochs(head.core, xt, yt, weight, config, gen)
+        for epoch in range(config.max_epochs):
+            hist.train_loss.append(run_epoch())
+            val_loss, val_acc = _evaluate(head.core, xv, yv, weight)
+            hist.val_loss.append(val_loss)
+            hist.val_accuracy.append(val_acc)
+            if best is None or val_loss < hist.val_loss[hist.best_epoch] - config.min_delta:
+                hist.best_epoch, best = epoch, {k: v.clone() for k, v in head.state_dict().items()}
+            elif epoch - hist.best_epoch >= config.patience:
+                hist.stopped_early = True
+                break
+    head.load_state_dict(best)
+    head.eval()
+    hist.seconds = time.perf_counter() - start
+    return head, hist
+
+
+def class_weight_vector(y: np.ndarray, num_labels: int,
+                        mode: Literal["none", "balanced"]) -> torch.Tensor | None:
+    """(C,) float32 loss weights n_samples / (n_classes * count_c) for "balanced", None for "none".
+
+    n_classes counts the classes present; an absent class gets weight 0 (it has no rows).
+    >>> class_weight_vector(np.array([0, 0, 0, 1]), 2, "balanced").tolist()
+    [0.6666666865348816, 2.0]
+    """
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(y, dtype=np.int64).reshape(-1), minlength=num_labels)  # (C,)
+    present = counts > 0
+    w = np.zeros(num_labels, dtype=np.float64)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.from_numpy(w.astype(np.float32))
+
+
+def predict_proba(head: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """(N, C) float32 class probabilities, eval mode (no dropout), no autograd."""
+    xt = _features(x, "x")                                                    # (N, H) float32
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.inference_mode():
+            out = [F.softmax(head(xt[s:s + batch_size]), dim=1) for s in range(0, len(xt), batch_size)]
+    finally:
+        head.train(was_training)
+    num_labels = head.num_labels if isinstance(head, Head) else 0
+    return torch.cat(out).numpy() if out else np.empty((0, num_labels), dtype=np.float32)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> dict:
+    """accuracy, macro_f1, per_class {name: precision, recall, f1, support}, confusion_matrix
+    (rows = true class, columns = predicted, in label_names order) and labels: plain JSON types.
+    Classes absent from both y_true and y_pred still get a row (zeros) and count in macro_f1."""
+    classes = list(range(len(label_names)))
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                             "support": int(s[i])} for i, name in enumerate(label_names)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "labels": list(label_names),
+    }
+
+
+def head_to_bytes(head: Head, meta: dict) -> dict[str, bytes]:
+    """{"head.safetensors": weights and standardization buffers, "head.json": what they mean}.
+
+    meta must hold "labels" (num_labels names, index order) and "feature_fingerprint" (the
+    feature table's fingerprint); any other JSON-able keys (metrics, corpus) are kept as given.
+    """
+    if not isinstance(head, Head):
+        raise PipelineError("head_to_bytes", f"expected a Head from train_head, got {type(head).__name__}")
+    clash = sorted(set(meta) & set(RESERVED_META))
+    if clash:
+        raise PipelineError("head_to_bytes.meta", f"keys {clash} are written by head_to_bytes itself")
+    labels, fingerprint = meta.get("labels"), meta.get("feature_fingerprint")
+    if not isinstance(labels, (list, tuple)) or len(labels) != head.num_labels \
+            or not all(isinstance(n, str) for n in labels):
+        raise PipelineError("head_to_bytes.meta", f"'labels' must be {head.num_labels} strings, got {labels!r}")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise PipelineError("head_to_bytes.meta", "'feature_fingerprint' must be a non-empty string")
+    doc = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(head.config),
+           "num_labels": head.num_labels, "labels": list(labels), "feature_dim": head.feature_dim,
+           "standardize": {"enabled": head.config.standardize, "tensors": ["mean", "scale"]}}
+    try:
+        text = json.dumps(doc, sort_keys=True, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise PipelineError("head_to_bytes.meta", f"not JSON-serializable: {err}") from err
+    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+    return {"head.safetensors": safetensors.torch.save(tensors), "head.json": text.encode("utf-8")}
+
+
+def head_from_bytes(files: dict[str, bytes], expected_feature_fingerprint: str | None = None) -> tuple[Head, dict]:
+    """(head in eval mode, head.json as a dict) from head_to_bytes's files.
+
+    Refuses another format or version, and raises HeadMismatch when expected_feature_fingerprint
+    is given and is not the fingerprint of the features the head was trained on.
+    """
+    missing = sorted({"head.json", "head.safetensors"} - set(files))
+    if missing:
+        raise PipelineError("head files", f"missing {missing}")
+    try:
+        meta = json.loads(files["head.json"].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineError("head.json", f"not JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise PipelineError("head.json", f"format {found!r}, expected {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise PipelineError("head.json", f"format_version {meta.get('format_version')!r}; this embcache "
+                                         f"reads version {FORMAT_VERSION} only")
+    saved = meta.get("feature_fingerprint")
+    if expected_feature_fingerprint is not None and saved != expected_feature_fingerprint:
+        raise HeadMismatch("head.json", f"head was trained on features {str(saved)[:12]}, not on these "
+                                        f"features {expected_feature_fingerprint[:12]}: features of another "
+                                        f"model/config; retrain the head on them")
+    try:
+        head = Head(int(meta["feature_dim"]), int(meta["num_labels"]), HeadConfig(**meta["config"]))
+        head.load_state_dict(safetensors.torch.load(files["head.safetensors"]))
+    except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as err:
+        raise PipelineError("head files", f"cannot rebuild the head: {err}") from err
+    return head.eval(), meta
+
+
+class Head(nn.Module):
+    """logits (B, C) = core((x - mean) / scale) for raw features x (B, H); core = dropout + classifier."""
+
+    def __init__(self, feature_dim: int, num_labels: int, config: HeadConfig):
+        super().__init__()
+        self.feature_dim, self.num_labels, self.config = feature_dim, num_labels, config
+        self.register_buffer("mean", torch.zeros(feature_dim))               # (H,) identity until fitted
+        self.register_buffer("scale", torch.ones(feature_dim))               # (H,)
+        drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()  # no (N, H) copy at 0
+        if config.hidden == 0:
+            self.core = nn.Sequential(drop, nn.Linear(feature_dim, num_labels))
+        else:
+            self.core = nn.Sequential(drop, nn.Linear(feature_dim, config.hidden), nn.ReLU(), drop,
+                                      nn.Linear(config.hidden, num_labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.core(self.standardize(x))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale                                   # (B, H)
+
+    def fit_standardize(self, x: torch.Tensor) -> None:
+        """mean and std per feature of the training rows x (N, H); constant features keep scale 1."""
+        std, mean = torch.std_mean(x.double(), dim=0, correction=0)
+        self.mean.copy_(mean.float())
+        self.scale.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)).float())
+
+    def reset_parameters(self, gen: torch.Generator) -> None:
+        """nn.Linear's own initialization (uniform ±1/sqrt(fan_in)), drawn from `gen`."""
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1.0 / layer.in_features ** 0.5
+                with torch.no_grad():
+                    layer.weight.uniform_(-bound, bound, generator=gen)
+                    layer.bias.uniform_(-bound, bound, generator=gen)
+
+
+def _lbfgs_epochs(core: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                  config: HeadConfig) -> Callable[[], float]:
+    """A function running one full-batch L-BFGS iteration and returning the training loss after it.
+
+    torch's LBFGS.step starts by evaluating the loss where the last step ended; the closure
+    remembers its last point, loss and gradients, so that costs no second pass over the rows.
+    """
+    params = [p for p in core.parameters()]
+    opt = torch.optim.LBFGS(params, lr=config.lr or 1.0, max_iter=1, max_eval=25, history_size=LBFGS_HISTORY,
+                            tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+    memo: dict = {}
+
+    def closure() -> torch.Tensor:
+        point = torch.cat([p.detach().reshape(-1) for p in params])                     # (P,)
+        if "point" not in memo or not torch.equal(point, memo["point"]):
+            opt.zero_grad(set_to_none=False)
+            core.train()
+            data_loss = F.cross_entropy(core(x), y, weight=weight)                       # core(x): (N, C)
+            loss = data_loss + _penalty(core, config.weight_decay)
+            loss.backward()
+            memo.update(point=point, loss=loss.detach(), data_loss=float(data_loss.detach()),
+                        grads=[p.grad.clone() for p in params])
+        else:
+            for p, g in zip(params, memo["grads"]):
+                p.grad.copy_(g)
+        return memo["loss"]
+
+    def epoch() -> float:
+        opt.step(closure)
+        closure()                                  # the accepted point: the next step's first evaluation
+        return memo["data_loss"]
+    return epoch
+
+
+def _adam_epochs(core: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                 config: HeadConfig, gen: torch.Generator) -> Callable[[], float]:
+    """A function running one shuffled pass of Adam steps and returning its mean training loss."""
+    opt = torch.optim.Adam(core.parameters(), lr=config.lr or 3e-3)
+
+    def epoch() -> float:
+        core.train()
+        total = torch.zeros((), dtype=torch.float64)
+        for batch in torch.randperm(len(x), generator=gen).split(config.batch_size):
+            data_loss = F.cross_entropy(core(x[batch]), y[batch], weight=weight)          # x[batch]: (B, H)
+            opt.zero_grad(set_to_none=True)
+            (data_loss + _penalty(core, config.weight_decay)).backward()
+            opt.step()
+            total += data_loss.detach() * len(batch)
+        return float(total) / len(x)
+    return epoch
+
+
+def _penalty(core: nn.Module, weight_decay: float) -> torch.Tensor:
+    """(λ/2)·Σ w² over the Linear weights (biases are not penalized, as in sklearn)."""
+    return 0.5 * weight_decay * sum(m.weight.pow(2).sum() for m in core.modules() if isinstance(m, nn.Linear))
+
+
+def _evaluate(core: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+              batch_size: int = 8192) -> tuple[float, float]:
+    """(mean loss, accuracy) over all rows, eval mode. The weighted loss divides by the weight
+    sum, as F.cross_entropy's mean does, so chunks combine to the full-batch value."""
+    core.eval()
+    loss_sum, weight_sum, correct = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            logits, yb = core(x[s:s + batch_size]), y[s:s + batch_size]      # (B, C), (B,)
+            loss_sum += float(F.cross_entropy(logits, yb, weight=weight, reduction="sum"))
+            weight_sum += float(weight[yb].sum()) if weight is not None else len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+    return loss_sum / max(weight_sum, 1e-12), correct / len(x)
+
+
+def _tensors(x: np.ndarray, y: np.ndarray, num_labels: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features as one float32 tensor (N, H) and labels as int64 (N,), checked."""
+    xt = _features(x, where)
+    yt = torch.from_numpy(np.asarray(y).reshape(-1).astype(np.int64, copy=False))
+    if len(yt) != len(xt):
+        raise PipelineError(where, f"{len(xt)} rows but {len(yt)} labels")
+    if len(yt) and (int(yt.min()) < 0 or int(yt.max()) >= num_labels):
+        raise PipelineError(where, f"labels span [{int(yt.min())}, {int(yt.max())}], num_labels is {num_labels}")
+    return xt, yt
+
+
+def _features(x: np.ndarray, where: str) -> torch.Tensor:
+    """(N, H) float32 tensor, converted once; non-finite values are refused (they poison training)."""
+    arr = np.asarray(x)
+    if arr.ndim != 2 or arr.dtype.kind != "f":
+        raise PipelineError(where, f"need a 2-D float array, got shape {arr.shape} dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise PipelineError(where, f"{int((~np.isfinite(arr)).any(axis=1).sum())} rows hold NaN or inf")
+    return torch.from_numpy(arr)
+
+
+def _apportion(n: int, fractions: np.ndarray) -> np.ndarray:
+    """Split n into len(fractions) counts by largest remainder; each non-empty part ≥ 1 when n allows.
+
+    >>> _apportion(7, np.array([0.8, 0.1, 0.1])).tolist()
+    [5, 1, 1]
+    """
+    exact = n * fractions
+    counts = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - counts), kind="stable")[:n - counts.sum()]:
+        counts[i] += 1
+    wanted = np.flatnonzero(fractions > 0)
+    if n >= len(wanted):
+        for i in wanted:
+            if counts[i] == 0:
+                counts[np.argmax(counts)] -= 1
+                counts[i] = 1
+    return counts
+
+
+def _carve(train: np.ndarray, labels: np.ndarray | None, seed: int,
+           fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rest of train, validation): `fraction` of the train indices, stratified when labels are given."""
+    if not 0.0 < fraction < 1.0:
+        raise PipelineError("split_from_column.validation_fraction", f"invalid value {fraction!r}")
+    if labels is None:
+        picked = np.random.default_rng(seed).permutation(len(train))[:round(len(train) * fraction)]
+        is_val = np.zeros(len(train), dtype=bool)
+        is_val[picked] = True
+        return train[~is_val], train[is_val]
+    labels = np.asarray(labels).reshape(-1)
+    parts = stratified_split(labels[train], (1.0 - fraction, fraction, 0.0), seed)
+    return train[parts["train"]], train[parts["validation"]]
+
+
+def _check_labels_present(values: Sequence[str | None]) -> None:
+    missing = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if missing is not None:
+        raise PipelineError(f"labels[{missing}]", f"label {values[missing]!r} is not a string")
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block, then restore it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or available_cores())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

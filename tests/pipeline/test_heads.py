@@ -1,0 +1,281 @@
+"""Classification heads: real torch and scikit-learn on small synthetic features built here."""
+
+import json
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.utils.class_weight import compute_class_weight
+
+from pipeline.errors import PipelineError
+from pipeline.heads import (HeadConfig, HeadMismatch, LabelSet, class_weight_vector, classification_metrics,
+                            head_from_bytes, head_to_bytes, predict_proba, split_from_column,
+                            stratified_split, train_head)
+
+FP = "a" * 64                                              # a feature table's fingerprint
+
+
+def blobs(n_per_class: int = 200, classes: int = 5, dim: int = 24, spread: float = 1.0, seed: int = 0):
+    """Gaussian blobs: class c centred at 6·e_c (separable at spread 1), float32 (N, dim)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    centres = np.zeros((classes, dim))
+    centres[np.arange(classes), np.arange(classes)] = 6.0
+    x = centres[y] + spread * rng.standard_normal((len(y), dim)) + 3.0   # offset: standardization matters
+    return x.astype(np.float32), y
+
+
+def fit(x, y, config=HeadConfig(threads=1), seed=0):
+    parts = stratified_split(y, seed=seed)
+    head, hist = train_head(x[parts["train"]], y[parts["train"]], x[parts["validation"]],
+                            y[parts["validation"]], int(y.max()) + 1, config)
+    return head, hist, parts
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = blobs()
+    head, hist, parts = fit(x, y)
+    return x, y, head, hist, parts
+
+
+@pytest.mark.parametrize("config", [
+    HeadConfig(threads=1),
+    HeadConfig(optimizer="adam", lr=0.01, batch_size=64, threads=1),
+    HeadConfig(optimizer="adam", hidden=32, dropout=0.1, batch_size=64, threads=1),
+    HeadConfig(hidden=16, threads=1),
+], ids=["lbfgs", "adam", "adam-hidden-dropout", "lbfgs-hidden"])
+def test_separable_blobs_reach_99_percent(config):
+    x, y = blobs()
+    head, hist, parts = fit(x, y, config)
+    te = parts["test"]
+    proba = predict_proba(head, x[te])
+    assert proba.shape == (len(te), 5) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    assert (proba.argmax(1) == y[te]).mean() >= 0.99
+    assert hist.val_accuracy[hist.best_epoch] >= 0.99 and hist.seconds > 0
+    assert len(hist.train_loss) == len(hist.val_loss) == len(hist.val_accuracy)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert not head.training
+
+
+def test_float16_features_train_like_float32():
+    x, y = blobs()
+    h32, _, parts = fit(x, y)
+    h16, _, _ = fit(x.astype(np.float16), y)
+    te = parts["test"]
+    assert (predict_proba(h16, x[te].astype(np.float16)).argmax(1) == predict_proba(h32, x[te]).argmax(1)).all()
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    """30 rows, 200 features, no penalty: the validation loss falls for a few epochs, then
+    rises as the head memorizes noise. The head returned is the lowest-validation-loss epoch's."""
+    x, y = blobs(n_per_class=100, classes=2, dim=200, spread=3.0, seed=1)
+    order = np.random.default_rng(0).permutation(len(y))
+    tr, va = order[:30], order[30:]
+    config = HeadConfig(optimizer="adam", lr=0.002, batch_size=8, weight_decay=0.0, min_delta=0.0, patience=4,
+                        max_epochs=200, threads=1)
+    head, hist = train_head(x[tr], y[tr], x[va], y[va], 2, config)
+    assert hist.stopped_early and hist.best_epoch >= 2                      # it fell, then rose
+    assert hist.best_epoch == int(np.argmin(hist.val_loss))
+    assert len(hist.val_loss) == hist.best_epoch + config.patience + 1       # stopped `patience` epochs later
+    assert hist.val_loss[-1] > hist.val_loss[hist.best_epoch]
+    assert hist.train_loss[-1] < hist.train_loss[hist.best_epoch]           # training kept improving
+    kept = -np.log(predict_proba(head, x[va])[np.arange(len(va)), y[va]]).mean()
+    assert kept == pytest.approx(hist.val_loss[hist.best_epoch], abs=1e-5)
+
+
+def test_min_delta_ignores_tiny_improvements():
+    x, y = blobs(seed=2)
+    _, fine, _ = fit(x, y, HeadConfig(min_delta=0.0, threads=1))
+    _, coarse, _ = fit(x, y, HeadConfig(min_delta=0.05, threads=1))
+    assert len(coarse.val_loss) < len(fine.val_loss)
+    assert all(coarse.val_loss[coarse.best_epoch] - v <= 0.05 for v in coarse.val_loss[coarse.best_epoch:])
+
+
+def test_balanced_class_weights():
+    y = np.array([0] * 90 + [1] * 10 + [2] * 20)
+    np.testing.assert_allclose(class_weight_vector(y, 3, "balanced").numpy(),
+                               compute_class_weight("balanced", classes=np.arange(3), y=y), rtol=1e-6)
+    assert class_weight_vector(y, 3, "none") is None
+    assert class_weight_vector(y, 4, "balanced")[3] == 0                    # absent class: no rows to weigh
+    # overlapping, imbalanced (9:1): the minority is mostly misclassified unless its loss weighs more
+    rng = np.random.default_rng(3)
+    y = (rng.random(3000) < 0.1).astype(np.int64)
+    x = (rng.standard_normal((3000, 8)) + 1.2 * y[:, None] * np.eye(8)[0]).astype(np.float32)
+    recall = {}
+    for mode in ("none", "balanced"):
+        head, _, parts = fit(x, y, HeadConfig(class_weights=mode, threads=1))
+        pred = predict_proba(head, x[parts["test"]]).argmax(1)
+        recall[mode] = classification_metrics(y[parts["test"]], pred, ["a", "b"])["per_class"]["b"]["recall"]
+    assert recall["balanced"] > recall["none"] + 0.3
+
+
+def test_stratified_split_is_deterministic_disjoint_complete_and_stratified():
+    y = np.repeat(np.arange(4), [500, 100, 30, 3])
+    rng = np.random.default_rng(0)
+    y = np.concatenate([y, [4]])[rng.permutation(len(y) + 1)]                # class 4: one member
+    parts = stratified_split(y, seed=7)
+    assert all(np.array_equal(parts[k], v) for k, v in stratified_split(y, seed=7).items())
+    assert not np.array_equal(parts["train"], stratified_split(y, seed=8)["train"])
+    every = np.concatenate(list(parts.values()))
+    assert np.array_equal(np.sort(every), np.arange(len(y)))                 # disjoint and complete
+    assert all(v.dtype == np.int64 and np.all(np.diff(v) > 0) for v in parts.values())
+    counts = [[int((y[parts[s]] == cls).sum()) for s in ("train", "validation", "test")] for cls in range(5)]
+    assert counts[:3] == [[400, 50, 50], [80, 10, 10], [24, 3, 3]]          # 0.8 / 0.1 / 0.1 of each class
+    assert counts[3] == [1, 1, 1]                                             # 3 members: one in each part
+    assert counts[4] == [1, 0, 0]                                             # a lone member trains
+    sizes = stratified_split(np.zeros(1000, int), (0.6, 0.2, 0.2))
+    assert [len(sizes[s]) for s in ("train", "validation", "test")] == [600, 200, 200]
+    with pytest.raises(PipelineError, match="fractions"):
+        stratified_split(y, (0.8, 0.3, 0.1))
+
+
+def test_split_from_column_maps_aliases_and_rejects_unknown_names():
+    values = ["train", "Validation", "dev ", "val", "valid", "test", "TRAIN", "training"]
+    parts = split_from_column(values)
+    assert {k: v.tolist() for k, v in parts.items()} == {"train": [0, 6, 7], "validation": [1, 2, 3, 4],
+                                                         "test": [5]}
+    with pytest.raises(PipelineError, match="unsupervised") as err:
+        split_from_column(["train", "unsupervised"])
+    assert "split[1]" in str(err.value)
+    with pytest.raises(PipelineError, match=r"split\[1\]"):
+        split_from_column(["train", None])
+    with pytest.raises(PipelineError, match="no train rows"):
+        split_from_column(["test", "dev"])
+
+
+def test_split_from_column_carves_validation_out_of_train():
+    labels = np.repeat([0, 1], [300, 100])
+    values = ["train"] * 350 + ["test"] * 50
+    parts = split_from_column(values, labels=labels, seed=3)
+    assert len(parts["validation"]) == 35 and len(parts["train"]) == 315
+    assert np.array_equal(np.sort(np.concatenate([parts["train"], parts["validation"]])), np.arange(350))
+    assert (labels[parts["validation"]] == 1).sum() == 5                     # 50 of 350 train rows are class 1
+    again = split_from_column(values, labels=labels, seed=3)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+    unlabeled = split_from_column(values, seed=3)
+    assert len(unlabeled["validation"]) == 35 and np.array_equal(unlabeled["test"], np.arange(350, 400))
+
+
+def test_label_set_is_sorted_and_round_trips():
+    values = ["tech", "sport", "business", "sport"]
+    labels = LabelSet.from_values(values)
+    assert labels.names == ("business", "sport", "tech") and len(labels) == 3
+    assert labels.decode(labels.encode(values)) == values
+    assert LabelSet.from_values(list(reversed(values))) == labels
+    with pytest.raises(PipelineError, match=r"labels\[1\].*'film'"):
+        labels.encode(["tech", "film"])
+    with pytest.raises(PipelineError, match=r"labels\[2\]"):
+        LabelSet.from_values(["a", "b", None])
+
+
+def test_metrics_agree_with_sklearn():
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    y_pred[:100] = y_true[:100]
+    names = ["neg", "neu", "pos"]
+    m = classification_metrics(y_true, y_pred, names)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2])
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    for i, name in enumerate(names):
+        assert m["per_class"][name] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+    assert m["confusion_matrix"] == confusion_matrix(y_true, y_pred).tolist()
+    assert m["labels"] == names
+    json.dumps(m)                                                             # plain JSON types
+    missing = classification_metrics([0, 0], [0, 0], names)                  # classes 1, 2 never seen
+    assert missing["confusion_matrix"] == [[2, 0, 0], [0, 0, 0], [0, 0, 0]]
+
+
+def test_round_trip_through_bytes_gives_identical_predictions(trained):
+    x, _, head, _, _ = trained
+    files = head_to_bytes(head, {"labels": list("abcde"), "feature_fingerprint": FP, "corpus": "bbc"})
+    assert set(files) == {"head.safetensors", "head.json"}
+    doc = json.loads(files["head.json"])
+    assert doc["format"] == "embcache-head" and doc["format_version"] == 1
+    assert doc["num_labels"] == 5 and doc["feature_dim"] == 24 and doc["corpus"] == "bbc"
+    assert doc["config"]["optimizer"] == "lbfgs" and doc["standardize"]["enabled"] is True
+    tensors = safetensors.torch.load(files["head.safetensors"])              # plain safetensors, no pickle
+    assert torch.equal(tensors["mean"], head.mean) and not torch.equal(tensors["mean"], torch.zeros(24))
+    loaded, meta = head_from_bytes(files, expected_feature_fingerprint=FP)
+    assert meta["labels"] == list("abcde") and not loaded.training
+    np.testing.assert_array_equal(predict_proba(loaded, x), predict_proba(head, x))
+    assert head_from_bytes(files, None)[1]["feature_fingerprint"] == FP
+
+
+def test_head_to_bytes_needs_labels_and_fingerprint(trained):
+    head = trained[2]
+    with pytest.raises(PipelineError, match="labels"):
+        head_to_bytes(head, {"labels": ["a"], "feature_fingerprint": FP})
+    with pytest.raises(PipelineError, match="feature_fingerprint"):
+        head_to_bytes(head, {"labels": list("abcde")})
+    with pytest.raises(PipelineError, match="format_version"):
+        head_to_bytes(head, {"labels": list("abcde"), "feature_fingerprint": FP, "format_version": 2})
+
+
+def test_head_from_other_features_raises_head_mismatch(trained):
+    files = head_to_bytes(trained[2], {"labels": list("abcde"), "feature_fingerprint": FP})
+    other = "b" * 64
+    with pytest.raises(HeadMismatch) as err:
+        head_from_bytes(files, expected_feature_fingerprint=other)
+    assert FP[:12] in str(err.value) and other[:12] in str(err.value)
+    assert "another model/config" in str(err.value)
+    assert isinstance(err.value, PipelineError)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format_version": 2}, "format_version 2"),
+    ({"format": "something-else"}, "format 'something-else'"),
+])
+def test_other_formats_are_refused(trained, change, message):
+    files = head_to_bytes(trained[2], {"labels": list("abcde"), "feature_fingerprint": FP})
+    doc = {**json.loads(files["head.json"]), **change}
+    with pytest.raises(PipelineError, match=message):
+        head_from_bytes({**files, "head.json": json.dumps(doc).encode()}, FP)
+    with pytest.raises(PipelineError, match="missing"):
+        head_from_bytes({"head.json": files["head.json"]}, FP)
+
+
+@pytest.mark.parametrize("config", [HeadConfig(threads=1),
+                                    HeadConfig(optimizer="adam", hidden=8, dropout=0.2, max_epochs=5, threads=1)],
+                         ids=["lbfgs", "adam-dropout"])
+def test_same_seed_gives_identical_weights(config):
+    x, y = blobs(n_per_class=60, spread=3.0)
+    first, h1, _ = fit(x, y, config)
+    second, h2, _ = fit(x, y, config)
+    for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert h1.val_loss == h2.val_loss
+    other, _, _ = fit(x, y, HeadConfig(**{**config.__dict__, "seed": 1}))
+    assert not torch.equal(other.core[1].weight, first.core[1].weight)
+
+
+@pytest.mark.parametrize("field, value", [("hidden", -1), ("dropout", 1.0), ("optimizer", "sgd"), ("lr", 0.0),
+                                          ("batch_size", 0), ("patience", 0), ("class_weights", "auto"),
+                                          ("threads", 0), ("min_delta", -1.0)])
+def test_config_rejects_invalid_values(field, value):
+    with pytest.raises(PipelineError, match=f"HeadConfig.{field}"):
+        HeadConfig(**{field: value})
+
+
+def test_dropout_needs_adam():
+    with pytest.raises(PipelineError, match="HeadConfig.dropout"):
+        HeadConfig(dropout=0.1)                                               # lbfgs: deterministic loss only
+    HeadConfig(dropout=0.1, optimizer="adam")
+
+
+def test_train_head_checks_its_inputs():
+    x, y = blobs(n_per_class=10)
+    with pytest.raises(PipelineError, match="labels span"):
+        train_head(x, y, x, y, 3, HeadConfig(threads=1))
+    with pytest.raises(PipelineError, match="features"):
+        train_head(x, y, x[:, :5], y, 5, HeadConfig(threads=1))
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(PipelineError, match="NaN"):
+        train_head(bad, y, x, y, 5, HeadConfig(threads=1))
+    with pytest.raises(PipelineError, match="validation rows"):
+        train_head(x, y, x[:0], y[:0], 5, HeadConfig(threads=1))

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from torch.nn import functional as F
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.errors import PipelineError
-from pipeline.heads import (HeadConfig, HeadMismatch, LabelSet, class_weight_vector, classification_metrics,
+from pipeline.heads import (HeadConfig, _penalty, HeadMismatch, LabelSet, class_weight_vector, classification_metrics,
                             head_from_bytes, head_to_bytes, predict_proba, split_from_column,
                             stratified_split, train_head)
 
@@ -76,7 +78,7 @@ def test_early_stopping_keeps_the_best_epoch():
     order = np.random.default_rng(0).permutation(len(y))
     tr, va = order[:30], order[30:]
     config = HeadConfig(optimizer="adam", lr=0.002, batch_size=8, weight_decay=0.0, min_delta=0.0, patience=4,
-                        max_epochs=200, threads=1)
+                        max_epochs=200, precondition=False, threads=1)
     head, hist = train_head(x[tr], y[tr], x[va], y[va], 2, config)
     assert hist.stopped_early and hist.best_epoch >= 2                      # it fell, then rose
     assert hist.best_epoch == int(np.argmin(hist.val_loss))
@@ -93,6 +95,45 @@ def test_min_delta_ignores_tiny_improvements():
     _, coarse, _ = fit(x, y, HeadConfig(min_delta=0.05, threads=1))
     assert len(coarse.val_loss) < len(fine.val_loss)
     assert all(coarse.val_loss[coarse.best_epoch] - v <= 0.05 for v in coarse.val_loss[coarse.best_epoch:])
+
+
+def overlapping(n: int = 600, seed: int = 4):
+    """3 overlapping classes in 8 correlated features of mixed scales and offset: not separable."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    mix = rng.standard_normal((8, 8)) * [0.5, 0.5, 1, 2, 2, 0.5, 1, 1.5]
+    return ((rng.standard_normal((n, 8)) + 0.7 * np.eye(8)[y]) @ mix + 1.0).astype(np.float32), y
+
+
+@pytest.mark.parametrize("standardize, precondition", [(True, True), (True, False), (False, False)])
+def test_standardize_and_precondition_only_change_the_path(standardize, precondition):
+    """Unpenalized, validated on its own training rows, every variant lands on sklearn's optimum."""
+    x, y = overlapping()
+    config = HeadConfig(weight_decay=0.0, standardize=standardize, precondition=precondition, min_delta=0.0,
+                        patience=20, max_epochs=300, threads=1)
+    head, hist = train_head(x, y, x, y, 3, config)
+    want = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(x, y).predict_proba(x)   # (N, 3)
+    optimum = -np.log(want[np.arange(len(y)), y]).mean()
+    assert hist.val_loss[hist.best_epoch] == pytest.approx(optimum, abs=1e-5)   # a flat optimum: the loss
+    np.testing.assert_allclose(predict_proba(head, x), want, atol=1e-2)         # pins it, probabilities less
+
+
+def test_weight_decay_is_sklearns_inverse_c():
+    """sklearn's LogisticRegression(C=0.5) solution is a stationary point of our loss at weight_decay=2."""
+    x, y = overlapping()
+    sk = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(x, y)
+    head, _ = train_head(x, y, x, y, 3, HeadConfig(max_epochs=1, threads=1))       # fitted mean / scale
+    layer = head.input_layer
+    with torch.no_grad():                                                          # raw → standardized units
+        layer.weight.copy_(torch.from_numpy(sk.coef_).float() * layer.scale)
+        layer.bias.copy_(torch.from_numpy(sk.intercept_).float() + torch.from_numpy(sk.coef_).float() @ layer.mean)
+    np.testing.assert_allclose(predict_proba(head, x), sk.predict_proba(x), atol=1e-5)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for weight_decay, stationary in ((2.0, True), (0.5, False)):
+        head.zero_grad()
+        (F.cross_entropy(head(xt), yt) + _penalty(head, weight_decay, len(x))).backward()
+        largest = max(float(p.grad.abs().max()) for p in head.parameters())
+        assert (largest < 1e-4) == stationary, (weight_decay, largest)
 
 
 def test_balanced_class_weights():
@@ -199,7 +240,7 @@ def test_round_trip_through_bytes_gives_identical_predictions(trained):
     assert doc["num_labels"] == 5 and doc["feature_dim"] == 24 and doc["corpus"] == "bbc"
     assert doc["config"]["optimizer"] == "lbfgs" and doc["standardize"]["enabled"] is True
     tensors = safetensors.torch.load(files["head.safetensors"])              # plain safetensors, no pickle
-    assert torch.equal(tensors["mean"], head.mean) and not torch.equal(tensors["mean"], torch.zeros(24))
+    assert torch.equal(tensors["classifier.mean"], head.input_layer.mean) and tensors["classifier.mean"].abs().min() > 1
     loaded, meta = head_from_bytes(files, expected_feature_fingerprint=FP)
     assert meta["labels"] == list("abcde") and not loaded.training
     np.testing.assert_array_equal(predict_proba(loaded, x), predict_proba(head, x))
@@ -250,7 +291,7 @@ def test_same_seed_gives_identical_weights(config):
         assert torch.equal(a, b), k
     assert h1.val_loss == h2.val_loss
     other, _, _ = fit(x, y, HeadConfig(**{**config.__dict__, "seed": 1}))
-    assert not torch.equal(other.core[1].weight, first.core[1].weight)
+    assert not torch.equal(other.input_layer.weight, first.input_layer.weight)
 
 
 @pytest.mark.parametrize("field, value", [("hidden", -1), ("dropout", 1.0), ("optimizer", "sgd"), ("lr", 0.0),
@@ -262,7 +303,7 @@ def test_config_rejects_invalid_values(field, value):
 
 
 def test_dropout_needs_adam():
-    with pytest.raises(PipelineError, match="HeadConfig.dropout"):
+    with pytest.raises(PipelineError, match="HeadConfig.dropout.*needs optimizer=.adam."):
         HeadConfig(dropout=0.1)                                               # lbfgs: deterministic loss only
     HeadConfig(dropout=0.1, optimizer="adam")
 

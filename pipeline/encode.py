@@ -15,7 +15,6 @@ only thing that grows with N, so callers stream shards of a few thousand texts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .cores import available_cores
+from .cores import torch_threads
 from .errors import PipelineError
 from .tokenize import TokenizeConfig, tokenize
 
@@ -93,7 +92,7 @@ def encode(input_ids: Sequence | pa.Array | pa.ChunkedArray, model: torch.nn.Mod
         return out
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    with _torch_threads(config.threads), torch.inference_mode():
+    with torch_threads(config.threads), torch.inference_mode():
         for batch in length_sorted_batches(lengths, config.batch_tokens):
             ids, mask = _pad([rows[i] for i in batch], pad_id)                # (B, T), (B, T)
             pooled = _pool(model(input_ids=ids, attention_mask=mask), mask, config.pooling)  # (B, H)
@@ -168,16 +167,3 @@ def _check_quantize(model: torch.nn.Module, config: EncodeConfig) -> None:
     if quantized != (config.quantize == "int8"):
         raise PipelineError("EncodeConfig.quantize", f"config says {config.quantize!r} but the model "
                                                      f"is {'int8' if quantized else 'not'} quantized")
-
-
-@contextmanager
-def _torch_threads(threads: int | None):
-    """Set torch's intra-op thread count for the block, then restore it."""
-    wanted = threads or available_cores()
-    before = torch.get_num_threads()
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-

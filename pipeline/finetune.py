@@ -43,8 +43,10 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from .encode import _id_arrays, _pad, _torch_threads, length_sorted_batches
+from .cores import torch_threads
+from .encode import _id_arrays, _pad, length_sorted_batches
 from .errors import PipelineError
+from .formats import json_header
 
 CHECKPOINT_FORMAT = "embcache-finetune-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -171,7 +173,7 @@ def train_frozen_head(model: nn.Module, features: np.ndarray, labels: np.ndarray
     optimizer = _adamw(named, config.head_lr, config.weight_decay)
     params = [p for _, p in named]
     report = PhaseReport("frozen", trainable=[n for n, _ in named])
-    with _torch_threads(config.threads), _private_rng(device):
+    with torch_threads(config.threads), _private_rng(device):
         for epoch in range(config.freeze_epochs):
             start, loss_sum = time.perf_counter(), 0.0
             for batch in _epoch_batches(len(x), config.head_batch_size, config.seed, _FROZEN, epoch):
@@ -219,7 +221,7 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
                          "data_sha256": _data_digest(rows, y_np)})
     if resume is not None:
         _restore(run, model, resume)
-    with _torch_threads(config.threads), _private_rng(device):
+    with torch_threads(config.threads), _private_rng(device):
         while run.epoch < config.unfreeze_epochs:
             _train_epoch(run, model, val, on_checkpoint)
     model.eval()
@@ -234,7 +236,7 @@ def predict_logits(model: nn.Module, input_ids: Sequence, batch_tokens: int = 20
     model.to(device).eval()
     out = np.empty((len(rows), model.config.num_labels), dtype=np.float32)   # (N, C)
     pad_id = model.config.pad_token_id or 0
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         for batch in length_sorted_batches([len(r) for r in rows], batch_tokens):
             ids, mask = _pad([rows[i] for i in batch], pad_id)               # (B, T), (B, T)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
@@ -402,16 +404,7 @@ def _restore(run: _Run, model: nn.Module, files: dict[str, bytes]) -> None:
 
 def read_checkpoint_meta(data: bytes) -> dict:
     """checkpoint.json as a dict, after checking its format name and version."""
-    try:
-        meta = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PipelineError("checkpoint.json", f"not JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise PipelineError("checkpoint.json", f"format {found!r}, expected {CHECKPOINT_FORMAT!r}")
-    if meta.get("format_version") != CHECKPOINT_VERSION:
-        raise PipelineError("checkpoint.json", f"format_version {meta.get('format_version')!r}; "
-                                               f"this reader knows version {CHECKPOINT_VERSION}")
+    meta = json_header(data, "checkpoint.json", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "a fine-tuning checkpoint")
     if meta.get("phase") != "unfrozen":
         raise PipelineError("checkpoint.json", f"phase {meta.get('phase')!r}; only 'unfrozen' resumes")
     return meta

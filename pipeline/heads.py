@@ -1,4 +1,5 @@
-"""Classification heads on cached sentence vectors: splits, labels, training, metrics, a versioned format.
+"""Classification heads on cached sentence vectors: training and a versioned format (splits, labels
+and metrics: pipeline/splits.py).
 
 A head maps frozen features (N, H) to C class logits: dropout → Linear(H, C) (hidden = 0,
 softmax regression) or dropout → Linear(H, hidden) → ReLU → dropout → Linear(hidden, C).
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -52,18 +53,15 @@ from typing import Literal
 import numpy as np
 import safetensors.torch
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from .cores import available_cores
+from .cores import torch_threads
 from .errors import PipelineError
+from .formats import json_header
 
 FORMAT, FORMAT_VERSION = "embcache-head", 1
-SPLITS = ("train", "validation", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "dev": "validation", "val": "validation", "test": "test"}
 RESERVED_META = ("format", "format_version", "config", "num_labels", "feature_dim", "standardize")
 
 
@@ -151,100 +149,6 @@ class HeadHistory:
     seconds: float = 0.0        # wall time of train_head, conversions included
 
 
-@dataclass(frozen=True)
-class LabelSet:
-    """Label strings ↔ class indices 0..C-1, names sorted so the mapping never depends on row order.
-
-    >>> labels = LabelSet.from_values(["sport", "tech", "sport"])
-    >>> labels.names, labels.encode(["tech", "sport"]).tolist(), labels.decode([1])
-    (('sport', 'tech'), [1, 0], ['tech'])
-    """
-    names: tuple[str, ...]
-
-    def __post_init__(self):
-        if list(self.names) != sorted(set(self.names)) or not all(isinstance(n, str) for n in self.names):
-            raise PipelineError("LabelSet.names", "must be distinct strings in sorted order")
-
-    @classmethod
-    def from_values(cls, values: Sequence[str | None]) -> LabelSet:
-        _check_labels_present(values)
-        return cls(tuple(sorted(set(values))))
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def encode(self, values: Sequence[str | None]) -> np.ndarray:
-        """(N,) int64 class indices; an unknown or missing label raises, naming its row."""
-        index = {n: i for i, n in enumerate(self.names)}
-        out = np.empty(len(values), dtype=np.int64)
-        for row, v in enumerate(values):
-            if v not in index:
-                raise PipelineError(f"labels[{row}]", f"label {v!r} is not one of {list(self.names)}")
-            out[row] = index[v]
-        return out
-
-    def decode(self, indices: Sequence[int] | np.ndarray) -> list[str]:
-        return [self.names[int(i)] for i in np.asarray(indices).reshape(-1)]
-
-
-def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Sorted, disjoint int64 index arrays "train", "validation", "test" covering range(N).
-
-    Each class is shuffled (numpy Generator seeded by `seed`) and cut by largest-remainder
-    rounding of its count × fractions, so every part holds each class in proportion, and a
-    class with at least as many members as non-empty parts has a row in each of them. A
-    rarer class fills train first. Same labels and seed → the same split.
-
-    >>> parts = stratified_split(np.repeat([0, 1], 10), seed=0)
-    >>> [len(parts[s]) for s in ("train", "validation", "test")]
-    [16, 2, 2]
-    """
-    y = np.asarray(labels).reshape(-1)                                        # (N,)
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.shape != (3,) or (fr < 0).any() or fr[0] <= 0 or abs(fr.sum() - 1.0) > 1e-6:
-        raise PipelineError("stratified_split.fractions", f"need 3 fractions ≥ 0 summing to 1 with train > 0, "
-                                                          f"got {fractions!r}")
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for cls in np.unique(y):                                                  # sorted: deterministic
-        members = rng.permutation(np.flatnonzero(y == cls))
-        bounds = np.cumsum(_apportion(len(members), fr))[:-1]
-        for part, idx in zip(parts, np.split(members, bounds)):
-            part.append(idx)
-    return {name: np.sort(np.concatenate(p)).astype(np.int64) if p else np.empty(0, np.int64)
-            for name, p in zip(SPLITS, parts)}
-
-
-def split_from_column(values: Sequence[str | None], labels: np.ndarray | None = None, seed: int = 0,
-                      validation_fraction: float = 0.1) -> dict[str, np.ndarray]:
-    """Index arrays per split from a source's split column (case and spaces ignored).
-
-    train/training → "train"; validation/valid/dev/val → "validation"; test → "test". Any
-    other name, or a missing one, raises naming the row. When no row is a validation row,
-    `validation_fraction` of train is carved off as validation: stratified by `labels`
-    when given (stratified_split with `seed`), else a seeded random subset. test may be empty.
-
-    >>> {k: v.tolist() for k, v in split_from_column(["train", "dev", "Test", "train"]).items()}
-    {'train': [0, 3], 'validation': [1], 'test': [2]}
-    """
-    names = []
-    for row, v in enumerate(values):
-        name = SPLIT_ALIASES.get(v.strip().lower()) if isinstance(v, str) else None
-        if name is None:
-            raise PipelineError(f"split[{row}]", f"unknown split {v!r}; expected one of {sorted(SPLIT_ALIASES)}")
-        names.append(name)
-    if labels is not None and len(labels) != len(names):
-        raise PipelineError("split_from_column.labels", f"{len(labels)} labels for {len(names)} rows")
-    names = np.asarray(names, dtype=object)
-    parts = {s: np.flatnonzero(names == s).astype(np.int64) for s in SPLITS}
-    if len(parts["train"]) == 0:
-        raise PipelineError("split", "no train rows")
-    if len(parts["validation"]) == 0:
-        parts["train"], parts["validation"] = _carve(parts["train"], labels, seed, validation_fraction)
-    return parts
-
-
 def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                num_labels: int, config: HeadConfig) -> tuple[Head, HeadHistory]:
     """Train a head on (N, H) float16/float32 features and (N,) class indices; keep the best epoch.
@@ -268,7 +172,7 @@ def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
         head.input_layer.fit_standardize(xt)
     weight = class_weight_vector(y_train, num_labels, config.class_weights)  # (C,) or None
     hist, best = HeadHistory(), None
-    with _torch_threads(config.threads), torch.random.fork_rng(devices=[]), \
+    with torch_threads(config.threads), torch.random.fork_rng(devices=[]), \
             _preconditioned(head.input_layer, xt, config, num_labels):
         torch.manual_seed(config.seed)                                        # dropout masks (global RNG)
         run_epoch = _lbfgs_epochs(head, xt, yt, weight, config) if config.optimizer == "lbfgs" \
@@ -320,23 +224,6 @@ def predict_proba(head: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.
     return torch.cat(out).numpy() if out else np.empty((0, num_labels), dtype=np.float32)
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> dict:
-    """accuracy, macro_f1, per_class {name: precision, recall, f1, support}, confusion_matrix
-    (rows = true class, columns = predicted, in label_names order) and labels: plain JSON types.
-    Classes absent from both y_true and y_pred still get a row (zeros) and count in macro_f1."""
-    classes = list(range(len(label_names)))
-    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
-        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                             "support": int(s[i])} for i, name in enumerate(label_names)},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-        "labels": list(label_names),
-    }
-
-
 def head_to_bytes(head: Head, meta: dict) -> dict[str, bytes]:
     """{"head.safetensors": weights and standardization buffers, "head.json": what they mean}.
 
@@ -376,16 +263,7 @@ def head_from_bytes(files: dict[str, bytes], expected_feature_fingerprint: str |
     missing = sorted({"head.json", "head.safetensors"} - set(files))
     if missing:
         raise PipelineError("head files", f"missing {missing}")
-    try:
-        meta = json.loads(files["head.json"].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PipelineError("head.json", f"not JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise PipelineError("head.json", f"format {found!r}, expected {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise PipelineError("head.json", f"format_version {meta.get('format_version')!r}; this embcache "
-                                         f"reads version {FORMAT_VERSION} only")
+    meta = json_header(files["head.json"], "head.json", FORMAT, FORMAT_VERSION, "a classification head")
     saved = meta.get("feature_fingerprint")
     if expected_feature_fingerprint is not None and saved != expected_feature_fingerprint:
         raise HeadMismatch("head.json", f"head was trained on features {str(saved)[:12]}, not on these "
@@ -593,52 +471,7 @@ def _features(x: np.ndarray, where: str) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def _apportion(n: int, fractions: np.ndarray) -> np.ndarray:
-    """Split n into len(fractions) counts by largest remainder; each non-empty part ≥ 1 when n allows.
-
-    >>> _apportion(7, np.array([0.8, 0.1, 0.1])).tolist()
-    [5, 1, 1]
-    """
-    exact = n * fractions
-    counts = np.floor(exact).astype(np.int64)
-    for i in np.argsort(-(exact - counts), kind="stable")[:n - counts.sum()]:
-        counts[i] += 1
-    wanted = np.flatnonzero(fractions > 0)
-    if n >= len(wanted):
-        for i in wanted:
-            if counts[i] == 0:
-                counts[np.argmax(counts)] -= 1
-                counts[i] = 1
-    return counts
 
 
-def _carve(train: np.ndarray, labels: np.ndarray | None, seed: int,
-           fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rest of train, validation): `fraction` of the train indices, stratified when labels are given."""
-    if not 0.0 < fraction < 1.0:
-        raise PipelineError("split_from_column.validation_fraction", f"invalid value {fraction!r}")
-    if labels is None:
-        picked = np.random.default_rng(seed).permutation(len(train))[:round(len(train) * fraction)]
-        is_val = np.zeros(len(train), dtype=bool)
-        is_val[picked] = True
-        return train[~is_val], train[is_val]
-    labels = np.asarray(labels).reshape(-1)
-    parts = stratified_split(labels[train], (1.0 - fraction, fraction, 0.0), seed)
-    return train[parts["train"]], train[parts["validation"]]
 
 
-def _check_labels_present(values: Sequence[str | None]) -> None:
-    missing = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-    if missing is not None:
-        raise PipelineError(f"labels[{missing}]", f"label {values[missing]!r} is not a string")
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count for the block, then restore it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or available_cores())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -20,8 +20,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cores import available_cores
+from .cores import torch_threads
 from .errors import PipelineError
+from .formats import json_header
 from .vectors import StaticVocab, initial_matrix, vectors_digest
 
 Trainable = Literal["oov", "special", "all", "none"]
@@ -254,7 +254,7 @@ def train_static(model: StaticClassifier, train_ids: Sequence[np.ndarray], y_tra
     history = StaticHistory()
     params = dict(model.named_parameters())
     best, best_loss, since_best = None, float("inf"), 0
-    with _threads(config.threads), torch.random.fork_rng(devices=[]):
+    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)                                  # dropout masks
         shuffle = torch.Generator().manual_seed(config.seed)
         optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
@@ -292,7 +292,7 @@ def train_static(model: StaticClassifier, train_ids: Sequence[np.ndarray], y_tra
 
 def predict_proba(model: StaticClassifier, ids: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
     """(N, C) float32 class probabilities, in the order of `ids` (dropout off)."""
-    with _threads(model.config.threads):
+    with torch_threads(model.config.threads):
         return torch.softmax(_logits(model, ids, batch_size), 1).numpy()
 
 
@@ -316,16 +316,6 @@ def _labels(y, n: int, num_classes: int, name: str) -> torch.Tensor:
         raise PipelineError(name, f"need {n} integer labels in [0, {num_classes}), got shape {y.shape} {y.dtype}")
     return torch.from_numpy(y.astype(np.int64))
 
-
-@contextmanager
-def _threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set for a block, then restored (None: the cores this process may use)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads or available_cores())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def static_to_bytes(model: StaticClassifier, vocab: StaticVocab, meta: Mapping[str, Any]) -> dict[str, bytes]:
@@ -362,15 +352,7 @@ def static_from_bytes(files: Mapping[str, bytes]) -> tuple[StaticClassifier, Sta
     missing = [f for f in FILES if f not in files]
     if missing:
         raise PipelineError("static_from_bytes", f"missing files {missing}")
-    try:
-        header = json.loads(files["static.json"])
-    except ValueError as err:
-        raise PipelineError("static.json", f"not JSON: {err}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise PipelineError("static.json", f"not a static classifier: format={_get(header, 'format')!r}")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise PipelineError("static.json", f"format_version {header.get('format_version')!r} found, "
-                                           f"this code reads {FORMAT_VERSION}")
+    header = json_header(files["static.json"], "static.json", FORMAT, FORMAT_VERSION, "a static classifier")
     missing = {"config", "num_classes", "vectors_digest", "vocab_digest", "meta"} - header.keys()
     if missing:
         raise PipelineError("static.json", f"missing keys {sorted(missing)}")
@@ -398,7 +380,3 @@ def static_from_bytes(files: Mapping[str, bytes]) -> tuple[StaticClassifier, Sta
 
 def _positive(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _get(header, key):
-    return header.get(key) if isinstance(header, dict) else None

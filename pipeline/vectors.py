@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import PipelineError
+from .formats import arrow_header
 
 VectorFormat = Literal["auto", "glove", "word2vec", "word2vec-binary", "fasttext"]
 FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext")
@@ -247,14 +248,7 @@ class StaticVocab:
     @classmethod
     def from_arrow(cls, table: pa.Table) -> StaticVocab:
         """The inverse of to_arrow; raises PipelineError on another format or format version."""
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        if meta.get("format") != FORMAT:
-            raise PipelineError("StaticVocab.from_arrow", f"not a static vocabulary: format={meta.get('format')!r}")
-        if meta.get("format_version") != str(FORMAT_VERSION):
-            raise PipelineError("StaticVocab.from_arrow", f"format_version {meta.get('format_version')!r} "
-                                                          f"found, this code reads {FORMAT_VERSION}")
-        if not table.schema.remove_metadata().equals(SCHEMA):
-            raise PipelineError("StaticVocab.from_arrow", f"columns {table.schema.names} differ from {SCHEMA.names}")
+        meta = arrow_header(table, "StaticVocab.from_arrow", FORMAT, FORMAT_VERSION, "a static vocabulary", SCHEMA)
         words = tuple(table.column("word").to_pylist())
         s = int(meta["specials"])
         return cls(words, table.column("pretrained").to_numpy(zero_copy_only=False),

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import PipelineError
+from .formats import arrow_header
 
 UNK = "<unk>"                 # id 0: stands for every word below min_count
 FORMAT = "embcache.vocabulary"
@@ -180,14 +181,7 @@ class Vocabulary:
     @classmethod
     def from_arrow(cls, table: pa.Table) -> Vocabulary:
         """The inverse of to_arrow; raises PipelineError on another format or format version."""
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        if meta.get("format") != FORMAT:
-            raise PipelineError("Vocabulary.from_arrow", f"not a vocabulary table: format={meta.get('format')!r}")
-        if meta.get("format_version") != str(FORMAT_VERSION):
-            raise PipelineError("Vocabulary.from_arrow", f"format_version {meta.get('format_version')!r} found, "
-                                                         f"this code reads {FORMAT_VERSION}")
-        if not table.schema.remove_metadata().equals(SCHEMA):
-            raise PipelineError("Vocabulary.from_arrow", f"columns {table.schema.names} differ from {SCHEMA.names}")
+        meta = arrow_header(table, "Vocabulary.from_arrow", FORMAT, FORMAT_VERSION, "a vocabulary table", SCHEMA)
         words = table.column("word").to_pylist()
         counts = table.column("count").to_numpy()
         kept = table.column("in_vocab").to_numpy(zero_copy_only=False)

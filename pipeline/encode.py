@@ -84,7 +84,7 @@ def encode(input_ids: Sequence | pa.Array | pa.ChunkedArray, model: torch.nn.Mod
 
     input_ids: token id sequences with special tokens, e.g. tokenize()'s column.
     """
-    rows = _id_arrays(input_ids)
+    rows = id_arrays(input_ids)
     _check_quantize(model, config)
     hidden = model.config.hidden_size
     out = np.empty((len(rows), hidden), dtype=config.dtype)                   # (N, H)
@@ -94,7 +94,7 @@ def encode(input_ids: Sequence | pa.Array | pa.ChunkedArray, model: torch.nn.Mod
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     with torch_threads(config.threads), torch.inference_mode():
         for batch in length_sorted_batches(lengths, config.batch_tokens):
-            ids, mask = _pad([rows[i] for i in batch], pad_id)                # (B, T), (B, T)
+            ids, mask = pad_batch([rows[i] for i in batch], pad_id)                # (B, T), (B, T)
             pooled = _pool(model(input_ids=ids, attention_mask=mask), mask, config.pooling)  # (B, H)
             out[batch] = pooled.numpy()                                       # back to input order
     return out
@@ -135,7 +135,7 @@ def _pool(output, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, H)
 
 
-def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest row: ids (B, T) int64 and attention mask (B, T)."""
     longest = max(len(r) for r in rows)
     ids = np.full((len(rows), longest), pad_id, dtype=np.int64)               # (B, T)
@@ -146,7 +146,7 @@ def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def _id_arrays(input_ids) -> list[np.ndarray]:
+def id_arrays(input_ids) -> list[np.ndarray]:
     """Each text's ids as an int64 array; accepts lists, arrays and Arrow list columns."""
     if isinstance(input_ids, pa.ChunkedArray):
         input_ids = input_ids.combine_chunks()

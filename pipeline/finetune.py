@@ -43,14 +43,12 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
+from .checkpoints import (CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_optimizer_bytes,
+                          optimizer_bytes, read_checkpoint_meta)
 from .cores import torch_threads
-from .encode import _id_arrays, _pad, length_sorted_batches
+from .encode import id_arrays, length_sorted_batches, pad_batch
 from .errors import PipelineError
-from .formats import json_header
 
-CHECKPOINT_FORMAT = "embcache-finetune-checkpoint"
-CHECKPOINT_VERSION = 1
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "checkpoint.json")
 _FROZEN, _UNFROZEN = 1, 2            # phase ids in the seeds: the phases draw different streams
 _RESUME_MAY_CHANGE = ("threads", "checkpoint_every")  # config fields that do not change the result
 
@@ -205,7 +203,7 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
       epoch end; an exception it raises stops training (the files it got are complete).
     The model is left in eval mode, with requires_grad as unfreeze set it.
     """
-    rows = _id_arrays(input_ids)
+    rows = id_arrays(input_ids)
     y_np = _labels(labels, len(rows), model, "labels")
     trainable = unfreeze(model, config.unfreeze_layers)
     device = _device()
@@ -231,14 +229,14 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
 def predict_logits(model: nn.Module, input_ids: Sequence, batch_tokens: int = 2048,
                    threads: int | None = None) -> np.ndarray:
     """Logits (N, C) float32 in input order; eval mode, no grad, length-sorted batches."""
-    rows = _id_arrays(input_ids)
+    rows = id_arrays(input_ids)
     device = _device()
     model.to(device).eval()
     out = np.empty((len(rows), model.config.num_labels), dtype=np.float32)   # (N, C)
     pad_id = model.config.pad_token_id or 0
     with torch_threads(threads), torch.inference_mode():
         for batch in length_sorted_batches([len(r) for r in rows], batch_tokens):
-            ids, mask = _pad([rows[i] for i in batch], pad_id)               # (B, T), (B, T)
+            ids, mask = pad_batch([rows[i] for i in batch], pad_id)               # (B, T), (B, T)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             out[batch] = logits.float().cpu().numpy()                         # back to input order
     return out
@@ -257,34 +255,6 @@ def predict_from_features(model: nn.Module, features: np.ndarray, batch_size: in
         parts = [head(x[i:i + batch_size].to(weight.device)).float().cpu()
                  for i in range(0, len(x), batch_size)]
     return torch.cat(parts).numpy() if parts else np.empty((0, model.config.num_labels), np.float32)
-
-
-def optimizer_bytes(optimizer: torch.optim.Optimizer) -> bytes:
-    """The optimizer state as safetensors: tensors "state.{i}.{name}", param groups in the metadata."""
-    state = optimizer.state_dict()
-    tensors = {f"state.{i}.{k}": torch.as_tensor(v).detach().to("cpu", copy=True).contiguous()
-               for i, s in state["state"].items() for k, v in s.items()}
-    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
-              for g in state["param_groups"]]
-    return save_tensors(tensors, metadata={"format": "torch-optimizer-state",
-                                           "param_groups": json.dumps(groups)})
-
-
-def load_optimizer_bytes(optimizer: torch.optim.Optimizer, data: bytes) -> None:
-    """Restore what optimizer_bytes saved into an optimizer over the same parameters."""
-    meta = _safetensors_metadata(data, "optimizer.safetensors")
-    if "param_groups" not in meta:
-        raise PipelineError("optimizer.safetensors", "no param_groups in the header metadata")
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
-              for g in json.loads(meta["param_groups"])]
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_tensors(data).items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = tensor
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError) as e:
-        raise PipelineError("optimizer.safetensors", f"does not fit this optimizer: {e}") from e
 
 
 # --- phase 2 internals ------------------------------------------------------------------------
@@ -319,7 +289,7 @@ def _train_epoch(run: _Run, model: nn.Module, val, on_checkpoint) -> None:
         for group in run.optimizer.param_groups:
             group["lr"] = _lr_at(config, report.steps, run.steps_per_epoch * config.unfreeze_epochs)
         _reseed(config.seed, _UNFROZEN, report.steps)
-        ids, mask = _pad([run.rows[i] for i in batch], run.pad_id)            # (B, T), (B, T)
+        ids, mask = pad_batch([run.rows[i] for i in batch], run.pad_id)            # (B, T), (B, T)
         logits = model(input_ids=ids.to(run.device), attention_mask=mask.to(run.device)).logits
         loss = F.cross_entropy(logits, run.y[torch.from_numpy(batch).to(run.device)])
         _step(run.optimizer, loss, run.params, config.max_grad_norm)
@@ -400,14 +370,6 @@ def _restore(run: _Run, model: nn.Module, files: dict[str, bytes]) -> None:
     run.report.epoch_loss = list(meta["epoch_loss"])
     run.report.val_accuracy = list(meta["val_accuracy"])
     run.report.epoch_seconds = list(meta["epoch_seconds"])
-
-
-def read_checkpoint_meta(data: bytes) -> dict:
-    """checkpoint.json as a dict, after checking its format name and version."""
-    meta = json_header(data, "checkpoint.json", CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "a fine-tuning checkpoint")
-    if meta.get("phase") != "unfrozen":
-        raise PipelineError("checkpoint.json", f"phase {meta.get('phase')!r}; only 'unfrozen' resumes")
-    return meta
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -503,10 +465,3 @@ def _data_digest(rows: list[np.ndarray], labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _safetensors_metadata(data: bytes, where: str) -> dict[str, str]:
-    """The __metadata__ of a safetensors buffer: 8-byte little-endian header length, JSON header."""
-    try:
-        size = int.from_bytes(data[:8], "little")
-        return json.loads(data[8:8 + size]).get("__metadata__") or {}
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise PipelineError(where, f"not a safetensors file: {e}") from e

@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from flows.bert import BertConfig, encode_shard, plan_bert, tables
+from flows.bert import BertConfig, plan_bert, tables
 from flows.cli import app
 from pipeline.encode import EncodeConfig, encode_texts
 from pipeline.ingest import IngestConfig, Source

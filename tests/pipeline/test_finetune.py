@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pipeline.encode import EncodeConfig, encode
+from pipeline.checkpoints import load_optimizer_bytes, optimizer_bytes
 from pipeline.errors import ModelLoadError, PipelineError
-from pipeline.finetune import (FinetuneConfig, _lr_at, finetune, load_optimizer_bytes,
-                               optimizer_bytes, predict_from_features, predict_logits,
+from pipeline.finetune import (FinetuneConfig, _lr_at, finetune, predict_from_features, predict_logits,
                                train_frozen_head, unfreeze)
 from pipeline.model import load_classifier, load_model, load_tokenizer
 

@@ -44,6 +44,19 @@ RESULTS = Path(__file__).resolve().parent / "results" / "word2vec.json"
 MAX_DOC = 10_000  # gensim's MAX_WORDS_IN_BATCH: it truncates longer sentences
 
 
+def shared_arguments(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The parameters both word2vec benchmarks give gensim and embcache alike."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=None, help="use only the first N documents")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--sample", type=float, default=1e-4)
+    parser.add_argument("--min-count", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (best speed per method is kept)")
+    return parser
+
+
 def quality(words, vectors: np.ndarray) -> dict[str, float]:
     """WordSim353 Spearman and analogy accuracy (restrict_vocab 30,000) of (V, H) vectors."""
     from gensim.models import KeyedVectors
@@ -93,15 +106,7 @@ def run_embcache(examples: list[dict], vocab, config: SGNSConfig, seed: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=None, help="use only the first N documents")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--sample", type=float, default=1e-4)
-    parser.add_argument("--min-count", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (best speed per method is kept)")
-    args = parser.parse_args()
+    args = shared_arguments(__doc__, repeats=3).parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)
 
     tokens = tokenize_words(bbc_and_wikipedia()[:args.docs], WordConfig(min_count=args.min_count))

@@ -22,7 +22,6 @@ Prints JSON and writes benchmarks/results/word2vec_flow.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from corpora import bbc_and_wikipedia  # noqa: E402  benchmarks/corpora.py
-from word2vec import MAX_DOC, run_gensim  # noqa: E402  benchmarks/word2vec.py
+from word2vec import MAX_DOC, run_gensim, shared_arguments  # noqa: E402  benchmarks/word2vec.py
 
 RESULTS = Path(__file__).resolve().parent / "results" / "word2vec_flow.json"
 
@@ -52,15 +51,7 @@ def warm_kernel(config) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=None, help="use only the first N documents")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--sample", type=float, default=1e-4)
-    parser.add_argument("--min-count", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    args = shared_arguments(__doc__, repeats=2).parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)
 
     from flows.featurize_flows import ingest_flow

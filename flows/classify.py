@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import PipelineError
-from pipeline.heads import LabelSet, classification_metrics, split_from_column, stratified_split
+from pipeline.splits import LabelSet, classification_metrics, split_from_column, stratified_split
 from storage import FeatureStore
 
 

@@ -16,7 +16,8 @@ from dataclasses import asdict
 import numpy as np
 
 from pipeline.heads import HeadConfig, head_from_bytes, head_to_bytes, predict_proba, train_head
-from pipeline.heads import LabelSet
+from pipeline.errors import PipelineError
+from pipeline.splits import LabelSet, classification_metrics
 from storage import FeatureStore, spec
 from storage.query import as_matrix
 
@@ -94,32 +95,21 @@ def evaluate(store_root: str, name: str, corpus: str | None = None, split_seed: 
     The corpus's features must be the ones the head was trained on (same fingerprint).
     """
     store = FeatureStore(store_root)
-    head, meta, info = load(store, name)
-    corpus = corpus or meta["corpus"]
+    corpus = corpus or store.models.info(HEAD_KIND, name).meta["corpus"]
     fp = store.resolve_linked(corpus, "bert_features")
     head, meta, info = load(store, name, fp)
-    same = corpus == meta["corpus"]
     data = labelled(store, corpus, meta["split_seed"] if split_seed is None else split_seed)
+    unknown = sorted(set(data.labels.names) - set(meta["labels"]))
+    if unknown:
+        raise PipelineError(f"corpus {corpus}", f"labels {unknown} are not among the head's {meta['labels']}")
     x = vectors_for(store, "bert_features", fp, data.docs["text_sha"].to_pylist())
-    proba = predict_proba(head, x)
-    known = set(meta["labels"])
-    if not set(data.labels.names) <= known:
-        from pipeline.errors import PipelineError
-        raise PipelineError(f"corpus {corpus}", f"labels {sorted(set(data.labels.names) - known)} are not "
-                                                f"among the head's {meta['labels']}")
-    # Map the head's class order onto this corpus's label order for the metrics.
-    order = [meta["labels"].index(n) for n in data.labels.names]
-    part = "test" if same and len(data.parts["test"]) else None
-    rows = data.parts[part] if part else np.arange(len(data.y))
-    result = metrics(data, part, proba[rows][:, order]) if part else \
-        _all_rows_metrics(data, proba[:, order])
-    return {"name": name, "version": info.version, "corpus": corpus, "rows": "test split" if part else "all",
+    order = [meta["labels"].index(n) for n in data.labels.names]      # head's classes -> corpus's label order
+    proba = predict_proba(head, x)[:, order]
+    own_test = corpus == meta["corpus"] and len(data.parts["test"])
+    rows = data.parts["test"] if own_test else np.arange(len(data.y))
+    result = classification_metrics(data.y[rows], proba[rows].argmax(1), list(data.labels.names))
+    return {"name": name, "version": info.version, "corpus": corpus, "rows": "test split" if own_test else "all",
             "documents": int(len(rows)), "metrics": result}
-
-
-def _all_rows_metrics(data, proba: np.ndarray) -> dict:
-    from pipeline.heads import classification_metrics
-    return classification_metrics(data.y, proba.argmax(1), list(data.labels.names))
 
 
 def predict(store_root: str, corpus: str, name: str, features_fp: str) -> dict:

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import PipelineError
 from pipeline.static import StaticConfig, build_model, build_vocab, predict_proba, static_to_bytes, train_static
 from pipeline.vectors import load_vectors, vectors_digest
 from pipeline.words import WordConfig, tokenize_words
 from storage import FeatureStore, spec
 
-from .bert import documents_spec
 from .classify import labelled, metrics, unique_rows
 
 STATIC_KIND = "static"
@@ -54,10 +52,9 @@ def vectors(store_root: str, spec_text: str, fmt: str = "auto") -> tuple[tuple[s
 
 
 def word_tokens(store: FeatureStore, corpus: str, keys: list[str], config: WordConfig,
-                shard_docs: int = 2048) -> dict[str, list[str]]:
-    """Words of each document (text_sha → words), tokenized once per config and cached in `word_tokens`."""
-    normalization = store.corpus(corpus).snapshot().stats.get("normalization", "NFC")
-    docs_fp = store.table("documents", documents_spec(normalization)).fingerprint
+                shard_docs: int = 2048) -> tuple[dict[str, list[str]], str]:
+    """({text_sha: words}, word_tokens fingerprint): tokenized once per config, cached in `word_tokens`."""
+    docs_fp = store.resolve_linked(corpus, "documents")
     table = store.table("word_tokens", spec("word_tokens", TOKENS_VERSION, config, inputs={"documents": docs_fp}))
     uniq = sorted(set(keys))
     todo = table.missing(uniq).to_pylist()
@@ -70,14 +67,14 @@ def word_tokens(store: FeatureStore, corpus: str, keys: list[str], config: WordC
     if not table.exists():
         table.create()
     rows = table.lookup(uniq, ["words"])["words"].to_pylist()
-    return dict(zip(uniq, rows))
+    return dict(zip(uniq, rows)), table.fingerprint
 
 
 def static_ids(store: FeatureStore, keys: list[str], tokens: dict[str, list[str]], vocab,
-               config: StaticConfig, tokens_fp_input: str) -> list[np.ndarray]:
+               config: StaticConfig, tokens_fp: str) -> list[np.ndarray]:
     """Each document's rows (text_sha order of `keys`), cached in `static_ids` per vocabulary."""
     table = store.table("static_ids", spec("static_ids", IDS_VERSION, {"max_tokens": config.max_tokens},
-                                           inputs={"word_tokens": tokens_fp_input, "vocab": vocab.digest()}))
+                                           inputs={"word_tokens": tokens_fp, "vocab": vocab.digest()}))
     uniq = sorted(set(keys))
     todo = table.missing(uniq).to_pylist()
     if todo:
@@ -101,8 +98,7 @@ def train(store_root: str, corpus: str, name: str, vectors_spec: str = "glove-6b
     t0 = time.perf_counter()
     vocab_words, matrix, digest = vectors(store.root, vectors_spec, vectors_format)
     t1 = time.perf_counter()
-    tokens = word_tokens(store, corpus, keys, words)
-    tokens_fp = _tokens_fp(store, corpus, words)
+    tokens, tokens_fp = word_tokens(store, corpus, keys, words)
     tr, va = data.parts["train"], data.parts["validation"]
     vocab = build_vocab([tokens[k] for k in sorted(set(keys))], vocab_words, config)
     ids = static_ids(store, keys, tokens, vocab, config, tokens_fp)
@@ -137,17 +133,3 @@ def _inference_ms(store: FeatureStore, corpus: str, model, vocab, config: Static
     start = time.perf_counter()
     predict_proba(model, vocab.encode(tokenize_words(texts, words), config.max_tokens))
     return round(1000.0 * (time.perf_counter() - start) / len(texts), 4)
-
-
-def _tokens_fp(store: FeatureStore, corpus: str, words: WordConfig) -> str:
-    normalization = store.corpus(corpus).snapshot().stats.get("normalization", "NFC")
-    docs_fp = store.table("documents", documents_spec(normalization)).fingerprint
-    return store.table("word_tokens", spec("word_tokens", TOKENS_VERSION, words,
-                                           inputs={"documents": docs_fp})).fingerprint
-
-
-def variant(config: StaticConfig, **changes) -> StaticConfig:
-    try:
-        return replace(config, **changes)
-    except TypeError as e:
-        raise PipelineError("StaticConfig", str(e)) from e

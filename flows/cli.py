@@ -57,7 +57,8 @@ def store_of(ctx: typer.Context) -> FeatureStore:
 
 
 def fail(e: Exception, code: int = EXIT_ERROR) -> typer.Exit:
-    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)   # "[head]" is text
     return typer.Exit(code)
 
 
@@ -66,7 +67,8 @@ def main(ctx: typer.Context,
          store: str = typer.Option(None, "--store", envvar="EMBCACHE_STORE", show_default=False,
                                    help="Store root: a directory or URL (s3://…). "
                                         "Default: $EMBCACHE_STORE or ./embcache-store.")) -> None:
-    ctx.obj = {"store": store or default_root()}
+    # store_given: a --store / $EMBCACHE_STORE choice, which overrides a run config's own store
+    ctx.obj = {"store": store or default_root(), "store_given": store is not None}
 
 
 @app.command()
@@ -246,4 +248,4 @@ def run() -> None:  # console-script entry point
     app()
 
 
-from . import cli_pipeline, cli_train, cli_word2vec  # noqa: E402,F401  (register the pipeline commands)
+from . import cli_pipeline, cli_report, cli_run, cli_serve, cli_train, cli_word2vec  # noqa: E402,F401  (register the pipeline commands)

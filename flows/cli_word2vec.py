@@ -126,9 +126,13 @@ def evaluate_word2vec(ctx: typer.Context,
         print(json.dumps(r))
         return
     for name, m in r["pairs"].items():
-        out.print(f"{name}: Spearman {m['spearman']:.3f}, Pearson {m['pearson']:.3f}, OOV {m['oov_ratio']:.1%}")
+        if m["spearman"] is None:
+            out.print(f"{name}: {m['note']}")
+        else:
+            out.print(f"{name}: Spearman {m['spearman']:.3f}, Pearson {m['pearson']:.3f}, OOV {m['oov_ratio']:.1%}")
     a = r["analogies"]
-    out.print(f"{a['file']}: accuracy {a['accuracy']:.1%} on {a['questions']:,} in-vocabulary questions")
+    out.print(f"{a['file']}: " + (f"accuracy {a['accuracy']:.1%} on {a['questions']:,} in-vocabulary questions"
+                                  if a["questions"] else "no question has all four words in the vocabulary"))
 
 
 @query_app.command("neighbors")

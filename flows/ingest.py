@@ -8,6 +8,7 @@ documents become the corpus's new snapshot.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -76,7 +77,30 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
                      else DOCUMENTS_SCHEMA.empty_table().drop_columns(["text"]))
     stats = {"documents": snapshot_docs.num_rows, "new_texts": new_texts, "rejected": dict(counts),
              "normalization": config.normalization, "sources": [asdict(s) for s in sources]}
-    snap = store.corpus(corpus).commit_snapshot(snapshot_docs, stats=stats)
-    store.corpus(corpus).link("documents", texts.fingerprint)
+    stats["content_sha256"] = content_digest(snapshot_docs, stats)
+    handle = store.corpus(corpus)
+    current = handle.manifest().snapshots[-1:]
+    if current and current[0].stats.get("content_sha256") == stats["content_sha256"]:
+        snap = current[0]                  # same documents, labels and rejects: no new snapshot
+    else:
+        snap = handle.commit_snapshot(snapshot_docs, stats=stats)
+    handle.link("documents", texts.fingerprint)
     return IngestSummary(corpus, snap.id, snapshot_docs.num_rows, new_texts, dict(counts),
                          snapshot_docs.num_rows + sum(counts.values()))
+
+
+def content_digest(snapshot_docs: pa.Table, stats: dict) -> str:
+    """sha256 of a snapshot's rows (in order) and of what was read to make it, new_texts aside.
+
+    Re-ingesting unchanged sources gives the same digest, so a scheduled run that finds
+    nothing new leaves the corpus on its current snapshot instead of adding a copy.
+    """
+    import io
+    h = hashlib.sha256()
+    sink = io.BytesIO()
+    table = snapshot_docs.replace_schema_metadata(None).combine_chunks()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    h.update(sink.getvalue())
+    h.update(json.dumps({k: v for k, v in stats.items() if k != "new_texts"}, sort_keys=True).encode())
+    return h.hexdigest()

@@ -144,11 +144,15 @@ def encode_cost_task(store: str, corpus: str, features_fp: str, sample: int = 64
 
 @flow(name="compare")
 def compare_flow(corpus: str, vectors: str = "glove-6b-50d", trainable: tuple[str, ...] = ("oov", "none", "all"),
-                 finetune_config: FinetuneConfig = FinetuneConfig(freeze_epochs=3, unfreeze_epochs=1,
-                                                                  unfreeze_layers=2),
+                 finetune_config: FinetuneConfig | None = FinetuneConfig(freeze_epochs=3, unfreeze_epochs=1,
+                                                                         unfreeze_layers=2),
                  model: str | None = None, max_length: int = 256, split_seed: int = 0,
                  store: str = "./embcache-store") -> dict:
-    """The three ways to put embeddings into a classifier, on one split: a table of numbers."""
+    """The three ways to put embeddings into a classifier, on one split: a table of numbers.
+
+    finetune_config None leaves out the two fine-tuning rows (they encode the corpus again,
+    with pooler pooling, and run the encoder's backward pass: minutes on a CPU).
+    """
     log = get_run_logger()
     fs = FeatureStore(store)
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length), EncodeConfig(), store=store)
@@ -172,23 +176,29 @@ def compare_flow(corpus: str, vectors: str = "glove-6b-50d", trainable: tuple[st
                      "train_seconds": round(r["train_seconds"], 2),
                      "inference_ms_per_doc": {"new_document": r["inference_ms_per_doc"]},
                      "cached": "word_tokens, static_ids", "recomputed": "nothing (token ids from the store)"})
-    ft = finetune_flow(corpus, "compare_finetuned", model, max_length, finetune_config, split_seed, store=store)
-    rows.append({"approach": "phase 1 only: BERT head on cached pooler features (encoder frozen)",
-                 **_scores({"metrics": ft["phase1_metrics"]}),
-                 "train_seconds": round(ft["phase1_seconds"], 2),
-                 "inference_ms_per_doc": {"new_document": encode_ms},
-                 "cached": "bert_features (pooler)", "recomputed": "no encoder pass"})
-    rows.append({"approach": f"fine-tuned BERT (top {finetune_config.unfreeze_layers or 'all'} layers, "
-                             f"{finetune_config.unfreeze_epochs} epoch(s))", **_scores(ft),
-                 "train_seconds": round(ft["phase1_seconds"] + ft["phase2_seconds"], 2),
-                 "inference_ms_per_doc": {"new_document": _per_doc_ms(ft["test_inference_seconds"],
-                                                                      ft["test_documents"])},
-                 "cached": "bert_tokens (token ids), bert_features (phase 1)",
-                 "recomputed": "encoder forward + backward every step of phase 2"})
+    if finetune_config is not None:
+        rows.extend(_finetune_rows(corpus, model, max_length, finetune_config, split_seed, store, encode_ms))
     report = {"corpus": corpus, "test_documents": int(n_test), "split_seed": split_seed, "rows": rows}
     _write_compare(fs, corpus, report)
     log.info("compare %s: %s", corpus, "; ".join(f"{r['approach']}: {r['accuracy']}" for r in rows))
     return report
+
+
+def _finetune_rows(corpus: str, model: str | None, max_length: int, finetune_config: FinetuneConfig,
+                   split_seed: int, store: str, encode_ms: float) -> list[dict]:
+    ft = finetune_flow(corpus, "compare_finetuned", model, max_length, finetune_config, split_seed, store=store)
+    phase1 = {"approach": "phase 1 only: BERT head on cached pooler features (encoder frozen)",
+              **_scores({"metrics": ft["phase1_metrics"]}), "train_seconds": round(ft["phase1_seconds"], 2),
+              "inference_ms_per_doc": {"new_document": encode_ms},
+              "cached": "bert_features (pooler)", "recomputed": "no encoder pass"}
+    tuned = {"approach": f"fine-tuned BERT (top {finetune_config.unfreeze_layers or 'all'} layers, "
+                         f"{finetune_config.unfreeze_epochs} epoch(s))", **_scores(ft),
+             "train_seconds": round(ft["phase1_seconds"] + ft["phase2_seconds"], 2),
+             "inference_ms_per_doc": {"new_document": _per_doc_ms(ft["test_inference_seconds"],
+                                                                  ft["test_documents"])},
+             "cached": "bert_tokens (token ids), bert_features (phase 1)",
+             "recomputed": "encoder forward + backward every step of phase 2"}
+    return [phase1, tuned]
 
 
 def _scores(r: dict) -> dict:

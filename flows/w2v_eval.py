@@ -44,13 +44,19 @@ def evaluate(kv, pairs: list[str] | None = None, analogies: str | None = None,
     """{"pairs": {file: {"spearman", "pearson", "oov_ratio"}}, "analogies": {"accuracy", "file"}}."""
     out = {"pairs": {}, "analogies": {}}
     for path in pairs or [default_pairs()]:
-        pearson, spearman, oov = kv.evaluate_word_pairs(path, restrict_vocab=restrict_vocab)
+        try:
+            pearson, spearman, oov = kv.evaluate_word_pairs(path, restrict_vocab=restrict_vocab)
+        except ValueError:        # scipy needs 2+ pairs: a small vocabulary knows fewer
+            out["pairs"][os.path.basename(path)] = {"spearman": None, "pearson": None, "oov_ratio": 1.0,
+                                                    "note": "fewer than 2 pairs in the vocabulary"}
+            continue
         out["pairs"][os.path.basename(path)] = {"spearman": float(spearman.statistic), "pearson": float(pearson[0]),
                                                 "oov_ratio": float(oov) / 100.0}
     path = analogies or default_analogies()
     accuracy, sections = kv.evaluate_word_analogies(path, restrict_vocab=restrict_vocab)
     total = sum(len(s["correct"]) + len(s["incorrect"]) for s in sections if s["section"] == "Total accuracy")
-    out["analogies"] = {"file": os.path.basename(path), "accuracy": float(accuracy), "questions": total}
+    out["analogies"] = {"file": os.path.basename(path), "accuracy": float(accuracy) if total else None,
+                        "questions": total}
     return out
 
 

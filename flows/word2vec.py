@@ -74,11 +74,23 @@ def texts_of(store: FeatureStore, corpus: str, keys: list[str]) -> list[str]:
     return docs.lookup(keys, ["text"])["text"].to_pylist()
 
 
-def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool = False) -> dict:
-    """Build (or extend) the corpus's vocabulary; returns {"fingerprint", "words", "version", "added_words"}."""
+def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool = False, keep: bool = False) -> dict:
+    """Build (or extend) the corpus's vocabulary; returns {"fingerprint", "words", "version", "added_words"}.
+
+    keep: use the corpus's current vocabulary as it is when it was built with this config
+    (new documents then only add examples; their words outside it are dropped); build
+    one when there is none. Every example depends on the vocabulary (ids, subsampling,
+    noise distribution), so a changed vocabulary means all examples are computed again.
+    """
     store = FeatureStore(store_root)
     keys = snapshot_texts(store, corpus)
     snap = store.corpus(corpus).snapshot().id
+    if keep and "w2v_vocab" in store.corpus(corpus).manifest().links:
+        current = store.open("w2v_vocab", store.resolve_linked(corpus, "w2v_vocab"))
+        if current.saved_spec()["spec"]["config"] == spec("w2v_vocab", VOCAB_VERSION, config)["config"]:
+            vocab = load_vocab(store_root, current.fingerprint)
+            return {"fingerprint": current.fingerprint, "words": len(vocab), "version": vocab.version,
+                    "added_words": 0}
     parent, old = None, None
     if extend:
         try:
@@ -225,6 +237,10 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     # the lr schedule's steps, so it stays in the fingerprint.
     cfg = {k: v for k, v in asdict(config).items() if k != "threads"}
     cfg["seed"] = seed
+    # training reads every committed example row: when new documents add shards (same
+    #   examples fingerprint, more rows), the vectors are trained again.
+    cfg["examples_shards"] = hashlib.sha256("".join(sorted(sh.sha256 for sh in examples.manifest().shards))
+                                            .encode()).hexdigest()
     if freeze_existing:
         prev = store.open("word_vectors", store.resolve_linked(corpus, "word_vectors"))
         inputs["init"] = prev.fingerprint

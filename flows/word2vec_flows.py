@@ -18,8 +18,8 @@ from .bert import chunks
 
 
 @task(name="w2v-vocabulary", cache_policy=NO_CACHE)
-def vocab_task(store: str, corpus: str, words: WordConfig, extend: bool) -> dict:
-    return w2v.build_vocab(store, corpus, words, extend)
+def vocab_task(store: str, corpus: str, words: WordConfig, extend: bool, keep: bool = False) -> dict:
+    return w2v.build_vocab(store, corpus, words, extend, keep)
 
 
 @task(name="w2v-examples-shard", cache_policy=NO_CACHE, retries=1)
@@ -33,14 +33,17 @@ def examples_task(plan: w2v.ExamplesPlan, keys: list[str], total: int) -> int:
 def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
                             skipgram: SkipGramConfig = SkipGramConfig(), epochs_of_examples: int = 1,
                             seed: int = 0, extend: bool = False, store: str = "./embcache-store",
-                            shard_docs: int = 256, workers: int | None = None) -> dict:
-    """Build (or extend) the vocabulary, then precompute skip-gram examples for missing documents.
+                            shard_docs: int = 256, workers: int | None = None, keep_vocabulary: bool = False) -> dict:
+    """Build (or extend, or keep) the vocabulary, then precompute skip-gram examples for missing documents.
+
+    keep_vocabulary: reuse the corpus's vocabulary when it has one built with `words`, so
+    that new documents are the only ones computed (w2v.build_vocab).
 
     `workers` shard tasks run at once (threads: sampling and Parquet encoding release the
     GIL); None = the cores this process may use. Each holds one shard's rows in memory.
     """
     log = get_run_logger()
-    vocab = vocab_task(store, corpus, words, extend)
+    vocab = vocab_task(store, corpus, words, extend, keep_vocabulary)
     log.info("vocabulary v%d: %d words (%d new)", vocab["version"], vocab["words"], vocab["added_words"])
     config = w2v.ExamplesConfig(words, skipgram, epochs_of_examples, seed, shard_docs)
     plan = w2v.plan_examples(store, corpus, vocab["fingerprint"], config)

@@ -1,0 +1,141 @@
+"""The end-to-end run (`embcache run`, what `make demo` runs): first run, second run, Prefect's overhead.
+
+    python benchmarks/pipeline.py                 # ~20 min on 2 cores: three runs on fresh stores
+
+1. First run: `embcache --store S1 run --json` in a fresh process, as `make demo` runs it
+   (BBC news, packaged MiniLM, word2vec, linear head, GloVe classifier, report): wall
+   time of the process (goal ≤ 10 min on 2 cores) and seconds per stage.
+2. Second run, right after, same store: wall time (goal ≤ 30 s) and what it computed
+   (goal: nothing).
+3. Baseline: the same units of work called directly, without Prefect (`--direct STORE`:
+   the functions the flows' tasks wrap, in the same order with the same shard plan and
+   the same two example workers, on a fresh store S2), in a fresh process. Prefect's
+   overhead = wall(1) / wall(3) - 1 (goal ≤ 5 %): its temporary API server, flow and task
+   runs, logging, and the run's bookkeeping (stage ledger, run record).
+Writes benchmarks/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "pipeline.json"
+BIN = Path(sys.executable).parent
+
+
+def direct(store: str) -> dict:
+    """The default run's stages with no Prefect: the units of work its flows call, timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows import bert, heads, static_clf
+    from flows import word2vec as w2v
+    from flows.ingest import ingest_corpus
+    from flows.report import write_report
+    from flows.run import load_config
+    from flows.w2v_eval import evaluate, keyed_vectors
+    from pipeline.cores import available_cores
+    from pipeline.words import WordConfig
+
+    cfg = load_config(None)
+    corpus = cfg.corpus_list()[0]
+    name, seconds = corpus.name, {}
+
+    def timed(stage, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        seconds[stage] = round(time.perf_counter() - t, 2)
+        return out
+
+    timed("ingest", ingest_corpus, store, name, list(corpus.sources), cfg.ingest)
+
+    def featurize_bert():
+        plan = bert.plan_bert(store, bert.BertConfig(cfg.model, cfg.tokenize, cfg.encode, 4096, 512), "NFC")
+        fs, _, tokens, features = bert.tables(plan)
+        wanted = sorted(set(fs.corpus(name).read(columns=["text_sha"])["text_sha"].to_pylist()))
+        for table, fn, size in ((tokens, bert.tokenize_shard, 4096), (features, bert.encode_shard, 512)):
+            for keys in bert.chunks(table.missing(wanted).to_pylist(), size):
+                fn(plan, keys)
+            fs.corpus(name).link(table.name, table.fingerprint)
+    timed("featurize-bert", featurize_bert)
+
+    def featurize_word2vec():
+        vocab = w2v.build_vocab(store, name, cfg.words, keep=True)
+        config = w2v.ExamplesConfig(cfg.words, cfg.skipgram, cfg.word2vec["epochs_of_examples"],
+                                    cfg.word2vec["seed"], 256)
+        plan = w2v.plan_examples(store, name, vocab["fingerprint"], config)
+        fs, table = w2v.examples_table(plan)
+        todo = table.missing(w2v.snapshot_texts(fs, name)).to_pylist()
+        with ThreadPoolExecutor(available_cores()) as pool:          # the flow keeps as many shards in flight
+            list(pool.map(lambda keys: w2v.examples_shard(plan, keys), bert.chunks(todo, 256)))
+        if not table.exists():
+            table.create()
+        fs.corpus(name).link("w2v_examples", table.fingerprint)
+        return table.fingerprint, vocab["fingerprint"]
+    examples_fp, vocab_fp = timed("featurize-word2vec", featurize_word2vec)
+    vectors = timed("train-word2vec", w2v.train_vectors, store, name, examples_fp, vocab_fp, cfg.sgns,
+                    cfg.word2vec["seed"])
+    from storage import FeatureStore
+    timed("evaluate-word2vec", lambda: evaluate(keyed_vectors(FeatureStore(store), vectors.fingerprint)))
+    timed("train-head", heads.train, store, name, "head", cfg.head, None, 0)
+    st = cfg.static_stage
+    timed("train-static", static_clf.train, store, name, st["name"], st["vectors"], cfg.static,
+          WordConfig(min_count=1), st["vectors_format"], 0)
+    timed("report", write_report, store, None, [name])
+    return seconds
+
+
+def timed_process(args: list[str]) -> tuple[float, str]:
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    t = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--direct", metavar="STORE", help="(internal) run the stages without Prefect into STORE")
+    args = parser.parse_args()
+    if args.direct:
+        print(json.dumps(direct(args.direct)))
+        return
+
+    report = {"setup": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+                        "load_avg_1min_start": round(os.getloadavg()[0], 2)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        first_store, direct_store = str(Path(tmp) / "s1"), str(Path(tmp) / "s2")
+        run = [str(BIN / "embcache"), "--store", first_store, "run", "--json"]
+        wall, out = timed_process(run)
+        record = json.loads(out.strip().splitlines()[-1])
+        report["first_run"] = {"wall_s": round(wall, 1), "flow_wall_s": record["wall_seconds"],
+                               "stages": {s["stage"]: s["seconds"] for s in record["stages"]},
+                               "summary": record["summary"], "rows_computed": record["rows_computed"]}
+        wall, out = timed_process(run)
+        record = json.loads(out.strip().splitlines()[-1])
+        report["second_run"] = {"wall_s": round(wall, 1), "flow_wall_s": record["wall_seconds"],
+                                "computed": {s["stage"]: s["computed"] for s in record["stages"] if s["computed"]},
+                                "rows_cached": record["rows_cached"]}
+        wall, out = timed_process([sys.executable, __file__, "--direct", direct_store])
+        report["direct"] = {"wall_s": round(wall, 1), "stages": json.loads(out.strip().splitlines()[-1])}
+    first, base = report["first_run"]["wall_s"], report["direct"]["wall_s"]
+    report["prefect_overhead"] = {"seconds": round(first - base, 1), "fraction_of_first_run": round((first - base) / first, 4),
+                                  "ratio_flow_over_direct": round(first / base, 4)}
+    report["setup"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

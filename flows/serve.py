@@ -1,0 +1,245 @@
+"""A real Prefect server on loopback, and the end-to-end flow served on a schedule against it.
+
+    embcache server                                   # UI on http://127.0.0.1:4200; Ctrl-C stops it
+    export PREFECT_API_URL=http://127.0.0.1:4200/api  # in other shells: runs, tasks, logs show up there
+    embcache schedule pipeline.toml --interval 600    # deployment embcache-run/pipeline, one run at a time
+
+The server is `prefect server start` from this interpreter's environment, in its own
+session (a Ctrl-C reaches only us; we stop it with one SIGTERM, then SIGKILL if it hangs).
+A schedule is `pipeline_flow.serve(...)`: each run re-reads the config, ingests its sources
+(globs pick up new files) and computes only what the store lacks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServeError(Exception):
+    """The server cannot start or stop as asked, or a schedule has no server to serve against."""
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGHUP arrived (Ctrl-C arrives as KeyboardInterrupt)."""
+
+
+def _raise_stop(signum, frame):
+    raise StopRequested(signal.Signals(signum).name)
+
+
+# ---------------------------------------------------------------------------- the server
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where `embcache server` listens and how long it waits for Prefect."""
+    host: str = "127.0.0.1"          # loopback only unless allow_remote: the server has no authentication
+    port: int = 4200
+    allow_remote: bool = False       # listen on a non-loopback address (anyone who reaches it can run flows)
+    startup_timeout: float = 180.0   # seconds for /api/health to answer (a first start migrates the database)
+    stop_timeout: float = 30.0       # seconds from SIGTERM to SIGKILL when stopping
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` resolves to is a loopback one: 127.0.0.1, ::1, localhost."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def base_url(host: str, port: int) -> str:
+    """http://HOST:PORT, with an IPv6 literal in brackets; 0.0.0.0 / :: are reached through loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as Prefect checks: TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if we die without stopping it (Linux), so no orphan server."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+
+
+class PrefectServer:
+    """`prefect server start` as a child process: start, wait until healthy, stop without orphans."""
+
+    def __init__(self, config: ServerConfig = ServerConfig()):
+        self.config = config
+        self.url = base_url(config.host, config.port)      # the UI
+        self.api_url = f"{self.url}/api"                    # what PREFECT_API_URL must say
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        c = self.config
+        if not c.allow_remote and not is_loopback(c.host):
+            raise ServeError(f"{c.host} is not a loopback address: the Prefect server has no authentication, "
+                             f"so anyone who can reach it could read logs and trigger runs. Pass --allow-remote "
+                             f"to listen there anyway (on a trusted network only)")
+        if port_in_use(c.host, c.port):
+            raise ServeError(f"port {c.port} on {c.host} is in use (another Prefect server?): "
+                             f"choose another with --port")
+        # --no-prompt: never offer to rewrite the user's Prefect profile. Own session: a Ctrl-C in
+        # the terminal reaches only us, and we stop the server with exactly one SIGTERM.
+        cmd = [sys.executable, "-m", "prefect", "server", "start", "--no-prompt",
+               "--host", c.host, "--port", str(c.port)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+
+    def wait_healthy(self) -> None:
+        """Poll /api/health until it answers; fail early if the server exits first."""
+        deadline = time.monotonic() + self.config.startup_timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServeError(f"the Prefect server exited with code {code} before answering "
+                                 f"(its output is above)")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise ServeError(f"the Prefect server did not answer at {self.api_url}/health "
+                         f"within {self.config.startup_timeout:.0f} s")
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL if it hangs (or if asked twice); then clear its process group."""
+        if self.proc is None:
+            return None
+        try:
+            if self.proc.poll() is None:
+                self._signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=self.config.stop_timeout)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt, StopRequested):
+                    self._signal(signal.SIGKILL)
+                    self.proc.wait()
+        finally:
+            self._signal(signal.SIGKILL, group=True)          # anything it started and left behind
+        return self.proc.returncode
+
+    def _signal(self, sig: int, group: bool = False) -> None:
+        try:
+            if group:
+                os.killpg(self.proc.pid, sig)                  # its session leader's pid is the group id
+            else:
+                self.proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def run_server(config: ServerConfig, announce) -> None:
+    """Start the server, call announce(server) once it answers, stay until a signal; always stop it.
+
+    Raises ServeError if it cannot start or exits on its own.
+    """
+    server = PrefectServer(config)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        server.start()
+        server.wait_healthy()
+        announce(server)
+        code = server.proc.wait()
+        raise ServeError(f"the Prefect server exited on its own with code {code} (its output is above)")
+    except (KeyboardInterrupt, StopRequested):
+        pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------- the schedule
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """One served deployment of the end-to-end flow, `embcache-run/<name>`."""
+    name: str                         # the deployment's name (runs of other names do not block these)
+    config_path: str | None = None    # absolute TOML/YAML path, re-read by every run; None: embedded default
+    store: str | None = None          # overrides the config's store (--store / $EMBCACHE_STORE given)
+    cron: str | None = None           # a cron line, in UTC ("0 * * * *"); exactly one of cron / interval
+    interval: float | None = None     # seconds between runs
+
+
+def check_schedule(s: ScheduleConfig) -> None:
+    """Fail before anything is served: exactly one valid schedule."""
+    if (s.cron is None) == (s.interval is None):
+        raise ServeError("give exactly one of --cron \"...\" or --interval SECONDS")
+    if s.interval is not None and not s.interval > 0:
+        raise ServeError(f"--interval must be a positive number of seconds, got {s.interval:g}")
+    if s.cron is not None:
+        from prefect.client.schemas.schedules import CronSchedule
+        try:
+            CronSchedule(cron=s.cron)
+        except ValueError:
+            raise ServeError(f"not a valid cron line: {s.cron!r} (five fields: minute hour day month weekday)") from None
+
+
+def api_url_of_server() -> str:
+    """PREFECT_API_URL (environment or Prefect profile), checked to answer; else why to start one."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ServeError("PREFECT_API_URL is not set, so there is no server to serve the schedule against "
+                         "(an ephemeral one would vanish with this process). Start one with `embcache server` "
+                         "in another shell, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
+                         "(the line it prints) here")
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise ServeError(f"no Prefect server answers at PREFECT_API_URL={url} ({problem}): "
+                         f"is `embcache server` running?")
+    return url
+
+
+def deployment_parameters(s: ScheduleConfig) -> dict:
+    """What every scheduled run of pipeline_flow is called with."""
+    params = {}
+    if s.config_path is not None:
+        params["config_path"] = str(Path(s.config_path).resolve())
+    if s.store is not None:        # a local path made absolute, as the UI shows it; a URL as given
+        params["store"] = s.store if "://" in s.store else str(Path(s.store).resolve())
+    return params
+
+
+def serve_pipeline(s: ScheduleConfig) -> None:
+    """Serve pipeline_flow as `embcache-run/<name>` until SIGINT / SIGTERM, then pause its schedule.
+
+    One run at a time: the deployment's concurrency limit is 1 with CANCEL_NEW, so a run
+    that comes due while the previous one still works is cancelled rather than queued (the
+    next one picks up whatever arrived meanwhile: each run ingests every source afresh).
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.types.entrypoint import EntrypointType
+
+    from .run import pipeline_flow
+    pipeline_flow.serve(
+        name=s.name, cron=s.cron, interval=s.interval, parameters=deployment_parameters(s),
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        description="embcache end-to-end run: ingest the config's sources, compute only what is new.",
+        tags=["embcache"], pause_on_shutdown=True,
+        entrypoint_type=EntrypointType.MODULE_PATH)          # flows.run.pipeline_flow, importable anywhere

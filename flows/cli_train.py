@@ -20,6 +20,11 @@ class ClassWeights(str, Enum):
     balanced = "balanced"
 
 
+class Optimizer(str, Enum):
+    lbfgs = "lbfgs"
+    adam = "adam"
+
+
 class Trainable(str, Enum):
     oov = "oov"
     special = "special"
@@ -46,8 +51,11 @@ def train_head(ctx: typer.Context,
                corpus: str = typer.Argument(..., help="A labelled corpus with cached bert_features."),
                name: str = typer.Option("head", help="Name the head is saved under (models/head/NAME)."),
                hidden: int = typer.Option(0, help="0: Linear(H, C); >0: one hidden ReLU layer of this size."),
-               dropout: float = typer.Option(0.0, help="Dropout on the features (needs the adam optimizer)."),
+               optimizer: Optimizer = typer.Option(Optimizer.lbfgs, help="lbfgs: full-batch L-BFGS on "
+                                                   "LogisticRegression's objective; adam: mini-batches (for dropout)."),
+               dropout: float = typer.Option(0.0, help="Dropout on the features (needs --optimizer adam)."),
                lr: float = typer.Option(3e-3, help="Learning rate (optimizer adam only; L-BFGS picks its steps)."),
+               weight_decay: float = typer.Option(1.0, help="L2 strength, 1/C of sklearn's LogisticRegression."),
                epochs: int = typer.Option(100, help="Most epochs (early stopping on validation loss)."),
                patience: int = typer.Option(5, help="Epochs without a better validation loss before stopping."),
                batch_size: int = typer.Option(512, help="Rows per step."),
@@ -63,7 +71,8 @@ def train_head(ctx: typer.Context,
     from pipeline.heads import HeadConfig
     from .train_flows import train_head_flow
     try:
-        config = HeadConfig(hidden=hidden, dropout=dropout, lr=lr, max_epochs=epochs, patience=patience,
+        config = HeadConfig(hidden=hidden, dropout=dropout, optimizer=optimizer.value, lr=lr,
+                            weight_decay=weight_decay, max_epochs=epochs, patience=patience,
                             batch_size=batch_size, class_weights=class_weights.value, seed=seed)
         r = train_head_flow(corpus, name, config, split_seed, store=store_of(ctx).root)
     except (StoreError, PipelineError) as e:

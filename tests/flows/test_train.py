@@ -72,6 +72,17 @@ def test_head_trains_saves_and_predicts_the_corpus(trained):
     assert ev["rows"] == "test split" and ev["metrics"]["accuracy"] == test["accuracy"]
 
 
+def test_head_optimizer_and_dropout_options(trained):
+    store, _, _ = trained
+    r = cli(store, "train", "head", "topics", "--name", "lbfgs_dropout", "--dropout", "0.2", code=2)
+    assert "needs optimizer='adam'" in r.output
+    r = json.loads(cli(store, "train", "head", "topics", "--name", "adam", "--optimizer", "adam", "--dropout", "0.2",
+                       "--lr", "0.01", "--weight-decay", "0.5", "--json").stdout)
+    assert r["metrics"]["test"]["accuracy"] >= 0.5
+    config = json.loads(FeatureStore(store).models.get("head", "adam")[0]["head.json"])["config"]
+    assert (config["optimizer"], config["dropout"], config["weight_decay"]) == ("adam", 0.2, 0.5)
+
+
 def test_predict_encodes_only_new_documents(trained, tmp_path):
     store, tmp, _ = trained
     new = tmp_path / "inbox"

@@ -210,9 +210,44 @@ def test_partial_embedding_forward_and_weight():
     expected = matrix.clone()
     expected[[2, 4]] += 1.0
     assert torch.equal(emb(ids), expected[ids]) and torch.equal(emb.weight(), expected)
+    weights = torch.tensor([[0.5, 0.25, 2.0, 9.0]])
+    torch.testing.assert_close(emb.bag(ids, weights), (weights.T * expected[ids[0]]).sum(0, keepdim=True))
+    emb(torch.tensor([[4, 2, 4]])).sum().backward()                    # gradient: once per occurrence
+    assert emb.trainable.grad.tolist() == [[1.0] * 4, [2.0] * 4]
     assert [name for name, _ in emb.named_parameters()] == ["trainable"]
     with pytest.raises(PipelineError):
         PartialEmbedding(matrix, np.array([0, 2]))                      # <pad> never trains
+
+
+def test_pad_ids_left_aligns_ragged_documents():
+    docs = [np.array([3, 4, 5], np.int32), np.array([], np.int32), np.array([7], np.int64)]
+    padded = pad_ids(docs)
+    assert padded.dtype == torch.long and padded.tolist() == [[3, 4, 5], [0, 0, 0], [7, 0, 0]]
+    assert pad_ids([]).shape == (0, 1) and pad_ids([docs[1]]).tolist() == [[0]]
+
+
+@pytest.mark.parametrize("trainable", ["oov", "all", "none"])
+def test_mean_encoder_matches_naive_mean_and_its_gradient(task, trainable):
+    """PartialEmbedding.bag's mean == each document's mean of its rows, pads left out; same gradient."""
+    words, vectors, ((train, _), _, _) = task
+    config = StaticConfig(**{**FAST, "trainable": trainable})
+    vocab = build_vocab(train, words, config)
+    model = build_model(vocab, words, vectors, 2, config).eval()
+    emb = model.embedding
+    if emb.trainable is not None:
+        with torch.no_grad():
+            emb.trainable.add_(torch.randn(emb.trainable.shape, generator=torch.Generator().manual_seed(1)))
+    docs = vocab.encode(train[:24])                                     # 8-17 words: ragged, padded
+    fast = model(pad_ids(docs))
+    rows = torch.nonzero(emb.slot >= 0).flatten()                       # the rows of emb.trainable
+    full = emb.frozen if emb.trainable is None else emb.frozen.index_copy(0, rows, emb.trainable)
+    naive = model.out(torch.stack([full[torch.from_numpy(a).long()].mean(0) for a in docs]))
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-5)
+    if emb.trainable is not None:
+        grad_fast, = torch.autograd.grad(fast.square().sum(), emb.trainable)
+        grad_naive, = torch.autograd.grad(naive.square().sum(), emb.trainable)
+        torch.testing.assert_close(grad_fast, grad_naive, rtol=0, atol=1e-5)
+        assert grad_fast.any()                                          # the gradient does reach them
 
 
 def test_frozen_rows_bit_identical_with_weight_decay(task):
@@ -306,10 +341,11 @@ def test_early_stopping_keeps_best_epoch(task):
     assert loss == pytest.approx(history.val_loss[best], abs=1e-5)
 
 
-def test_same_seed_same_model(task):
-    a, vocab, config, _, ha = trained(task, encoder="cnn", cnn_filters=4, epochs=3)
-    b, _, _, _, hb = trained(task, encoder="cnn", cnn_filters=4, epochs=3)
-    c, _, _, _, hc = trained(task, encoder="cnn", cnn_filters=4, epochs=3, seed=1)
+@pytest.mark.parametrize("encoder", ["mean", "cnn"])
+def test_same_seed_same_model(task, encoder):
+    a, vocab, config, _, ha = trained(task, encoder=encoder, cnn_filters=4, epochs=3)
+    b, _, _, _, hb = trained(task, encoder=encoder, cnn_filters=4, epochs=3)
+    c, _, _, _, hc = trained(task, encoder=encoder, cnn_filters=4, epochs=3, seed=1)
     assert ha.train_loss == hb.train_loss and ha.val_loss == hb.val_loss and ha.train_loss != hc.train_loss
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -42,6 +42,9 @@ bench: setup
 	$(BIN)/python benchmarks/w2v_examples.py
 	$(BIN)/python benchmarks/word2vec.py
 	$(BIN)/python benchmarks/word2vec_flow.py
+	$(BIN)/python benchmarks/heads.py
+	$(BIN)/python benchmarks/end_to_end.py
+	$(BIN)/python benchmarks/dask_scaling.py
 
 clean:
 	rm -rf $(VENV) embcache-store

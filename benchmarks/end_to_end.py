@@ -115,6 +115,8 @@ def timed_process(args: list[str]) -> tuple[float, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--direct", metavar="STORE", help="(internal) run the stages without Prefect into STORE")
+    parser.add_argument("--keep", metavar="DIR", help="put the two stores in DIR (new) and keep them, "
+                                                      "e.g. to open the first run's report")
     args = parser.parse_args()
     if args.direct:
         print(json.dumps(direct(args.direct)))
@@ -123,6 +125,9 @@ def main() -> None:
     report = {"setup": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                         "load_avg_1min_start": round(os.getloadavg()[0], 2)}}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            Path(args.keep).mkdir(parents=True)
+            tmp = str(Path(args.keep).resolve())
         first_store, direct_store = str(Path(tmp) / "s1"), str(Path(tmp) / "s2")
         run = [str(BIN / "embcache"), "--store", first_store, "run", "--json"]
         wall, cpu, out = timed_process(run)

@@ -62,13 +62,34 @@ def fail(e: Exception, code: int = EXIT_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
+class Runner(str, Enum):
+    threads = "threads"
+    dask = "dask"
+
+
 @app.callback()
 def main(ctx: typer.Context,
          store: str = typer.Option(None, "--store", envvar="EMBCACHE_STORE", show_default=False,
                                    help="Store root: a directory or URL (s3://…). "
-                                        "Default: $EMBCACHE_STORE or ./embcache-store.")) -> None:
-    # store_given: a --store / $EMBCACHE_STORE choice, which overrides a run config's own store
-    ctx.obj = {"store": store or default_root(), "store_given": store is not None}
+                                        "Default: $EMBCACHE_STORE or ./embcache-store."),
+         runner: Runner = typer.Option(None, "--runner", envvar="EMBCACHE_RUNNER", show_default=False,
+                                       help="Where featurize tasks run: threads (this process; default) or "
+                                            "dask (--dask-address, else a LocalCluster, a process per core)."),
+         dask_address: str = typer.Option(None, "--dask-address", envvar="EMBCACHE_DASK_ADDRESS",
+                                          help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (implies --runner dask)."),
+         dask_workers: int = typer.Option(None, "--dask-workers", min=1,
+                                          help="Worker processes of the LocalCluster (default: one per core).")) -> None:
+    # store_given: a --store / $EMBCACHE_STORE choice, which overrides a run config's own store;
+    # runner: a RunnerConfig when given here (it overrides a run config's [runner]), else None
+    from .runners import RunnerConfig
+    if runner is Runner.threads and (dask_address or dask_workers):
+        raise typer.BadParameter("--dask-address and --dask-workers go with --runner dask", param_hint="--runner")
+    if dask_address and dask_workers:
+        raise typer.BadParameter("a cluster at --dask-address has its own workers", param_hint="--dask-workers")
+    dask = runner is Runner.dask or dask_address or dask_workers
+    chosen = RunnerConfig("dask", dask_address, dask_workers) if dask else \
+        RunnerConfig() if runner is Runner.threads else None
+    ctx.obj = {"store": store or default_root(), "store_given": store is not None, "runner": chosen}
 
 
 @app.command()

@@ -128,10 +128,11 @@ def featurize_bert(ctx: typer.Context,
     """
     from pipeline.encode import EncodeConfig
     from pipeline.tokenize import TokenizeConfig
+    from . import runners
     from .featurize_flows import featurize_bert_flow
     try:
-        with progress_bars():
-            r = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length),
+        with progress_bars(), runners.session(ctx.obj["runner"]):
+            r = runners.on(featurize_bert_flow)(corpus, model, TokenizeConfig(max_length=max_length),
                                     EncodeConfig(pooling=pooling.value, dtype=dtype.value,
                                                  batch_tokens=batch_tokens, quantize=quantize.value),
                                     store=store_of(ctx).root, encode_shard_docs=shard_docs)

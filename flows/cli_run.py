@@ -16,11 +16,12 @@ from .cli_pipeline import progress_bars
 
 def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict:
     """Run flows.run.pipeline_flow with progress bars; print the summary and the report path."""
+    from . import runners
     from .run import load_config, pipeline_flow
     try:
         cfg = load_config(config)                   # errors in the file surface before Prefect starts
         store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
-        with progress_bars():
+        with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
             record = pipeline_flow(config_path=str(config) if config else None, store=store)
     except (StoreError, PipelineError) as e:
         raise fail(e)

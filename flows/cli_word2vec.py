@@ -53,10 +53,11 @@ def featurize_word2vec(ctx: typer.Context,
     """
     from pipeline.skipgram import SkipGramConfig
     from pipeline.words import WordConfig
+    from . import runners
     from .word2vec_flows import featurize_word2vec_flow
     try:
-        with progress_bars():
-            r = featurize_word2vec_flow(corpus, WordConfig(min_count=min_count),
+        with progress_bars(), runners.session(ctx.obj["runner"]):
+            r = runners.on(featurize_word2vec_flow)(corpus, WordConfig(min_count=min_count),
                                         SkipGramConfig(subsample=subsample or None, max_window=window,
                                                        negatives=negatives,
                                                        subsample_formula=subsample_formula.value),

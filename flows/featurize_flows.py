@@ -17,7 +17,7 @@ from pipeline.ingest import IngestConfig, Source
 from pipeline.tokenize import TokenizeConfig
 from storage import FeatureStore
 
-from . import bert, progress
+from . import bert, progress, runners
 from .ingest import ingest_corpus
 
 
@@ -73,7 +73,7 @@ def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: Tokeniz
         shards = bert.chunks(todo, size)
         log.info("%s: %d of %d texts cached, computing %d in %d shards", stage, len(wanted) - len(todo),
                  len(wanted), len(todo), len(shards))
-        done = [fn(plan, keys, len(todo)) for keys in shards]
+        done = runners.map_shards(fn, plan, shards, len(todo), stage)   # one after another, or on Dask
         counts[f"{stage}_computed"] = sum(done)
         counts[f"{stage}_cached"] = len(wanted) - len(todo)
         fs.corpus(corpus).link(table.name, table.fingerprint)

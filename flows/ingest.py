@@ -83,7 +83,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
     if current and current[0].stats.get("content_sha256") == stats["content_sha256"]:
         snap = current[0]                  # same documents, labels and rejects: no new snapshot
     else:
-        snap = handle.commit_snapshot(snapshot_docs, stats=stats)
+        snap = handle.commit_snapshot(snapshot_docs, stats=stats, same_as_current="content_sha256")
     handle.link("documents", texts.fingerprint)
     return IngestSummary(corpus, snap.id, snapshot_docs.num_rows, new_texts, dict(counts),
                          snapshot_docs.num_rows + sum(counts.values()))

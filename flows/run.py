@@ -42,6 +42,9 @@ from pipeline.tokenize import TokenizeConfig
 from pipeline.words import WordConfig
 from storage import FeatureStore, StoreError
 
+from . import runners
+from .runners import RunnerConfig
+
 DEFAULT_STORE = "./embcache-store"
 RUN_RECORD_VERSION = 1
 
@@ -91,6 +94,7 @@ class RunConfig:
                                                    "trainable": ["oov", "none", "all"]})
     finetune: FinetuneConfig = FinetuneConfig(freeze_epochs=3, unfreeze_epochs=1, unfreeze_layers=2)
     report: bool = True
+    runner: RunnerConfig = RunnerConfig()    # where featurize tasks run: [runner] kind, address, workers
 
     def corpus_list(self) -> tuple[CorpusConfig, ...]:
         return self.corpora or (CorpusConfig("bbc", (Source(default_corpus_root(), format="folder"),)),)
@@ -106,12 +110,14 @@ _SECTIONS = {
     "static": (("static", StaticConfig),),
     "compare": (("finetune", FinetuneConfig),),
     "report": (),
+    "runner": (("runner", RunnerConfig),),
 }
 _STAGE_KEYS = {"word2vec": ("word2vec", {"enabled", "epochs_of_examples", "seed", "evaluate", "vocabulary"}),
                "head": ("head_stage", {"enabled", "name", "split_seed"}),
                "static": ("static_stage", {"enabled", "name", "vectors", "vectors_format", "split_seed"}),
                "compare": ("compare", {"enabled", "finetune", "trainable"}),
-               "bert": (None, {"enabled"}), "ingest": (None, set()), "report": (None, {"enabled"})}
+               "bert": (None, {"enabled"}), "ingest": (None, set()), "report": (None, {"enabled"}),
+               "runner": (None, set())}
 
 
 def load_config(source: str | os.PathLike | dict | None = None) -> RunConfig:
@@ -128,6 +134,7 @@ def load_config(source: str | os.PathLike | dict | None = None) -> RunConfig:
         [static]    enabled = true, vectors = "glove-6b-50d", trainable = "oov"
         [compare]   enabled = false, finetune = false
         [report]    enabled = true
+        [runner]    kind = "dask", address = "tcp://scheduler:8786"   # optional; default: threads
 
     Unknown sections or keys are errors that name the file and the key.
     """
@@ -339,7 +346,7 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
     snapshot_sha = fs.corpus(name).snapshot().sha256
 
     t = time.perf_counter()
-    feats = featurize_bert_flow(name, cfg.model, cfg.tokenize, cfg.encode, store=root)
+    feats = runners.on(featurize_bert_flow)(name, cfg.model, cfg.tokenize, cfg.encode, store=root)
     stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
                f"bert_features@{feats['features_fingerprint'][:12]}")
     if cfg.word2vec["enabled"]:
@@ -414,9 +421,9 @@ def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _S
     from .word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
     w = cfg.word2vec
     t = time.perf_counter()
-    ex = featurize_word2vec_flow(name, cfg.words, cfg.skipgram, w["epochs_of_examples"], w["seed"],
-                                 extend=w["vocabulary"] == "extend", store=root,
-                                 keep_vocabulary=w["vocabulary"] == "keep")
+    ex = runners.on(featurize_word2vec_flow)(name, cfg.words, cfg.skipgram, w["epochs_of_examples"], w["seed"],
+                                             extend=w["vocabulary"] == "extend", store=root,
+                                             keep_vocabulary=w["vocabulary"] == "keep")
     stages.add("featurize-word2vec", name, t, ex["computed"], ex["cached"], "texts",
                f"w2v_examples@{ex['examples_fingerprint'][:12]}")
     t = time.perf_counter()

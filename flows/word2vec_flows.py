@@ -13,7 +13,7 @@ from pipeline.skipgram import SkipGramConfig
 from pipeline.words import WordConfig
 from storage import FeatureStore
 
-from . import progress, word2vec as w2v
+from . import progress, runners, word2vec as w2v
 from .bert import chunks
 
 
@@ -41,6 +41,7 @@ def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
 
     `workers` shard tasks run at once (threads: sampling and Parquet encoding release the
     GIL); None = the cores this process may use. Each holds one shard's rows in memory.
+    On a Dask task runner (flows/runners.py) the cluster's threads set it instead.
     """
     log = get_run_logger()
     vocab = vocab_task(store, corpus, words, extend, keep_vocabulary)
@@ -53,12 +54,8 @@ def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
     shards = chunks(todo, shard_docs)
     log.info("examples: %d of %d documents cached, computing %d in %d shards", len(wanted) - len(todo),
              len(wanted), len(todo), len(shards))
-    rows, running = 0, []
-    for keys in shards:                          # at most `workers` shards in flight
-        if len(running) >= (workers or available_cores()):
-            rows += running.pop(0).result()
-        running.append(examples_task.submit(plan, keys, len(todo)))
-    rows += sum(f.result() for f in running)
+    # at most `workers` shards in flight on threads; on Dask, enough for every worker thread
+    rows = sum(runners.map_shards(examples_task, plan, shards, len(todo), "examples", workers or available_cores()))
     if not table.exists():
         table.create()
     fs.corpus(corpus).link("w2v_examples", table.fingerprint)

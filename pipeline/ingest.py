@@ -19,8 +19,10 @@ give the same ids on every run and wherever the corpus directory is moved.
 Labels, ids and splits of mixed types become strings one way: a string is kept as it is
 ("1.0" stays "1.0"); an integer, or a float with an integral value, is written as an integer
 (1 and 1.0 -> "1"); another float as Python writes it (0.5 -> "0.5"); booleans as "true" /
-"false"; null and NaN -> null. Lists and objects are rejected (invalid_field). A null label
-means "unlabeled" and is allowed even when a label set is declared.
+"false"; null and NaN -> null. Lists and objects are rejected (invalid_field). A label or
+split that is the empty string is null too (an empty cell is how CSV writes null), so an
+unlabeled row is unlabeled whichever format it comes in. A null label means "unlabeled" and
+is allowed even when a label set is declared.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ REJECT_REASONS = (
     "null_text",               # text null or missing
     "not_string",              # text is a number, a list, ...
     "empty_text",              # empty or whitespace only, after normalization
-    "binary_content",          # text with NUL characters: binary or UTF-16 data
+    "binary_content",          # text with NUL characters (binary or UTF-16 data); each line of a
+                               # binary file; an archive or compressed file, unread (sources.py)
     "too_large",               # more than max_bytes of UTF-8 after normalization
     "missing_id",              # the id column is configured but null or empty for this row
     "invalid_field",           # id, label or split that is a list or an object
@@ -170,6 +173,7 @@ class _Checker:
             return None, (doc_id, *id_problem)
         try:
             label, split = field_string(record.label, "label"), field_string(record.split, "split")
+            label, split = label or None, split or None     # "": CSV's null, see the module docstring
         except ValueError as e:
             return None, (doc_id, "invalid_field", str(e))
         if label is not None and self.allowed is not None and label not in self.allowed:

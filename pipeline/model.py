@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import os
 import warnings
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from .errors import ModelLoadError
@@ -101,7 +103,7 @@ def load_model(name_or_path: str | os.PathLike,
         model = AutoModel.from_pretrained(name, config=config, use_safetensors=True,
                                           trust_remote_code=False, local_files_only=local,
                                           dtype=torch.float32)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:     # SafetensorError: not a safetensors file
         raise ModelLoadError(name, f"cannot load model: {e}") from e
     model.eval()
     return quantize_int8(model) if quantize == "int8" else model
@@ -175,13 +177,32 @@ def _digest_role(root: Path, patterns: tuple[str, ...], what: str) -> str:
 
 
 def _refuse_pickle_only(root: Path) -> None:
-    """Raise unless the directory has safetensors weights; looks at names only."""
-    if _files(root, WEIGHT_PATTERNS):
+    """Raise unless the directory has safetensors weights; looks at names only (and into
+    a sharded checkpoint's index, whose shards must be safetensors too)."""
+    weights = _files(root, WEIGHT_PATTERNS)
+    for index in weights:
+        if index.name.endswith(".index.json"):
+            _refuse_pickle_shards(index)
+    if weights:
         return
     pickles = [p.name for p in _files(root, PICKLE_PATTERNS)]
     found = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
     raise ModelLoadError(str(root), f"{found}; refusing to unpickle. Convert the weights to "
                                     "safetensors (model.save_pretrained) in a trusted environment")
+
+
+def _refuse_pickle_shards(index: Path) -> None:
+    """`model.safetensors.index.json` maps tensors to shard files, and transformers loads the
+    files it names, whatever their suffix: a `.bin` there would go to torch.load (unpickled)."""
+    try:
+        named = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelLoadError(str(index), f"unreadable weight index ({e!r})") from e
+    bad = sorted(str(n) for n in named if not (isinstance(n, str) and n.endswith(".safetensors")
+                                               and Path(n).name == n))
+    if bad:
+        raise ModelLoadError(str(index), f"names weight files that are not safetensors in this directory "
+                                         f"({', '.join(bad[:3])}); refusing to unpickle")
 
 
 def _refuse_explicit_pickle(where: str, config) -> None:
@@ -227,7 +248,7 @@ def load_classifier(name_or_path: str | os.PathLike, num_labels: int,
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 name, config=config, use_safetensors=True, trust_remote_code=False,
                 local_files_only=local, dtype=torch.float32, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as e:      # RuntimeError: resized weights
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # RuntimeError: resized weights
             _release(reports)
             raise ModelLoadError(name, f"cannot load classifier: {e}") from e
     missing = sorted(k for k in info["missing_keys"] if not k.startswith("classifier."))

@@ -6,6 +6,7 @@ record, bad ones included: `ingest` decides what is accepted.
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -13,11 +14,12 @@ import tempfile
 from typing import Any, Iterator
 
 import datasets
+import pandas as pd
 import pyarrow as pa
 
 from .errors import PipelineError
 from .sources import (MALFORMED_CSV_ROW, UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, csv_header,
-                      csv_separator, decode_latin1, utf8_error)
+                      csv_separator, decode_latin1, unread_reason, utf8_error)
 
 
 def read_records(files: list[SourceFile], batch_rows: int = 2048,
@@ -28,7 +30,12 @@ def read_records(files: list[SourceFile], batch_rows: int = 2048,
     if documents:
         yield from _read_documents(documents, batch_rows, max_file_bytes)
     for file in files:
-        if file.format in ("lines", "jsonl"):
+        unread = unread_reason(file) if file.format != "files" else None
+        if unread and unread[0] == "compressed":
+            yield [_unread_record(file, unread[1])]
+        elif unread:                     # binary: its lines are counted, none is parsed
+            yield from _read_line_records(file, batch_rows, binary=unread[1])
+        elif file.format in ("lines", "jsonl"):
             yield from _read_line_records(file, batch_rows)
         elif file.format == "csv":
             yield from _read_csv(file, batch_rows)
@@ -47,17 +54,23 @@ def _stream(builder: str, paths: list[str], batch_rows: int, **options: Any) -> 
     return dataset.with_format("arrow").iter(batch_size=batch_rows)
 
 
-def _read_line_records(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
+def _read_line_records(file: SourceFile, batch_rows: int,
+                       binary: str | None = None) -> Iterator[list[RawRecord]]:
     """lines and jsonl: one record per line. Latin-1, see the module docstring; datasets opens
-    text with universal newlines, so CRLF and a lone CR end a line as LF does."""
+    text with universal newlines, so CRLF and a lone CR end a line as LF does. A `binary`
+    file (of any text format; the string says why) has each line rejected as binary_content."""
     record_of = _jsonl_record if file.format == "jsonl" else _line_record
     row = 0
     for table in _stream("text", [file.path], batch_rows, encoding="latin-1", sample_by="line"):
         records = []
         for line in table.column("text").to_pylist():
             row += 1
-            records.append(record_of(file, row, line))
+            records.append(_binary_line_record(file, row, binary) if binary else record_of(file, row, line))
         yield records
+
+
+def _binary_line_record(file: SourceFile, row: int, why: str) -> RawRecord:
+    return RawRecord(file.path, row, f"{file.rel}:{row}", None, error=("binary_content", why))
 
 
 def _line_record(file: SourceFile, row: int, line: str) -> RawRecord:
@@ -69,12 +82,19 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
                     max_file_bytes: int | None) -> Iterator[list[RawRecord]]:
     """One record per file, oversized ones first; one `datasets` call for all the files
     (a call per file would cost ~3 ms each)."""
-    sizes = {f.path: os.path.getsize(f.path) for f in files}
     limit = max_file_bytes if max_file_bytes is not None else float("inf")
-    too_large = [_unread_record(f, sizes[f.path], limit) for f in files if sizes[f.path] > limit]
-    if too_large:
-        yield too_large
-    readable = [f for f in files if sizes[f.path] <= limit]
+    unread, readable = [], []
+    for f in files:
+        size, skipped = os.path.getsize(f.path), unread_reason(f)   # files: only "compressed"
+        if skipped:                      # an archive's members would shift every later text
+            unread.append(_unread_record(f, skipped[1]))
+        elif size > limit:
+            unread.append(_unread_record(f, f"file is {size:,} bytes > {UNREAD_SIZE_FACTOR} x max_bytes "
+                                            f"({limit:,}); not read", "too_large"))
+        else:
+            readable.append(f)
+    if unread:
+        yield unread
     if not readable:
         return
     # sample_by="document" yields exactly one row per file, in data_files order.
@@ -93,10 +113,9 @@ def _document_record(file: SourceFile, content: str) -> RawRecord:
     return RawRecord(file.path, 1, file.rel, text, label=file.label, error=error)
 
 
-def _unread_record(file: SourceFile, size: int, max_file_bytes: int) -> RawRecord:
-    detail = (f"file is {size:,} bytes > {UNREAD_SIZE_FACTOR} x max_bytes "
-              f"({max_file_bytes:,}); not read")
-    return RawRecord(file.path, 1, file.rel, None, label=file.label, error=("too_large", detail))
+def _unread_record(file: SourceFile, detail: str, reason: str = "binary_content") -> RawRecord:
+    """The one record of a file that is not read (a whole-file id, row 1)."""
+    return RawRecord(file.path, 1, file.rel, None, label=file.label, error=(reason, detail))
 
 
 def _jsonl_record(file: SourceFile, row: int, line: str) -> RawRecord:
@@ -147,13 +166,17 @@ def _read_csv(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
                    index_col=False, engine="python", on_bad_lines=keep_malformed_row,
                    converters={name: _same_cell for name in raw_names})
     row = 0
-    for table in _stream("csv", [file.path], batch_rows, **options):
-        columns = [table.column(header[name]).to_pylist() for name in used]
-        records = []
-        for values in zip(*columns):
-            row += 1
-            records.append(_csv_record(file, row, dict(zip(used, values)), len(header)))
-        yield records
+    try:
+        for table in _stream("csv", [file.path], batch_rows, **options):
+            columns = [table.column(header[name]).to_pylist() for name in used]
+            records = []
+            for values in zip(*columns):
+                row += 1
+                records.append(_csv_record(file, row, dict(zip(used, values)), len(header)))
+            yield records
+    except (pd.errors.ParserError, csv.Error) as e:   # rows past it cannot be told apart: fail
+        raise PipelineError(file.path, f"CSV cannot be parsed at or after data row {row + 1:,}: {e} "
+                                       "(an unterminated quoted field?)") from e
 
 
 def _same_cell(cell: str) -> str:

@@ -16,10 +16,19 @@ Invalid UTF-8 is found per record, not per file: text files, CSV and JSONL are d
 "\\n", "\\r" and CSV/JSON syntax, all ASCII, where they were), then each record's bytes are
 decoded as UTF-8 here, so one bad line costs that line only. Parquet strings are read as
 bytes and decoded the same way.
+
+Some files are not read as text at all, and say why in every row they cost:
+- a file that `datasets` would decompress (a .zip, .gz, ... name, or zip/gzip/... first
+  bytes: .docx, .xlsx) is one rejected row, unread: an archive's members are not the file's
+  rows, and a broken archive would stop the run;
+- a lines, JSONL or CSV file with a NUL byte in its first `BINARY_PROBE_BYTES` (git's rule
+  for binary files: PNGs, UTF-16, UTF-32) has each of its lines rejected, none parsed, so no
+  fragment of a binary file becomes a document. A NUL further on costs its own row only.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -28,7 +37,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets.utils.file_utils import _get_extraction_protocol
 
 from .errors import SourceNotFound, SourceSchemaError
 
@@ -47,6 +58,9 @@ JSONL_PROBE_LINES = 1000   # the first lines of a JSONL file whose keys make its
 # Put in the text column of a CSV row with too many fields (pandas' on_bad_lines hook can
 # only replace a row): random, so no real cell can collide with it.
 MALFORMED_CSV_ROW = f"\x00malformed-csv-row-{uuid.uuid4().hex}:"
+BINARY_PROBE_BYTES = 8000  # a NUL byte among a text file's first 8,000 bytes makes it binary (as in git)
+UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32-LE"), (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+                (b"\xff\xfe", "UTF-16-LE"), (b"\xfe\xff", "UTF-16-BE"))   # UTF-32-LE before UTF-16-LE
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,8 @@ def plan_files(source: Source) -> list[SourceFile]:
         base, paths = _matching_files(path)
         files = [SourceFile(p, _rel(p, base), _file_format(p, source), None, source) for p in paths]
     for file in files:
-        _check_columns(file, columns_of(file))
+        if file.format in ("lines", "files") or not unread_reason(file):
+            _check_columns(file, columns_of(file))
     return files
 
 
@@ -184,7 +199,10 @@ def columns_of(file: SourceFile) -> list[str]:
     if file.format == "csv":
         return list(csv_header(file.path))
     if file.format == "parquet":
-        return pq.read_schema(file.path).names
+        try:
+            return pq.read_schema(file.path).names
+        except pa.ArrowInvalid as e:     # no rows to count: the run fails, naming the file
+            raise SourceSchemaError(file.path, f"not a readable Parquet file: {e}") from e
     return _jsonl_keys(file.path)
 
 
@@ -206,6 +224,9 @@ def csv_header(path: str) -> dict[str, str]:
                                 engine="python").columns
     except pd.errors.EmptyDataError:
         return {}
+    except (pd.errors.ParserError, csv.Error) as e:   # it peeks at the first row: an open quote there
+        raise SourceSchemaError(path, f"CSV cannot be parsed at its start: {e} "
+                                      "(an unterminated quoted field?)") from e
     return {(decode_latin1("column", raw)[0] or raw).lstrip("\ufeff"): raw for raw in raw_names}
 
 
@@ -225,6 +246,48 @@ def _jsonl_keys(path: str) -> list[str]:
             if isinstance(value, dict):
                 keys.update(dict.fromkeys(value))
     return list(keys)
+
+
+# ---------------------------------------------------------------- binary files
+
+
+def unread_reason(file: SourceFile) -> tuple[str, str] | None:
+    """("compressed" | "binary", detail) for a file not parsed as records, else None."""
+    kind = compressed_kind(file.path)
+    if kind:
+        return "compressed", (f"{kind} data (by the file's name or first bytes): compressed files "
+                              "and archives are not read; extract them first")
+    if file.format in ("lines", "jsonl", "csv"):
+        marker = binary_marker(file.path)
+        if marker:
+            return "binary", marker
+    return None
+
+
+def compressed_kind(path: str) -> str | None:
+    """What `datasets` would decompress `path` as ("zip", "gzip", "tar", ...), or None.
+
+    Its own rule (private in datasets): a compression extension, unless the extension is a
+    data format it knows (.txt, .csv, .jsonl, .parquet...), else the file's magic number.
+    """
+    if path.lower().endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")):
+        return "tar"                     # datasets refuses these in streaming mode
+    try:
+        return _get_extraction_protocol(path)
+    except NotImplementedError:          # rar: recognized, not readable
+        return "rar"
+
+
+def binary_marker(path: str) -> str | None:
+    """Why a text file is binary (a NUL byte in its first BINARY_PROBE_BYTES), or None."""
+    with open(path, "rb") as f:
+        head = f.read(BINARY_PROBE_BYTES)
+    nul = head.find(b"\x00")
+    if nul < 0:
+        return None
+    what = next((f"{name} text (BOM {mark.hex(' ')})" for mark, name in UNICODE_BOMS
+                 if head.startswith(mark)), "binary data or UTF-16/UTF-32 text")
+    return f"file has a NUL byte at byte {nul + 1:,}: {what}, not UTF-8; no line of it is read"
 
 
 # ---------------------------------------------------------------- decoding

@@ -42,8 +42,14 @@ class Corpus:
             return mf.CorpusManifest(corpus=self.name)
         return mf.CorpusManifest.from_json(self.manifest_path, self.fs.read_bytes(self.manifest_path))
 
-    def commit_snapshot(self, docs: pa.Table, note: str = "", stats: dict | None = None) -> mf.Snapshot:
-        """Make `docs` (doc_id, text_sha, any extra columns) the current document set."""
+    def commit_snapshot(self, docs: pa.Table, note: str = "", stats: dict | None = None,
+                        same_as_current: str | None = None) -> mf.Snapshot:
+        """Make `docs` (doc_id, text_sha, any extra columns) the current document set.
+
+        same_as_current: a key of `stats`; when the current snapshot's stats hold the same
+        value there, it stays current and is returned (checked under the lock, so two
+        writers ingesting the same content at once commit one snapshot, not two).
+        """
         for col in REQUIRED:
             if col not in docs.column_names:
                 raise SchemaMismatch(self.dir, f"snapshot needs column {col!r} "
@@ -58,6 +64,10 @@ class Corpus:
         self.fs.write_atomic(f"{self.dir}/snapshots/{file}", data)
         with commit_lock(self.fs, f"{self.dir}/.lock"):
             m = self.manifest()
+            value = (stats or {}).get(same_as_current) if same_as_current else None
+            if value is not None and m.current and m.current.stats.get(same_as_current) == value:
+                self.fs.delete(f"{self.dir}/snapshots/{file}")
+                return m.current
             snap = mf.Snapshot(id=f"{len(m.snapshots) + 1:06d}", file=file, rows=docs.num_rows,
                                bytes=len(data), sha256=sha, created=mf.utcnow(), note=note,
                                stats=dict(stats or {}))

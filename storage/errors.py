@@ -40,5 +40,9 @@ class LockTimeout(StoreError):
     """Another writer held the lock longer than we were willing to wait."""
 
 
+class LockLost(StoreError):
+    """An object-store lease ran out while held (its holder stalled past it) and another writer took it."""
+
+
 class QueryRefused(StoreError):
     """A SQL statement that is not a read-only query over the store."""

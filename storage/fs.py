@@ -18,6 +18,7 @@ from .errors import InvalidName, NotFound, StoreError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")   # a file a manifest lists: one plain name
 TMP_PREFIX = ".tmp-"
 
 
@@ -40,7 +41,14 @@ class StoreFS:
 
     def __init__(self, root: str | os.PathLike):
         root = os.fspath(root)
-        self.fs, path = fsspec.core.url_to_fs(root)
+        protocol, _ = fsspec.core.split_protocol(root)
+        # Other processes (writers, Dask workers) change a shared store: an object store's
+        # listing cache would answer "no such manifest" after another process wrote one.
+        options = {} if protocol in (None, "file", "local") else {"use_listings_cache": False}
+        try:
+            self.fs, path = fsspec.core.url_to_fs(root, **options)
+        except ImportError as e:   # fsspec names the package, e.g. "Install s3fs to access S3"
+            raise StoreError(root, f"{e} (pip install 'embcache[s3]' for s3://)") from None
         self.local = isinstance(self.fs, LocalFileSystem)
         self.root = os.path.abspath(path) if self.local else path.rstrip("/")
         self.url = self.root if self.local else self.fs.unstrip_protocol(self.root)
@@ -62,6 +70,8 @@ class StoreFS:
 
     def read_bytes(self, path: str) -> bytes:
         try:
+            if not self.local:   # one GET (below s3fs's 50 MB block): a replaced manifest reads old or new
+                return self.fs.cat_file(path)
             with self.fs.open(path, "rb") as f:
                 return f.read()
         except FileNotFoundError as e:
@@ -96,12 +106,13 @@ class StoreFS:
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write `data` at `path` so that no reader ever sees a partial file."""
         parent = path.rsplit("/", 1)[0]
-        self.makedirs(parent)
         if not self.local:
+            self.makedirs(parent)
             self.fs.pipe_file(path, data)
             return
         tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
         try:
+            self.makedirs(parent)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -117,6 +128,8 @@ class StoreFS:
             self.fs.rm(path, recursive=self.fs.isdir(path))
         except FileNotFoundError:
             pass
+        except OSError as e:  # a read-only store, say: name the path, not a traceback
+            raise StoreError(path, f"delete failed: {e.strerror or e}") from e
 
     def walk_files(self, path: str):
         """Every file under `path` (recursively), as absolute paths."""
@@ -128,9 +141,11 @@ class StoreFS:
 
 
 def _unlink_quietly(path: str) -> None:
+    """Best-effort cleanup after a failed write: on a read-only or full disk the unlink
+    itself may fail (EROFS before ENOENT), and must not hide the write's own error."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 

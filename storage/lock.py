@@ -1,9 +1,12 @@
 """Commit lock: writers serialize manifest updates through it; readers never take it.
 
 On a local root it is an OS file lock (filelock), released by the kernel if the
-holder dies, so a SIGKILLed writer never leaves a stale lock. Object stores have
-no such primitive: there the store is single-writer per process (documented in
-README), and the lock only serializes threads of this process.
+holder dies, so a SIGKILLed writer never leaves a stale lock. On S3 (s3://, any
+S3-compatible server) it is a lease on a lock object held through conditional writes
+(storage/object_lock.py): processes on any machine serialize, and a dead holder's lock
+is taken over after the lease. memory:// lives in one process, where the thread lock
+is the whole story. Other object stores (gs://, az://, …) get only the thread lock:
+there the store is single-writer (one process at a time), as README says.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from contextlib import contextmanager
 
 import filelock
 
-from .errors import LockTimeout
+from .errors import LockTimeout, StoreError
 from .fs import StoreFS
 
 _process_locks: dict[str, threading.Lock] = {}
@@ -24,8 +27,8 @@ _guard = threading.Lock()
 def commit_lock(fs: StoreFS, path: str, timeout: float = 120.0):
     """Hold the lock at `path` (a file beside the manifest it protects).
 
-    Threads of this process serialize on an in-process lock first; on a local root the
-    OS file lock then serializes processes.
+    Threads of this process serialize on an in-process lock first; then the OS file lock
+    (local root) or the S3 lease (s3://) serializes processes.
     """
     with _guard:
         tlock = _process_locks.setdefault(path, threading.Lock())
@@ -33,14 +36,22 @@ def commit_lock(fs: StoreFS, path: str, timeout: float = 120.0):
         raise LockTimeout(path, f"another thread held the commit lock for over {timeout:.0f} s")
     try:
         if not fs.local:
-            yield
+            protocols = fs.fs.protocol if isinstance(fs.fs.protocol, tuple) else (fs.fs.protocol,)
+            if "s3" in protocols:
+                from .object_lock import s3_lease
+                with s3_lease(fs, path, timeout):
+                    yield
+            else:
+                yield
             return
-        fs.makedirs(path.rsplit("/", 1)[0])
         lock = filelock.FileLock(path, timeout=timeout)
         try:
+            fs.makedirs(path.rsplit("/", 1)[0])
             lock.acquire()
         except filelock.Timeout as e:
             raise LockTimeout(path, f"another writer held the commit lock for over {timeout:.0f} s") from e
+        except OSError as e:  # a read-only or full store: the lock file cannot be created
+            raise StoreError(path, f"cannot take the commit lock: {e.strerror or e}") from e
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import StoreError
+from .fingerprint import fingerprint_of
 from .fs import TMP_PREFIX
 from .lock import commit_lock
 from .shards import decode_shard
@@ -45,11 +46,30 @@ def verify(store: FeatureStore) -> VerifyReport:
         if table.num_rows != rows:
             report.bad.append((path, f"{table.num_rows} rows, manifest says {rows}"))
 
+    def check_spec(t: Table) -> None:
+        """spec.json must still hash to the fingerprint it is filed under."""
+        path = f"{t.dir}/spec.json"
+        if not store.fs.exists(path):
+            return
+        try:
+            if fingerprint_of(t.saved_spec().get("spec")) != t.fingerprint:
+                report.bad.append((path, "spec does not hash to the table's fingerprint (edited or damaged)"))
+        except StoreError as e:
+            report.bad.append((e.path, e.reason))
+
     for name in store.table_names():
+        try:  # the current pointer must name a committed table (a deleted manifest loses it)
+            current = read_current(store.fs, name)
+            if current is not None and not Table(store.fs, name, current).exists():
+                report.bad.append((store.fs.path("tables", name, "current.json"),
+                                   f"names fingerprint {current[:12]}…, which has no manifest.json"))
+        except StoreError as e:
+            report.bad.append((e.path, e.reason))
         for fp in store.fingerprints(name):
             t = Table(store.fs, name, fp)
             if not t.exists():
                 continue
+            check_spec(t)
             try:
                 m = t.manifest()
             except StoreError as e:
@@ -90,6 +110,8 @@ def live_tables(store: FeatureStore) -> set[tuple[str, str]]:
         fp = read_current(store.fs, name)
         if fp:
             live.add((name, fp))
+        else:   # a writer killed between a table's first manifest and its pointer: keep what it committed
+            live.update((name, f) for f in store.fingerprints(name) if Table(store.fs, name, f).exists())
     for corpus in store.corpora():
         for name, fps in store.corpus(corpus).manifest().links.items():
             live.update((name, fp) for fp in fps)

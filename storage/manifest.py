@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import FormatError
+from .fs import FILE_RE
 
 MANIFEST_FORMAT = 1
 SPEC_FORMAT = 1
@@ -98,12 +99,14 @@ class Manifest:
     def from_json(cls, path: str, data: bytes) -> "Manifest":
         d = load(path, data, MANIFEST_FORMAT, "table manifest")
         try:
-            return cls(table=d["table"], fingerprint=d["fingerprint"], key=d["key"],
-                       generation=int(d["generation"]), schema=d.get("schema"),
-                       codecs=dict(d.get("codecs", {})),
-                       shards=tuple(Shard(**s) for s in d["shards"]))
+            m = cls(table=d["table"], fingerprint=d["fingerprint"], key=d["key"],
+                    generation=int(d["generation"]), schema=d.get("schema"),
+                    codecs=dict(d.get("codecs", {})),
+                    shards=tuple(Shard(**s) for s in d["shards"]))
         except (KeyError, TypeError) as e:
             raise FormatError(path, f"table manifest is missing or has a bad field: {e}") from e
+        check_file_names(path, "shard", [s.file for s in m.shards])
+        return m
 
 
 @dataclass(frozen=True)
@@ -137,10 +140,20 @@ class CorpusManifest:
     def from_json(cls, path: str, data: bytes) -> "CorpusManifest":
         d = load(path, data, CORPUS_FORMAT, "corpus manifest")
         try:
-            return cls(corpus=d["corpus"], snapshots=tuple(Snapshot(**s) for s in d["snapshots"]),
-                       links={k: list(v) for k, v in d.get("links", {}).items()})
+            m = cls(corpus=d["corpus"], snapshots=tuple(Snapshot(**s) for s in d["snapshots"]),
+                    links={k: list(v) for k, v in d.get("links", {}).items()})
         except (KeyError, TypeError) as e:
             raise FormatError(path, f"corpus manifest is missing or has a bad field: {e}") from e
+        check_file_names(path, "snapshot", [s.file for s in m.snapshots])
+        return m
+
+
+def check_file_names(path: str, kind: str, names: list) -> None:
+    """A listed file is one plain name in its folder: a damaged or hostile listing
+    ('../../x', '/etc/passwd') must not make a reader leave the store."""
+    for name in names:
+        if not isinstance(name, str) or not FILE_RE.match(name):
+            raise FormatError(path, f"lists {kind} file {name!r}, which is not a plain file name")
 
 
 def spec_json(name: str, fp: str, key: str, spec: dict[str, Any], meta: dict[str, Any] | None = None) -> bytes:

@@ -89,6 +89,7 @@ class Models:
         """Every file of the model (checked against its listing) and its info."""
         info = self.info(kind, name, version)
         where = self.dir(kind, name, info.version)
+        mf.check_file_names(f"{where}/model.json", "model", list(info.files))
         files = {}
         for file, expect in info.files.items():
             path = f"{where}/{file}"

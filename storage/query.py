@@ -9,10 +9,17 @@ SQL runs in an in-memory DuckDB whose only views are the store's committed shard
 
 The connection is sandboxed by DuckDB itself (external access off, only the store
 root readable, configuration locked) and only a single SELECT statement is accepted,
-so nothing can write, attach, install or read outside the store.
+so nothing can write, attach, install or read outside the store. Like every other read,
+a query checks the shards it can reach against their manifests (size, sha256) first:
+only the views whose names the statement's text contains are created, and only after
+their shards pass (a name built at run time finds no view, never an unchecked one).
 """
 
 from __future__ import annotations
+
+import re
+import tempfile
+import uuid
 
 import duckdb
 import numpy as np
@@ -23,6 +30,9 @@ from .errors import QueryRefused, StoreError
 from .store import FeatureStore
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# EXPLAIN ANALYZE runs the statement it wraps (a COPY would write): what follows the
+# keyword (and an option list) must itself be one SELECT.
+_EXPLAIN = re.compile(r"\s*explain\s+(?:analy[sz]e\s+)?(?P<rest>.*)\Z", re.IGNORECASE | re.DOTALL)
 
 
 def _quote(name: str) -> str:
@@ -33,8 +43,15 @@ def _files_literal(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def connect(store: FeatureStore) -> duckdb.DuckDBPyConnection:
-    """A sandboxed DuckDB connection with a view per committed table and corpus."""
+def connect(store: FeatureStore, query: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A sandboxed DuckDB connection with a view per committed table and corpus.
+
+    `query`: create only the views whose names occur in its text (any case): a superset
+    of what it can read; None: all of them. The shards behind each view created are
+    checked against the manifest first, so a damaged file raises CorruptShard instead
+    of answering with wrong values.
+    """
+    text = None if query is None else query.lower()
     con = duckdb.connect(":memory:")
     fs = store.fs
     if not fs.local:
@@ -45,23 +62,33 @@ def connect(store: FeatureStore) -> duckdb.DuckDBPyConnection:
         catalog.append((info.name, info.fingerprint, info.current, info.rows, info.shards, info.bytes))
         if info.shards == 0:
             continue
+        names = [info.name + "@" + info.fingerprint[:12]] + ([info.name] if info.current else [])
+        names = [n for n in names if text is None or n in text]
+        if not names:
+            continue
         t = store.open(info.name, info.fingerprint)
-        files = [path("tables", info.name, info.fingerprint, "shards", s.file) for s in t.manifest().shards]
+        shards = t.manifest().shards
+        for s in shards:
+            t.read_shard(s, [t.key])          # size + sha256 against the manifest, or CorruptShard
+        files = [path("tables", info.name, info.fingerprint, "shards", s.file) for s in shards]
         select = f"SELECT * FROM read_parquet({_files_literal(files)})"
-        con.execute(f"CREATE VIEW {_quote(info.name + '@' + info.fingerprint[:12])} AS {select}")
-        if info.current:
-            con.execute(f"CREATE VIEW {_quote(info.name)} AS {select}")
+        for name in names:
+            con.execute(f"CREATE VIEW {_quote(name)} AS {select}")
     con.execute("CREATE SCHEMA corpora")
     for name in store.corpora():
         corpus = store.corpus(name)
         snap = corpus.manifest().current
-        if snap is not None:
+        if snap is not None and (text is None or name in text):
+            corpus.read(columns=["doc_id"])  # checked like a shard
             f = path("corpora", name, "snapshots", snap.file)
             con.execute(f"CREATE VIEW corpora.{_quote(name)} AS SELECT * FROM read_parquet({_files_literal([f])})")
     con.execute("CREATE TABLE embcache_tables (name VARCHAR, fingerprint VARCHAR, current BOOLEAN, "
                 "rows BIGINT, shards INTEGER, bytes BIGINT)")
     if catalog:
         con.executemany("INSERT INTO embcache_tables VALUES (?, ?, ?, ?, ?, ?)", catalog)
+    # DuckDB also allows its temp directory (default: ./.tmp under the working directory, which
+    # would make that readable): use a fresh private one, which DuckDB removes when it closes.
+    con.execute(f"SET temp_directory='{tempfile.gettempdir()}/embcache-duckdb-{uuid.uuid4().hex}'")
     con.execute(f"SET allowed_directories={_files_literal([fs.url.rstrip('/') + '/'])}")
     con.execute("SET enable_external_access=false")
     con.execute("SET autoinstall_known_extensions=false")
@@ -82,6 +109,23 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
     if kind not in ALLOWED:
         raise QueryRefused("sql", f"{kind.name} statements are refused: the SQL surface is read-only "
                                   "(SELECT over the store's tables only)")
+    if kind == duckdb.StatementType.EXPLAIN and not _explains_a_select(con, statements[0].query):
+        raise QueryRefused("sql", "EXPLAIN is accepted only of a SELECT statement (EXPLAIN ANALYZE runs it)")
+
+
+def _explains_a_select(con: duckdb.DuckDBPyConnection, statement: str) -> bool:
+    m = _EXPLAIN.match(statement)
+    if m is None:
+        return False
+    rest = m.group("rest")
+    candidates = [rest] + ([rest.split(")", 1)[1]] if rest.startswith("(") and ")" in rest else [])
+    for text in candidates:          # as written, then after an option list such as (FORMAT json)
+        try:
+            inner = con.extract_statements(text)
+        except duckdb.Error:
+            continue
+        return len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT
+    return False
 
 
 def sql(store: FeatureStore, query: str) -> pa.Table:
@@ -89,9 +133,13 @@ def sql(store: FeatureStore, query: str) -> pa.Table:
 
     >>> sql(store, "SELECT count(*) AS n FROM bert_features")  # doctest: +SKIP
     """
-    con = connect(store)
+    parser = duckdb.connect(":memory:")   # parses only: refuse before reading anything
     try:
-        check_read_only(con, query)
+        check_read_only(parser, query)
+    finally:
+        parser.close()
+    con = connect(store, query)
+    try:
         try:
             return con.sql(query).to_arrow_table()
         except duckdb.PermissionException as e:

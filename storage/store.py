@@ -61,9 +61,12 @@ class FeatureStore:
     def table(self, name: str, spec: dict, key: str = "text_sha", meta: dict | None = None) -> Table:
         """Handle for writing (and reading) `name` under the fingerprint of `spec`.
 
-        `meta` (not hashed) is saved beside the spec: how to reproduce the table.
+        `meta` (not hashed) is saved beside the spec: how to reproduce the table. A commit
+        cut short before the name's pointer was written is finished here (Table.finish_pointer).
         """
-        return Table(self.fs, name, fingerprint_of(spec), key=key, spec=spec, meta=meta)
+        t = Table(self.fs, name, fingerprint_of(spec), key=key, spec=spec, meta=meta)
+        t.finish_pointer()
+        return t
 
     def open(self, name: str, fingerprint: str | None = None) -> Table:
         """An existing table; its current fingerprint unless one is given (a 12+ char prefix works)."""

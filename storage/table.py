@@ -152,6 +152,26 @@ class Table:
             SHARD_DISTINCT_KEYS.put(self.shard_path(shard), shard.sha256, distinct)
             return shard
 
+    def finish_pointer(self) -> None:
+        """Write the name's current pointer if this table is committed and the name has none.
+
+        A commit replaces the manifest, then the pointer: a writer killed between the two
+        leaves a committed table that its name does not resolve to, and a re-run that finds
+        every key committed writes nothing, so nothing else would ever repair it (and gc
+        would remove a table that only the pointer references, such as `rejected`).
+        """
+        pointer = self.fs.path("tables", self.name, "current.json")
+        if self.fs.exists(pointer) or not self.exists():
+            return
+        with commit_lock(self.fs, f"{self.dir}/.lock"):
+            if not self.fs.exists(pointer) and self.exists():
+                self._write_pointer()
+
+    def _write_pointer(self) -> None:
+        self.fs.write_atomic(self.fs.path("tables", self.name, "current.json"),
+                             mf.dump({"format": CURRENT_FORMAT, "fingerprint": self.fingerprint,
+                                      "updated": mf.utcnow()}))
+
     def _check_rows(self, rows: pa.Table) -> pa.Table:
         if self.key not in rows.column_names:
             raise SchemaMismatch(self.dir, f"rows have no key column {self.key!r} "
@@ -174,9 +194,7 @@ class Table:
             self.fs.write_atomic(spec_path, mf.spec_json(self.name, self.fingerprint, self.key, self.spec,
                                                          self.meta))
         self.fs.write_atomic(self.manifest_path, m.to_json())
-        self.fs.write_atomic(self.fs.path("tables", self.name, "current.json"),
-                             mf.dump({"format": CURRENT_FORMAT, "fingerprint": self.fingerprint,
-                                      "updated": mf.utcnow()}))
+        self._write_pointer()
 
     # -- reading ---------------------------------------------------------
     def read_shard(self, shard: mf.Shard, columns: Sequence[str] | None = None, filters=None) -> pa.Table:

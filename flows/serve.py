@@ -50,6 +50,23 @@ class ServerConfig:
     stop_timeout: float = 30.0       # seconds from SIGTERM to SIGKILL when stopping
 
 
+def wait_healthy(api_url: str, proc: subprocess.Popen, timeout: float, output_hint: str = "") -> None:
+    """Poll {api_url}/health until it answers 200; ServeError if `proc` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise ServeError(f"the Prefect server exited with code {code} before answering {output_hint}".rstrip())
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise ServeError(f"the Prefect server did not answer at {api_url}/health within {timeout:.0f} s")
+
+
 def is_loopback(host: str) -> bool:
     """True when every address `host` resolves to is a loopback one: 127.0.0.1, ::1, localhost."""
     try:
@@ -109,21 +126,7 @@ class PrefectServer:
 
     def wait_healthy(self) -> None:
         """Poll /api/health until it answers; fail early if the server exits first."""
-        deadline = time.monotonic() + self.config.startup_timeout
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                raise ServeError(f"the Prefect server exited with code {code} before answering "
-                                 f"(its output is above)")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        raise ServeError(f"the Prefect server did not answer at {self.api_url}/health "
-                         f"within {self.config.startup_timeout:.0f} s")
+        wait_healthy(self.api_url, self.proc, self.config.startup_timeout, "(its output is above)")
 
     def stop(self) -> int | None:
         """SIGTERM, wait, SIGKILL if it hangs (or if asked twice); then clear its process group."""

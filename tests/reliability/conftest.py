@@ -16,9 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,19 +49,11 @@ class PrefectServer:
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the Prefect server exited with {self.proc.returncode}:\n"
-                                   f"{self.log.read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s")
+        from flows.serve import ServeError, wait_healthy
+        try:
+            wait_healthy(self.api_url, self.proc, timeout)
+        except ServeError as e:
+            raise RuntimeError(f"{e}:\n{self.log.read_text(errors='replace')[-3000:]}") from None
 
     def stop(self) -> None:
         for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):

@@ -16,15 +16,18 @@ from .cli_pipeline import progress_bars
 
 def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict:
     """Run flows.run.pipeline_flow with progress bars; print the summary and the report path."""
-    from . import runners
-    from .run import load_config, pipeline_flow
-    try:
-        cfg = load_config(config)                   # errors in the file surface before Prefect starts
-        store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
-        with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
-            record = pipeline_flow(config_path=str(config) if config else None, store=store)
-    except (StoreError, PipelineError) as e:
-        raise fail(e)
+    from .serve import ServeError, TemporaryAPI
+    with TemporaryAPI() as api:                     # Prefect's server starts while the stages import
+        from .run_config import load_config
+        try:
+            cfg = load_config(config)               # errors in the file surface before the first flow call
+            from . import featurize_flows, runners, train_flows, word2vec_flows  # noqa: F401 - imported now
+            from .run import pipeline_flow
+            store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
+            with api.ready(), progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):  # --runner beats [runner]
+                record = pipeline_flow(config_path=str(config) if config else None, store=store)
+        except (StoreError, PipelineError, ServeError) as e:
+            raise fail(e)
     if as_json:
         print(json.dumps(record, default=str))
         return record

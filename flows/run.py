@@ -124,8 +124,9 @@ def pipeline_flow(config: dict | None = None, config_path: str | None = None, st
               "flow_run_id": _flow_run_id(), "started": started.isoformat(), "store": root,
               "config": config_to_dict(cfg), "stages": stages.records, "summary": summary, "status": "failed"}
     try:
-        for corpus in cfg.corpus_list():
-            summary[corpus.name] = _corpus_stages(cfg, root, fs, corpus, stages)
+        with _subflows_without_heartbeats():
+            for corpus in cfg.corpus_list():
+                summary[corpus.name] = _corpus_stages(cfg, root, fs, corpus, stages)
         record["status"] = "completed"
     finally:
         _save_record(fs, record, t_run)
@@ -137,6 +138,18 @@ def pipeline_flow(config: dict | None = None, config_path: str | None = None, st
         _save_record(fs, record, t_run)
     log.info("run %s done in %.1f s: %s", run_id, record["wall_seconds"], json.dumps(summary))
     return record
+
+
+def _subflows_without_heartbeats():
+    """Settings for the stage subflows: no heartbeat thread of their own.
+
+    Subflows run in this flow's process and thread, so this flow's heartbeat already tells
+    the server that the process is alive. Prefect 3.8 gives every flow run a heartbeat
+    thread that sleeps in 1 s steps and is joined when the run ends: ~1 s per subflow,
+    8 s of a run that has nothing to compute (benchmarks/end_to_end.py).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages) -> dict:

@@ -19,9 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +155,85 @@ class PrefectServer:
                 self.proc.send_signal(sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class TemporaryAPI(PrefectServer):
+    """The temporary Prefect API of one `embcache` command, started before the stages import.
+
+    Without PREFECT_API_URL, Prefect starts a temporary server at a process's first flow
+    call: it imports the server app in-process, then starts uvicorn in a subprocess and
+    waits for it (~12 s on 2 cores, after the ~8 s the stages take to import torch,
+    transformers and Prefect). This starts the same server (Prefect's app factory under
+    uvicorn, UI off, in ephemeral mode) as the command's first act, so the two overlap,
+    and `ready()` points the flows at it. With PREFECT_API_URL set (the user's server, from
+    the environment or the Prefect profile), it starts nothing, or stops what it started.
+    """
+
+    def __init__(self):
+        super().__init__(ServerConfig(port=0, startup_timeout=180.0, stop_timeout=10.0))
+        self._warm: threading.Thread | None = None
+        self._warm_error: Exception | None = None
+
+    def start(self) -> None:
+        settings = sys.modules.get("prefect.settings")     # already imported: e.g. a test harness's server
+        if os.environ.get("PREFECT_API_URL") or (settings is not None and settings.PREFECT_API_URL.value()):
+            return
+        self.config = ServerConfig(port=_free_port(), startup_timeout=self.config.startup_timeout,
+                                   stop_timeout=self.config.stop_timeout)
+        self.url = base_url(self.config.host, self.config.port)
+        self.api_url = f"{self.url}/api"
+        import importlib.util
+        prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
+        cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir), "--factory",
+               "prefect.server.api.server:create_app", "--host", self.config.host, "--port",
+               str(self.config.port), "--log-level", "error", "--lifespan", "on"]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}                  # what Prefect sets for its own temporary server
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        self._warm = threading.Thread(target=self._warm_up, name="embcache-temporary-api", daemon=True)
+        self._warm.start()
+
+    def _warm_up(self) -> None:
+        """In the background: wait until it answers, then make the first API call (~0.5 s on a cold server)."""
+        try:
+            self.wait_healthy()
+            with urllib.request.urlopen(f"{self.api_url}/admin/version", timeout=30) as r:
+                r.read()
+        except (ServeError, urllib.error.URLError, OSError) as e:
+            self._warm_error = e
+
+    @contextmanager
+    def ready(self) -> Iterator[None]:
+        """Wait until the server answers and make it this block's PREFECT_API_URL.
+
+        Flow runs send it no heartbeats: they serve zombie detection, and a server that
+        ends with the process can never see one (each flow run's heartbeat thread also
+        costs up to 1 s when the run ends, as Prefect 3.8 joins it).
+        """
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        if PREFECT_API_URL.value() or self.proc is None:     # e.g. a Prefect profile names a server
+            self.stop()
+            yield
+            return
+        self._warm.join()
+        if isinstance(self._warm_error, ServeError):
+            raise self._warm_error
+        with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+
+    def __enter__(self) -> "TemporaryAPI":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def run_server(config: ServerConfig, announce) -> None:

@@ -153,19 +153,31 @@ class Table:
             return shard
 
     def finish_pointer(self) -> None:
-        """Write the name's current pointer if this table is committed and the name has none.
+        """Point the name at this table if its last commit was cut before its pointer.
 
         A commit replaces the manifest, then the pointer: a writer killed between the two
-        leaves a committed table that its name does not resolve to, and a re-run that finds
-        every key committed writes nothing, so nothing else would ever repair it (and gc
-        would remove a table that only the pointer references, such as `rejected`).
+        leaves a committed table that its name does not resolve to (no pointer yet, or one
+        still naming the fingerprint committed before), and a re-run that finds every key
+        committed writes nothing, so nothing else would ever repair it (and gc would remove
+        a table that only the pointer references, such as `rejected`). The pointer is
+        behind when it is missing, or names another fingerprint and is older than this
+        table's manifest: every commit writes its pointer after its manifest.
         """
-        pointer = self.fs.path("tables", self.name, "current.json")
-        if self.fs.exists(pointer) or not self.exists():
+        if not self._pointer_behind():
             return
         with commit_lock(self.fs, f"{self.dir}/.lock"):
-            if not self.fs.exists(pointer) and self.exists():
+            if self._pointer_behind():
                 self._write_pointer()
+
+    def _pointer_behind(self) -> bool:
+        pointer = self.fs.path("tables", self.name, "current.json")
+        if not self.exists():
+            return False
+        if not self.fs.exists(pointer):
+            return True
+        if read_current(self.fs, self.name) == self.fingerprint:
+            return False
+        return self.fs.mtime(self.manifest_path) > self.fs.mtime(pointer)
 
     def _write_pointer(self) -> None:
         self.fs.write_atomic(self.fs.path("tables", self.name, "current.json"),

@@ -391,10 +391,11 @@ def test_file_size_limit_makes_writes_fail_cleanly(tmp_path):
 
 
 # == read-only store ============================================================================
-def test_read_only_mount_refuses_writes_and_still_answers_reads(tmp_path, store_copy):
+def test_read_only_mount_refuses_writes_and_still_answers_reads(tmp_path, store_copy, tiny_bert):  # noqa: F811
     """The store on a tmpfs remounted read-only (EROFS): every kind of write fails with a
     StoreError naming the file and "Read-only file system" (CLI: exit 2); reads, SQL,
-    lookups, top-k, status and verify answer as before."""
+    lookups, top-k, status and verify answer as before, and so does a featurize that
+    finds everything cached."""
     write_docs(tmp_path / "docs", 2, seed=3)
     with tmpfs(tmp_path / "disk", 8192) as disk:
         root = disk / "store"
@@ -412,7 +413,7 @@ def test_read_only_mount_refuses_writes_and_still_answers_reads(tmp_path, store_
                 "shard": lambda: features.write(feature_rows(range(3))),
                 "snapshot": lambda: store.corpus("news").commit_snapshot(
                     pa.table({"doc_id": ["x"], "text_sha": [sha(1)]})),
-                "link": lambda: store.corpus("news").link("bert_features", features.fingerprint),
+                "link": lambda: store.corpus("news").link("bert_features", "0" * 64),
                 "new table": lambda: store.table("other", spec("x", 1, {})).create(),
                 "model": lambda: store.models.put("head", "topics", {"head.json": b"{}"}),
                 "gc": lambda: gc(store, grace_seconds=0),
@@ -435,6 +436,11 @@ def test_read_only_mount_refuses_writes_and_still_answers_reads(tmp_path, store_
             assert r.exit_code == 0 and np.array_equal(json.loads(r.stdout)[0]["vector"], before["money/000.txt"])
             r = cli(root, "gc", "--dry-run", "--grace", "0")
             assert r.exit_code == 0 and "part-orphan.parquet" in r.stdout
+            # Nothing to compute is not a write: a fully cached featurize succeeds and says so.
+            r = cli(root, "featurize", "bert", "news", "--model", tiny_bert, "--max-length", str(MAX_LENGTH),
+                    "--shard-docs", "8")
+            assert r.exit_code == 0, r.output
+            store.corpus("news").link("bert_features", features.fingerprint)    # already the default
             # Writes through the CLI: a clear message, no traceback.
             r = cli(root, "gc", "--grace", "0")
             assert r.exit_code == 2 and "Read-only file system" in r.stderr and "Traceback" not in r.output
@@ -509,17 +515,20 @@ def test_read_only_permissions_refuse_writes_and_still_answer_reads(store_copy):
             t = store.open("bert_features")
             for write in (lambda: t.write(feature_rows(range(3), dim=32).drop_columns(["input_ids"])),
                           lambda: store.corpus("news").commit_snapshot(pa.table({{"doc_id": ["x"], "text_sha": ["y"]}})),
-                          lambda: store.corpus("news").link("bert_features", t.fingerprint)):
+                          lambda: store.corpus("news").link("bert_features", "0" * 64)):
                 try:
                     write()
                     print("WROTE")
                 except StoreError as e:
                     print(e)
+            store.corpus("news").link("bert_features", t.fingerprint)   # already the default: no write
+            print("UNCHANGED")
         """)
         r = run_unprivileged(sys.executable, "-c", code)
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
-        assert len(lines) == 3 and all("Permission denied" in x and x.startswith(str(root)) for x in lines), lines
+        assert len(lines) == 4 and lines[3] == "UNCHANGED", lines
+        assert all("Permission denied" in x and x.startswith(str(root)) for x in lines[:3]), lines
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
     assert orphan.exists()

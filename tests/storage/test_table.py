@@ -93,6 +93,33 @@ def test_different_configs_live_side_by_side(store, features_spec):
         store.open("bert_features", "0123")
 
 
+def test_a_commit_cut_before_its_pointer_is_finished_by_the_next_handle(store, features_spec):
+    """A writer killed between a new fingerprint's manifest and the name's pointer leaves the
+    pointer on the fingerprint committed before; the next handle on the new one repairs it.
+    A pointer written after the other table's last commit is left alone."""
+    import os
+    other = spec("encode", 1, {"pooling": "cls", "max_length": 128})
+    a = store.table("bert_features", features_spec)
+    a.write(feature_rows(range(4), seed=1))
+    b = store.table("bert_features", other)
+    b.write(feature_rows(range(4), seed=2))
+    pointer = store.fs.path("tables", "bert_features", "current.json")
+    # The cut state, made exactly: the pointer still names `a`, written before b's manifest.
+    store.fs.write_atomic(pointer, json.dumps({"format": 1, "fingerprint": a.fingerprint,
+                                               "updated": "2026-01-01T00:00:00Z"}).encode())
+    before = os.stat(b.manifest_path).st_mtime_ns - 10**9
+    os.utime(pointer, ns=(before, before))
+    assert store.open("bert_features").fingerprint == a.fingerprint
+    store.table("bert_features", features_spec)                 # a's handle: its commit is older: no change
+    assert store.open("bert_features").fingerprint == a.fingerprint
+    store.table("bert_features", other)                         # b's handle finishes b's commit
+    assert store.open("bert_features").fingerprint == b.fingerprint
+    # A later commit to `a` moves the pointer back, and b's handle no longer claims it.
+    a.write(feature_rows(range(4, 6), seed=1))
+    store.table("bert_features", other)
+    assert store.open("bert_features").fingerprint == a.fingerprint
+
+
 def test_spec_file_records_what_the_fingerprint_hashes(store, features_spec):
     t = store.table("bert_features", features_spec)
     t.write(feature_rows(range(2)))

@@ -170,7 +170,8 @@ def query_sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One
     """Read-only DuckDB SQL over the store's committed shards.
 
     Views: each table by name (current fingerprint), "name@<fp12>" for any
-    fingerprint, corpora.<name> (current snapshot), embcache_tables (catalog).
+    fingerprint, corpora.<name> (current snapshot), embcache_tables (catalog),
+    embcache_snapshots (every corpus's snapshots; `rejected` rows name theirs).
     Statements that write, attach, install or read files outside the store are refused.
 
     Example: `embcache query sql "SELECT label, count(*) FROM corpora.bbc GROUP BY 1"`

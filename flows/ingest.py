@@ -1,8 +1,11 @@
 """Ingest as a unit of work over the store (no Prefect here: flows wrap it).
 
 Streams the sources batch by batch: new texts go to the content-keyed `documents`
-table, bad rows to `rejected` (with corpus, source, row, reason), and the accepted
-documents become the corpus's new snapshot.
+table, and the accepted documents become the corpus's new snapshot. Bad rows go to
+`rejected` (corpus, snapshot, source, row, reason), tied to the snapshot of the ingest
+that read them: the current snapshot's rejects are
+
+    SELECT r.* FROM rejected r JOIN embcache_snapshots s USING (corpus, snapshot) WHERE s.current
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from storage import FeatureStore, spec
 
 from .bert import documents_spec
 
-REJECTED_SPEC = spec("rejected", 1, {})
+REJECT_SHARD_ROWS = 100_000
+REJECTED_SPEC = spec("rejected", 2, {})    # 2: rows name their snapshot; one row per rejected record
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,19 @@ def first_per_key(table: pa.Table, key: str) -> pa.Table:
     return table.take(pa.array(np.sort(first)))
 
 
-def reject_keys(corpus: str, rejected: pa.Table) -> pa.Array:
-    parts = zip(rejected["source"].to_pylist(), rejected["row"].to_pylist(),
-                rejected["reason"].to_pylist(), rejected["detail"].to_pylist())
-    return pa.array([hashlib.sha256(f"{corpus}\0{s}\0{r}\0{why}\0{d}".encode()).hexdigest()
-                     for s, r, why, d in parts], pa.string())
+def reject_rows(corpus: str, snapshot: str, rejected: pa.Table, first: int) -> pa.Table:
+    """Rejected records as `rejected` rows: one per record, keyed by (corpus, snapshot, ordinal).
+
+    The ordinal (the record's place among this ingest's rejects) keeps a record read twice
+    (one file reached by two sources) as two rows; an ingest that finds the same content
+    again keeps the same snapshot, so its rows are the same keys and are not stored twice.
+    """
+    keys = [hashlib.sha256(f"{corpus}\0{snapshot}\0{i}".encode()).hexdigest()
+            for i in range(first, first + rejected.num_rows)]
+    n = rejected.num_rows
+    return (rejected.add_column(0, "reject_key", pa.array(keys, pa.string()))
+            .add_column(1, "corpus", pa.array([corpus] * n, pa.string()))
+            .add_column(2, "snapshot", pa.array([snapshot] * n, pa.string())))
 
 
 def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: IngestConfig,
@@ -56,7 +68,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
     store = FeatureStore(store_root)
     texts = store.table("documents", documents_spec(config.normalization))
     rejected_table = store.table("rejected", REJECTED_SPEC, key="reject_key")
-    snapshot_parts, counts, new_texts = [], Counter(), 0
+    snapshot_parts, rejects, counts, new_texts = [], [], Counter(), 0
     for batch in iter_ingest(sources, config):
         docs = batch.documents
         unseen = texts.missing(pc.unique(docs["text_sha"]))
@@ -68,9 +80,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
         rej = batch.rejected
         if rej.num_rows:
             counts.update(rej["reason"].to_pylist())
-            rej = rej.add_column(0, "reject_key", reject_keys(corpus, rej))
-            rejected_table.write(first_per_key(rej.add_column(1, "corpus", pa.array([corpus] * rej.num_rows)),
-                                               "reject_key"))
+            rejects.append(rej)
         if progress:
             progress(docs.num_rows + rej.num_rows)
     snapshot_docs = (pa.concat_tables(snapshot_parts) if snapshot_parts
@@ -84,6 +94,12 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
         snap = current[0]                  # same documents, labels and rejects: no new snapshot
     else:
         snap = handle.commit_snapshot(snapshot_docs, stats=stats, same_as_current="content_sha256")
+    # After the snapshot, whose id they carry: a run cut in between finds the same content
+    # on its re-run, keeps that snapshot and writes the missing rows (keys are per snapshot).
+    if rejects:
+        rejected = pa.concat_tables(rejects).combine_chunks()
+        for first in range(0, rejected.num_rows, REJECT_SHARD_ROWS):
+            rejected_table.write(reject_rows(corpus, snap.id, rejected.slice(first, REJECT_SHARD_ROWS), first))
     handle.link("documents", texts.fingerprint)
     return IngestSummary(corpus, snap.id, snapshot_docs.num_rows, new_texts, dict(counts),
                          snapshot_docs.num_rows + sum(counts.values()))

@@ -6,6 +6,7 @@ SQL runs in an in-memory DuckDB whose only views are the store's committed shard
     "bert_features@3f2a1b9c0d1e"   a given fingerprint (first 12 hex digits)
     corpora.<name>                 a corpus's current snapshot (doc_id, text_sha, …)
     embcache_tables                the catalog: name, fingerprint, current, rows, shards, bytes
+    embcache_snapshots             every corpus's snapshots: corpus, snapshot, current, rows, created
 
 The connection is sandboxed by DuckDB itself (external access off, only the store
 root readable, configuration locked) and only a single SELECT statement is accepted,
@@ -75,13 +76,20 @@ def connect(store: FeatureStore, query: str | None = None) -> duckdb.DuckDBPyCon
         for name in names:
             con.execute(f"CREATE VIEW {_quote(name)} AS {select}")
     con.execute("CREATE SCHEMA corpora")
+    snapshots = []
     for name in store.corpora():
         corpus = store.corpus(name)
-        snap = corpus.manifest().current
+        m = corpus.manifest()
+        snapshots += [(name, s.id, s is m.current, s.rows, s.created) for s in m.snapshots]
+        snap = m.current
         if snap is not None and (text is None or name in text):
             corpus.read(columns=["doc_id"])  # checked like a shard
             f = path("corpora", name, "snapshots", snap.file)
             con.execute(f"CREATE VIEW corpora.{_quote(name)} AS SELECT * FROM read_parquet({_files_literal([f])})")
+    con.execute("CREATE TABLE embcache_snapshots (corpus VARCHAR, snapshot VARCHAR, current BOOLEAN, "
+                "rows BIGINT, created VARCHAR)")
+    if snapshots:
+        con.executemany("INSERT INTO embcache_snapshots VALUES (?, ?, ?, ?, ?)", snapshots)
     con.execute("CREATE TABLE embcache_tables (name VARCHAR, fingerprint VARCHAR, current BOOLEAN, "
                 "rows BIGINT, shards INTEGER, bytes BIGINT)")
     if catalog:

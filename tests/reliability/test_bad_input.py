@@ -116,8 +116,9 @@ def read_back(store: Path, corpus: str) -> Ingested:
     docs = fs.corpus_features(corpus, "documents").to_pylist()
     rejected = []
     if any(t.name == "rejected" and t.shards for t in fs.tables()):
-        rejected = sql(fs, "SELECT source, row, doc_id, reason, detail FROM rejected "
-                           f"WHERE corpus = '{corpus}' ORDER BY source, row").to_pylist()
+        rejected = sql(fs, "SELECT r.source, r.row, r.doc_id, r.reason, r.detail FROM rejected r "
+                           "JOIN embcache_snapshots s USING (corpus, snapshot) "
+                           f"WHERE s.current AND r.corpus = '{corpus}' ORDER BY r.source, r.row").to_pylist()
     return Ingested(docs, rejected, fs.corpus(corpus).manifest().current.stats)
 
 
@@ -589,11 +590,9 @@ def test_files_without_countable_rows_fail_clearly_and_commit_nothing(tmp_path):
         assert corpus not in FeatureStore(str(store)).corpora()
 
 
-# ---------------------------------------------------------------- gaps in flows/ingest.py, not fixed here
+# ---------------------------------------------------------------- rejects belong to their snapshot
 
 
-@pytest.mark.xfail(strict=True, reason="flows/ingest.py keys a rejected row by (corpus, source, row, "
-                                       "reason, detail): a file read by two sources keeps one copy of each")
 def test_a_file_read_by_two_sources_keeps_every_reject(tmp_path):
     path = write(tmp_path / "twice.txt", b"good\n\nbad \xff\n")
     store = tmp_path / "store"
@@ -601,10 +600,12 @@ def test_a_file_read_by_two_sources_keeps_every_reject(tmp_path):
     assert (summary.inputs, summary.documents, summary.rejected_total) == (6, 1, 5)
     result = read_back(store, "twice")
     assert len(result.docs) + len(result.rejected) == summary.inputs
+    # The same content again keeps the snapshot, and its rejects are not stored twice.
+    again = ingest_corpus(str(store), "twice", [Source(str(path)), Source(str(path))], IngestConfig())
+    assert again.snapshot == summary.snapshot
+    assert sql(FeatureStore(str(store)), "SELECT count(*) AS n FROM rejected")["n"].to_pylist() == [5]
 
 
-@pytest.mark.xfail(strict=True, reason="the rejected table is not per snapshot: after a file is fixed and "
-                                       "ingested again, the corpus's old rejects are still listed")
 def test_rejected_rows_are_those_of_the_current_snapshot(tmp_path):
     path = write(tmp_path / "notes.txt", b"good\n\nbad \xff\n")
     store = tmp_path / "store"
@@ -613,3 +614,7 @@ def test_rejected_rows_are_those_of_the_current_snapshot(tmp_path):
     summary = ingest_corpus(str(store), "notes", [Source(str(path))], IngestConfig())
     assert summary.rejected == {}
     check_accounting(read_back(store, "notes"), {path: 2})
+    # The first snapshot's rejects are still there, under its id.
+    earlier = sql(FeatureStore(str(store)), "SELECT snapshot, row, reason FROM rejected ORDER BY row").to_pylist()
+    assert earlier == [{"snapshot": "000001", "row": 2, "reason": "empty_text"},
+                       {"snapshot": "000001", "row": 3, "reason": "invalid_utf8"}]

@@ -32,6 +32,13 @@ def test_sql_sees_every_table_and_corpus(filled):
     assert cat_fp and sql(filled, f'SELECT count(*) AS n FROM "bert_features@{fp12}"')["n"].to_pylist() == [100]
 
 
+def test_the_snapshot_catalog_lists_every_snapshot_and_marks_the_current_one(filled):
+    filled.corpus("news").commit_snapshot(pa.table({"doc_id": ["d0"], "text_sha": [sha(0)]}))
+    got = sql(filled, "SELECT corpus, snapshot, current, rows FROM embcache_snapshots ORDER BY snapshot")
+    assert got.to_pylist() == [{"corpus": "news", "snapshot": "000001", "current": False, "rows": 100},
+                               {"corpus": "news", "snapshot": "000002", "current": True, "rows": 1}]
+
+
 @pytest.mark.parametrize("statement", [
     "COPY bert_features TO 'out.parquet'",
     "CREATE TABLE x AS SELECT 1",

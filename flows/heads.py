@@ -15,7 +15,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.heads import HeadConfig, head_from_bytes, head_to_bytes, predict_proba, train_head
+from pipeline.head_format import head_from_bytes, head_to_bytes
+from pipeline.heads import HeadConfig, predict_proba, train_head
 from pipeline.errors import PipelineError
 from pipeline.splits import LabelSet, classification_metrics
 from storage import FeatureStore, spec

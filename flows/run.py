@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from pipeline.heads import FORMAT_VERSION as HEAD_FORMAT
+from pipeline.head_format import FORMAT_VERSION as HEAD_FORMAT
 from pipeline.static import FORMAT_VERSION as STATIC_FORMAT
 from storage import FeatureStore, StoreError
 

@@ -11,7 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.encode import EncodeConfig
 from pipeline.finetune import FinetuneConfig
-from pipeline.heads import HeadConfig, HeadMismatch
+from pipeline.head_format import HeadMismatch
+from pipeline.heads import HeadConfig
 from pipeline.static import StaticConfig
 from pipeline.tokenize import TokenizeConfig
 from pipeline.words import WordConfig

@@ -1,5 +1,5 @@
-"""Classification heads on cached sentence vectors: training and a versioned format (splits, labels
-and metrics: pipeline/splits.py).
+"""Classification heads on cached sentence vectors: the model and its training (the versioned file
+format: pipeline/head_format.py; splits, labels and metrics: pipeline/splits.py).
 
 A head maps frozen features (N, H) to C class logits: dropout → Linear(H, C) (hidden = 0,
 softmax regression) or dropout → Linear(H, hidden) → ReLU → dropout → Linear(hidden, C).
@@ -14,8 +14,8 @@ into the weights at run time), so the saved head takes raw features. Arrays in, 
 >>> pred = predict_proba(head, x[parts["test"]]).argmax(1)    # (N_test,)
 >>> classification_metrics(y[parts["test"]], pred, labels.names)["accuracy"]
 0.847...
->>> files = head_to_bytes(head, {"labels": list(labels.names), "feature_fingerprint": fp})
->>> head, meta = head_from_bytes(files, expected_feature_fingerprint=fp)
+
+Saved and loaded through pipeline/head_format.py (head_to_bytes / head_from_bytes).
 
 The objective is scikit-learn LogisticRegression's: mean cross-entropy + (weight_decay/2n)·Σw²
 over the raw-feature weights (weight_decay = 1/C). The default optimizer is torch's full-batch
@@ -42,16 +42,14 @@ Same seed, data and thread count → bit-identical weights (the tests use thread
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import safetensors.torch
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -59,14 +57,7 @@ from torch.nn.utils import parametrize
 
 from .cores import torch_threads
 from .errors import PipelineError
-from .formats import json_header
 
-FORMAT, FORMAT_VERSION = "embcache-head", 1
-RESERVED_META = ("format", "format_version", "config", "num_labels", "feature_dim", "standardize")
-
-
-class HeadMismatch(PipelineError):
-    """A saved head meets features it was not trained on (another model, pooling or dtype)."""
 
 
 @dataclass(frozen=True)
@@ -222,59 +213,6 @@ def predict_proba(head: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.
         head.train(was_training)
     num_labels = head.num_labels if isinstance(head, Head) else 0
     return torch.cat(out).numpy() if out else np.empty((0, num_labels), dtype=np.float32)
-
-
-def head_to_bytes(head: Head, meta: dict) -> dict[str, bytes]:
-    """{"head.safetensors": weights and standardization buffers, "head.json": what they mean}.
-
-    meta must hold "labels" (num_labels names, index order) and "feature_fingerprint" (the
-    feature table's fingerprint); any other JSON-able keys (metrics, corpus) are kept as given.
-    """
-    if not isinstance(head, Head):
-        raise PipelineError("head_to_bytes", f"expected a Head from train_head, got {type(head).__name__}")
-    clash = sorted(set(meta) & set(RESERVED_META))
-    if clash:
-        raise PipelineError("head_to_bytes.meta", f"keys {clash} are written by head_to_bytes itself")
-    labels, fingerprint = meta.get("labels"), meta.get("feature_fingerprint")
-    if not isinstance(labels, (list, tuple)) or len(labels) != head.num_labels \
-            or not all(isinstance(n, str) for n in labels):
-        raise PipelineError("head_to_bytes.meta", f"'labels' must be {head.num_labels} strings, got {labels!r}")
-    if not isinstance(fingerprint, str) or not fingerprint:
-        raise PipelineError("head_to_bytes.meta", "'feature_fingerprint' must be a non-empty string")
-    doc = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(head.config),
-           "num_labels": head.num_labels, "labels": list(labels), "feature_dim": head.feature_dim,
-           "standardize": {"enabled": head.config.standardize,
-                           "tensors": [f"{name}.{t}" for name, layer in head.named_children()
-                                       if layer is head.input_layer for t in ("mean", "scale")]}}
-    try:
-        text = json.dumps(doc, sort_keys=True, indent=1, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise PipelineError("head_to_bytes.meta", f"not JSON-serializable: {err}") from err
-    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
-    return {"head.safetensors": safetensors.torch.save(tensors), "head.json": text.encode("utf-8")}
-
-
-def head_from_bytes(files: dict[str, bytes], expected_feature_fingerprint: str | None = None) -> tuple[Head, dict]:
-    """(head in eval mode, head.json as a dict) from head_to_bytes's files.
-
-    Refuses another format or version, and raises HeadMismatch when expected_feature_fingerprint
-    is given and is not the fingerprint of the features the head was trained on.
-    """
-    missing = sorted({"head.json", "head.safetensors"} - set(files))
-    if missing:
-        raise PipelineError("head files", f"missing {missing}")
-    meta = json_header(files["head.json"], "head.json", FORMAT, FORMAT_VERSION, "a classification head")
-    saved = meta.get("feature_fingerprint")
-    if expected_feature_fingerprint is not None and saved != expected_feature_fingerprint:
-        raise HeadMismatch("head.json", f"head was trained on features {str(saved)[:12]}, not on these "
-                                        f"features {expected_feature_fingerprint[:12]}: features of another "
-                                        f"model/config; retrain the head on them")
-    try:
-        head = Head(int(meta["feature_dim"]), int(meta["num_labels"]), HeadConfig(**meta["config"]))
-        head.load_state_dict(safetensors.torch.load(files["head.safetensors"]))
-    except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as err:
-        raise PipelineError("head files", f"cannot rebuild the head: {err}") from err
-    return head.eval(), meta
 
 
 class StandardizedLinear(nn.Linear):

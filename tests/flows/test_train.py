@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.heads import HeadMismatch
+from pipeline.head_format import HeadMismatch
 from storage import FeatureStore
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")

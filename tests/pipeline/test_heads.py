@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.errors import PipelineError
-from pipeline.heads import (HeadConfig, _penalty, HeadMismatch, class_weight_vector, head_from_bytes, head_to_bytes,
-                            predict_proba, train_head)
+from pipeline.head_format import HeadMismatch, head_from_bytes, head_to_bytes
+from pipeline.heads import HeadConfig, _penalty, class_weight_vector, predict_proba, train_head
 from pipeline.splits import classification_metrics, stratified_split
 
 FP = "a" * 64                                              # a feature table's fingerprint

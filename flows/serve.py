@@ -220,7 +220,10 @@ class TemporaryAPI(PrefectServer):
         if isinstance(self._warm_error, ServeError):
             raise self._warm_error
         with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            yield
+            try:
+                yield
+            finally:
+                _deliver_pending()
 
     def __enter__(self) -> "TemporaryAPI":
         self.start()
@@ -228,6 +231,20 @@ class TemporaryAPI(PrefectServer):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _deliver_pending(timeout: float = 10.0) -> None:
+    """Send the logs and events Prefect still queues to the server, which stops next.
+
+    Its workers send in batches from their own threads, and would otherwise drain at
+    interpreter exit, after the server is gone: the last logs of a run ("Finished in
+    state Completed()") lost, "--- Error logging to API ---" on stderr, and task runs the
+    server learns of through events missing from its database.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout)
 
 
 def _free_port(host: str = "127.0.0.1") -> int:

@@ -21,15 +21,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = textwrap.dedent("""
     import json, sys
-    from prefect import flow
+    from prefect import flow, get_run_logger, task
     from flows.serve import TemporaryAPI
+
+    @task
+    def step(x: int) -> int:
+        return x + 1
 
     @flow
     def probe() -> dict:
         from prefect.context import get_run_context
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+        get_run_logger().info("probe logged this last")
         return {"api": PREFECT_API_URL.value(), "heartbeat": PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value(),
-                "flow_run": str(get_run_context().flow_run.id)}
+                "flow_run": str(get_run_context().flow_run.id), "step": step(1)}
 
     with TemporaryAPI() as api:
         with api.ready():
@@ -43,11 +48,28 @@ PROBE = textwrap.dedent("""
     print(json.dumps(out))
 """)
 
+# A later command's server reads the same database (PREFECT_HOME): what the probe's run
+# left there, its logs and task runs included, was delivered before its server stopped.
+RECORDED = textwrap.dedent("""
+    import json, sys
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import TaskRunSort
+    from flows.serve import TemporaryAPI
+
+    with TemporaryAPI() as api, api.ready():
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[sys.argv[1]])), limit=200, offset=0)
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[sys.argv[1]])),
+                                          sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+    print(json.dumps({"logs": [l.message for l in logs], "tasks": [t.state.type.value for t in tasks]}))
+""")
+
 
 def test_a_command_runs_its_flows_on_the_server_it_started_and_stops_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="WARNING")
+               PREFECT_LOGGING_LEVEL="INFO")      # the run logs what it sends
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -58,6 +80,15 @@ def test_a_command_runs_its_flows_on_the_server_it_started_and_stops_it(tmp_path
     assert not out["client_started_its_own"]          # Prefect's own temporary server never started
     assert out["returncode"] is not None              # stopped when the block ended...
     assert not Path(f"/proc/{out['pid']}").exists()   # ...and reaped
+    assert "Error logging to API" not in done.stderr  # nothing was left to send to a stopped server
+
+    later = subprocess.run([sys.executable, "-c", RECORDED, out["flow_run"]], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert later.returncode == 0, later.stderr[-3000:]
+    recorded = json.loads(later.stdout.strip().splitlines()[-1])
+    assert "probe logged this last" in recorded["logs"]
+    assert any(m.startswith("Finished in state Completed") for m in recorded["logs"])   # the run's last log
+    assert recorded["tasks"] == ["COMPLETED"]
 
 
 def test_it_starts_nothing_when_prefect_api_url_names_a_server(monkeypatch):

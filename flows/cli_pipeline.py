@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pipeline.errors import PipelineError
 from storage import StoreError
 
-from .cli import app, err, fail, out, query_app, store_of
+from .cli import app, err, fail, out, query_app, runs_flows, store_of
 
 featurize_app = typer.Typer(help="Precompute features into the store (only what is missing).",
                             no_args_is_help=True)
@@ -70,6 +70,7 @@ def progress_bars():
 
 
 @app.command()
+@runs_flows("featurize_flows")
 def ingest(ctx: typer.Context,
            corpus: str = typer.Argument(..., help="Corpus name (lowercase identifier)."),
            sources: list[str] = typer.Argument(..., help="Files, directories or globs."),
@@ -109,6 +110,7 @@ def ingest(ctx: typer.Context,
 
 
 @featurize_app.command("bert")
+@runs_flows("featurize_flows")
 def featurize_bert(ctx: typer.Context,
                    corpus: str = typer.Argument(..., help="An ingested corpus."),
                    model: str = typer.Option(None, help="HF id or local path (default: the packaged MiniLM)."),

@@ -10,7 +10,7 @@ import typer
 from pipeline.errors import PipelineError
 from storage import StoreError
 
-from .cli import app, fail, out, store_of
+from .cli import app, fail, out, runs_flows, store_of
 from .cli_pipeline import progress_bars
 from .cli_word2vec import evaluate_app, train_app
 
@@ -47,6 +47,7 @@ def print_metrics(r: dict, as_json: bool) -> None:
 
 
 @train_app.command("head")
+@runs_flows("train_flows")
 def train_head(ctx: typer.Context,
                corpus: str = typer.Argument(..., help="A labelled corpus with cached bert_features."),
                name: str = typer.Option("head", help="Name the head is saved under (models/head/NAME)."),
@@ -85,6 +86,7 @@ def train_head(ctx: typer.Context,
 
 
 @evaluate_app.command("head")
+@runs_flows("train_flows")
 def evaluate_head(ctx: typer.Context,
                   name: str = typer.Argument("head", help="A saved head."),
                   corpus: str = typer.Option(None, help="Labelled corpus (default: the head's own, test split)."),
@@ -113,6 +115,7 @@ def evaluate_head(ctx: typer.Context,
 
 
 @app.command()
+@runs_flows("train_flows")
 def predict(ctx: typer.Context,
             corpus: str = typer.Argument(..., help="An ingested corpus (labels not needed)."),
             head: str = typer.Option("head", "--head", help="A saved head."),
@@ -136,6 +139,7 @@ def predict(ctx: typer.Context,
 
 
 @train_app.command("static")
+@runs_flows("train_flows")
 def train_static(ctx: typer.Context,
                  corpus: str = typer.Argument(..., help="A labelled corpus."),
                  vectors: str = typer.Option("glove-6b-50d", help="A vectors file, glove-6b-50d (packaged), or "
@@ -176,6 +180,7 @@ def train_static(ctx: typer.Context,
 
 
 @app.command()
+@runs_flows("train_flows")
 def finetune(ctx: typer.Context,
              corpus: str = typer.Argument(..., help="A labelled corpus."),
              name: str = typer.Option("finetuned", help="Name the model is saved under (models/finetune/NAME)."),
@@ -218,6 +223,7 @@ def finetune(ctx: typer.Context,
 
 
 @app.command()
+@runs_flows("train_flows")
 def compare(ctx: typer.Context,
             corpus: str = typer.Argument(..., help="A labelled corpus."),
             vectors: str = typer.Option("glove-6b-50d", help="Static vectors for the static rows."),

@@ -11,7 +11,7 @@ import typer
 from pipeline.errors import PipelineError
 from storage import StoreError
 
-from .cli import app, fail, out, query_app, store_of
+from .cli import app, fail, out, query_app, runs_flows, store_of
 from .cli_pipeline import featurize_app, progress_bars
 
 train_app = typer.Typer(help="Train models from the cache (never recomputing features).", no_args_is_help=True)
@@ -34,6 +34,7 @@ class VectorFormat(str, Enum):
 
 
 @featurize_app.command("word2vec")
+@runs_flows("word2vec_flows")
 def featurize_word2vec(ctx: typer.Context,
                        corpus: str = typer.Argument(..., help="An ingested corpus."),
                        min_count: int = typer.Option(5, help="Occurrences a word needs to get an id."),
@@ -71,6 +72,7 @@ def featurize_word2vec(ctx: typer.Context,
 
 
 @train_app.command("word2vec")
+@runs_flows("word2vec_flows")
 def train_word2vec(ctx: typer.Context,
                    corpus: str = typer.Argument(..., help="A corpus with cached examples."),
                    dim: int = typer.Option(100, help="Vector size."),

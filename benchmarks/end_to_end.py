@@ -1,6 +1,6 @@
 """The end-to-end run (`embcache run`, what `make demo` runs): first run, second run, Prefect's overhead.
 
-    python benchmarks/end_to_end.py [--repeat 3]    # ~6 min on 2 cores (~17 with --repeat 3)
+    python benchmarks/end_to_end.py [--repeat 3]    # ~10 min on 2 cores (~25 with --repeat 3)
 
 1. First run: `embcache --store S1 run --json` in a fresh process, as `make demo` runs it
    (BBC news, packaged MiniLM, word2vec, linear head, GloVe classifier, report): wall
@@ -15,7 +15,18 @@
 
 Encoding 2,225 documents varies by ±5 % from run to run on a shared 2-core machine, as
 much as the overhead itself; `--repeat N` runs N first runs and N baselines, alternating
-(fresh stores each), and takes the overhead from the medians.
+(fresh stores each), and takes the overhead from the medians. So the overhead is also
+taken apart, without that noise:
+4. Both runs time the encoding itself (every call of flows.bert.encode_shard, the
+   function the flow's encode task wraps and the baseline calls). What a run spends
+   outside it is compared: overhead outside encoding = (wall(1) - encoding(1)) -
+   (wall(3) - encoding(3)). Prefect's task runs around each shard count here.
+5. What Prefect costs encoding itself (its threads and server share the 2 cores):
+   the same shard encoded in one process, alternating, as the flow does it (a Prefect
+   task run in a flow run) and directly: the median ratio of the two; plus the CPU the
+   idle server takes per second (each CPU second of it counted as a lost wall second,
+   the upper bound); both times the baseline's encoding seconds.
+   Overhead = 4 + 5, per pair; the median of the pairs is reported beside the medians of 1 - 3.
 Writes benchmarks/results/end_to_end.json.
 """
 
@@ -37,6 +48,65 @@ RESULTS = ROOT / "benchmarks" / "results" / "end_to_end.json"
 BIN = Path(sys.executable).parent
 
 
+def time_encoding() -> list[float]:
+    """Time every call of flows.bert.encode_shard (the flow's encode task looks it up per call).
+
+    flows.bert imports torch; it is patched when something else first imports it, so
+    that a timed first run still imports it only after its Prefect server has started.
+    """
+    seconds: list[float] = []
+
+    def patch(bert) -> None:
+        encode_shard = bert.encode_shard
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return encode_shard(*args, **kwargs)
+            finally:
+                seconds.append(time.perf_counter() - t)
+        bert.encode_shard = timed
+
+    if "flows.bert" in sys.modules:
+        patch(sys.modules["flows.bert"])
+    else:
+        sys.meta_path.insert(0, _AfterImport("flows.bert", patch))
+    return seconds
+
+
+class _AfterImport:
+    """A meta path finder that calls then(module) once `name` has been imported (by anyone)."""
+
+    def __init__(self, name: str, then):
+        self.name, self.then = name, then
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.name:
+            return None
+        import importlib.util
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def exec_then(module) -> None:
+            exec_module(module)
+            self.then(module)
+        spec.loader.exec_module = exec_then
+        return spec
+
+
+def first_run(store: str) -> dict:
+    """`embcache --store STORE run --json` in this process, its encoding timed (`--flow STORE`)."""
+    encoding = time_encoding()
+    from flows.cli import app
+    try:
+        app(["--store", store, "run", "--json"])
+    except SystemExit as e:
+        if e.code:
+            raise
+    return {"encode_compute_s": round(sum(encoding), 3), "encode_calls": len(encoding)}
+
+
 def direct(store: str) -> dict:
     """The default run's stages with no Prefect: the units of work its flows call, timed."""
     from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +120,7 @@ def direct(store: str) -> dict:
     from pipeline.cores import available_cores
     from pipeline.words import WordConfig
 
+    encoding = time_encoding()
     cfg = load_config(None)
     corpus = cfg.corpus_list()[0]
     name, seconds = corpus.name, {}
@@ -95,18 +166,21 @@ def direct(store: str) -> dict:
     timed("train-static", static_clf.train, store, name, st["name"], st["vectors"], cfg.static,
           WordConfig(min_count=1), st["vectors_format"], 0)
     timed("report", write_report, store, None, [name])
-    return seconds
+    return {"stages": seconds, "encode_compute_s": round(sum(encoding), 3), "encode_calls": len(encoding)}
 
 
-def encode_ab(store: str, rounds: int, docs: int = 256) -> dict:
-    """Encoding inside Prefect vs outside it, interleaved in one process (`--encode-ab STORE`).
+def encode_ab(store: str, rounds: int, docs: int = 64) -> dict:
+    """What Prefect costs encoding itself, in one process (`--encode-ab STORE`).
 
-    The first run spends ~80 % of its time encoding, and that time varies by more between
-    identical runs than the overhead being measured. Here the same shard (the first `docs`
-    texts of STORE's bert_tokens) is encoded `rounds` times each way, alternating: as the
-    flow does it (featurize_flows.encode_task, a Prefect task run in a flow run, against
-    the temporary server `embcache run` starts) and as the baseline does (bert.encode_shard,
-    the function that task wraps). Alternating cancels slow drifts of the machine.
+    The same shard (the first `docs` texts of STORE's bert_tokens) is encoded `rounds`
+    times each way, in alternating order (ABBA): as the flow does it (encode_task, a
+    Prefect task run inside a flow run) and as the baseline does (bert.encode_shard
+    called directly). Both arms time the encoding call itself (`time_encoding`): the task
+    run around it is counted with the rest of the flow's overhead, outside encoding.
+    The temporary server runs through both arms; what it takes from the 2 cores while
+    encoding goes on is measured apart: its CPU seconds (/proc) per second of the direct
+    arms, when nothing calls it. Counting each of its CPU seconds as a lost wall second
+    is the upper bound.
     """
     import statistics
 
@@ -118,30 +192,49 @@ def encode_ab(store: str, rounds: int, docs: int = 256) -> dict:
 
     plan = bert.plan_bert(store, bert.BertConfig(), "NFC")
     keys = bert.tables(plan)[2].keys().to_pylist()[:docs]
-
-    @flow(name="encode-ab")
-    def in_prefect() -> float:
-        t = time.perf_counter()
-        encode_task(plan, keys, len(keys))
-        return time.perf_counter() - t
-
-    def direct_call() -> float:
-        t = time.perf_counter()
-        bert.encode_shard(plan, keys)
-        return time.perf_counter() - t
+    encoding = time_encoding()
 
     with TemporaryAPI() as api, api.ready():
-        direct_call()                                    # load the model, warm the caches
-        flow_s, direct_s = [], []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            in_prefect()
-            flow_s.append(time.perf_counter() - t)       # the flow run and its task run, whole
-            direct_s.append(direct_call())
-    f, d = statistics.median(flow_s), statistics.median(direct_s)
-    return {"docs": len(keys), "rounds": rounds, "flow_s": [round(x, 3) for x in flow_s],
-            "direct_s": [round(x, 3) for x in direct_s], "median_flow_s": round(f, 3),
-            "median_direct_s": round(d, 3), "overhead_fraction": round(f / d - 1, 4)}
+        server_cpu = [0.0]
+
+        def in_prefect() -> float:
+            encode_task(plan, keys, len(keys))
+            return encoding[-1]
+
+        def direct_call() -> float:
+            before = _cpu_seconds(api.proc.pid)
+            bert.encode_shard(plan, keys)
+            server_cpu[0] += _cpu_seconds(api.proc.pid) - before
+            return encoding[-1]
+
+        @flow(name="encode-ab")
+        def ab() -> tuple[list[float], list[float]]:
+            direct_call()                                      # load the model, warm the caches
+            a, b = [], []
+            for i in range(rounds):
+                if i % 2:
+                    b.append(direct_call())
+                    a.append(in_prefect())
+                else:
+                    a.append(in_prefect())
+                    b.append(direct_call())
+            return a, b
+        server_cpu[0] = 0.0
+        flow_s, direct_s = ab()
+    ratios = [x / y for x, y in zip(flow_s, direct_s)]
+    return {"docs": len(keys), "rounds": rounds, "in_prefect_s": [round(x, 3) for x in flow_s],
+            "direct_s": [round(x, 3) for x in direct_s],
+            "median_in_prefect_s": round(statistics.median(flow_s), 3),
+            "median_direct_s": round(statistics.median(direct_s), 3),
+            "slowdown_fraction": round(statistics.median(ratios) - 1, 4),
+            "slowdown_fraction_mean": round(statistics.fmean(ratios) - 1, 4),
+            "server_cpu_per_second": round(server_cpu[0] / sum(direct_s), 4)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed_process(args: list[str]) -> tuple[float, float, str]:
@@ -170,8 +263,12 @@ def main() -> None:
                                                       "e.g. to open the first run's report")
     parser.add_argument("--repeat", type=int, default=1, help="first runs and baselines, alternating (default 1)")
     parser.add_argument("--encode-ab", metavar="STORE", help="(internal) encoding in and out of Prefect, interleaved")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the encoding A/B (default 5)")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of the encoding A/B (default 30)")
+    parser.add_argument("--flow", metavar="STORE", help="(internal) the first run, its encoding timed")
     args = parser.parse_args()
+    if args.flow:
+        print(json.dumps(first_run(args.flow)))
+        return
     if args.direct:
         print(json.dumps(direct(args.direct)))
         return
@@ -189,10 +286,11 @@ def main() -> None:
         for i in range(args.repeat):
             first_store, direct_store = str(Path(tmp) / f"s1-{i}"), str(Path(tmp) / f"s2-{i}")
             run = [str(BIN / "embcache"), "--store", first_store, "run", "--json"]
-            wall, cpu, out = timed_process(run)
-            record = json.loads(out.strip().splitlines()[-1])
+            wall, cpu, out = timed_process([sys.executable, __file__, "--flow", first_store])
+            *_, line, encoding = out.strip().splitlines()
+            record = json.loads(line)
             firsts.append({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "flow_wall_s": record["wall_seconds"],
-                           "stages": {s["stage"]: s["seconds"] for s in record["stages"]},
+                           **json.loads(encoding), "stages": {s["stage"]: s["seconds"] for s in record["stages"]},
                            "summary": record["summary"], "rows_computed": record["rows_computed"]})
             if i == 0:
                 wall, cpu, out = timed_process(run)
@@ -203,7 +301,7 @@ def main() -> None:
                     "rows_cached": record["rows_cached"]}
             wall, cpu, out = timed_process([sys.executable, __file__, "--direct", direct_store])
             directs.append({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                            "stages": json.loads(out.strip().splitlines()[-1])})
+                            **json.loads(out.strip().splitlines()[-1])})
             print(f"pair {i + 1}/{args.repeat}: first run {firsts[-1]['wall_s']} s, direct {directs[-1]['wall_s']} s",
                   file=sys.stderr)
         _, _, out = timed_process([sys.executable, __file__, "--encode-ab", str(Path(tmp) / "s1-0"),
@@ -218,6 +316,17 @@ def main() -> None:
                                              "seconds": round(first - base, 1),
                                              "fraction_of_first_run": round((first - base) / first, 4),
                                              "ratio_flow_over_direct": round(first / base, 4)}
+    slowdown = report["encode_ab"]["slowdown_fraction"] + report["encode_ab"]["server_cpu_per_second"]
+    pairs = []
+    for f, d in zip(firsts, directs):
+        outside = (f["wall_s"] - f["encode_compute_s"]) - (d["wall_s"] - d["encode_compute_s"])
+        encoding = slowdown * d["encode_compute_s"]
+        pairs.append({"outside_encoding_s": round(outside, 2), "encoding_s": round(encoding, 2),
+                      "seconds": round(outside + encoding, 2),
+                      "fraction_of_first_run": round((outside + encoding) / f["wall_s"], 4)})
+    report["prefect_overhead"]["taken_apart"] = {
+        "pairs": pairs, "median_seconds": round(statistics.median(p["seconds"] for p in pairs), 2),
+        "median_fraction_of_first_run": round(statistics.median(p["fraction_of_first_run"] for p in pairs), 4)}
     report["setup"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

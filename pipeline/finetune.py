@@ -19,9 +19,10 @@ Phase 2 checkpoints are files of bytes, no pickle: model.safetensors (the full
 state_dict), optimizer.safetensors (AdamW moments and step counts as "state.{i}.{name}",
 param groups in its header metadata) and checkpoint.json (format, version, position,
 config, lr schedule, losses so far). Each epoch's order is a pure function of (seed,
-phase, epoch) and every step re-seeds torch from (seed, phase, global step), so a run
-resumed from a checkpoint ends with the weights of a run never stopped. Training
-re-seeds inside `torch.random.fork_rng`: the caller's generator state is left as it was.
+phase, epoch) and every step re-seeds torch from (seed, phase, global step)
+(pipeline/steps.py), so a run resumed from a checkpoint ends with the weights of a run
+never stopped. Training re-seeds inside `torch.random.fork_rng`: the caller's generator
+state is left as it was.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +48,7 @@ from .checkpoints import (CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_VERSIO
 from .cores import torch_threads
 from .encode import id_arrays, length_sorted_batches, pad_batch
 from .errors import PipelineError
+from .steps import adamw, epoch_batches, optimizer_order, optimizer_step, private_rng, reseed
 
 _FROZEN, _UNFROZEN = 1, 2            # phase ids in the seeds: the phases draw different streams
 _RESUME_MAY_CHANGE = ("threads", "checkpoint_every")  # config fields that do not change the result
@@ -168,18 +169,18 @@ def train_frozen_head(model: nn.Module, features: np.ndarray, labels: np.ndarray
     y = torch.from_numpy(_labels(labels, len(x), model, "labels")).to(device)   # (N,)
     p_drop = _head_dropout(model)
     named = [(f"classifier.{n}", p) for n, p in head.named_parameters()]
-    optimizer = _adamw(named, config.head_lr, config.weight_decay)
+    optimizer = adamw(named, config.head_lr, config.weight_decay)
     params = [p for _, p in named]
     report = PhaseReport("frozen", trainable=[n for n, _ in named])
-    with torch_threads(config.threads), _private_rng(device):
+    with torch_threads(config.threads), private_rng(device):
         for epoch in range(config.freeze_epochs):
             start, loss_sum = time.perf_counter(), 0.0
-            for batch in _epoch_batches(len(x), config.head_batch_size, config.seed, _FROZEN, epoch):
+            for batch in epoch_batches(len(x), config.head_batch_size, config.seed, _FROZEN, epoch):
                 idx = torch.from_numpy(batch).to(device)
-                _reseed(config.seed, _FROZEN, report.steps)
+                reseed(config.seed, _FROZEN, report.steps)
                 logits = head(F.dropout(x[idx], p_drop, training=True))          # (B, C)
                 loss = F.cross_entropy(logits, y[idx])
-                _step(optimizer, loss, params, config.max_grad_norm)
+                optimizer_step(optimizer, loss, params, config.max_grad_norm)
                 loss_sum += loss.item() * len(batch)
                 report.steps += 1
             report.epoch_loss.append(loss_sum / len(x))
@@ -209,17 +210,17 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
     device = _device()
     model.to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = _adamw(named, config.lr, config.weight_decay)
+    optimizer = adamw(named, config.lr, config.weight_decay)
     run = _Run(config=config, rows=rows, y=torch.from_numpy(y_np).to(device), device=device,
                optimizer=optimizer, params=[p for _, p in named],
                pad_id=model.config.pad_token_id or 0,
                steps_per_epoch=math.ceil(len(rows) / config.batch_size),
                report=PhaseReport("unfrozen", trainable=trainable),
-               identity={"trainable": _optimizer_order(optimizer, named), "documents": len(rows),
+               identity={"trainable": optimizer_order(optimizer, named), "documents": len(rows),
                          "data_sha256": _data_digest(rows, y_np)})
     if resume is not None:
         _restore(run, model, resume)
-    with torch_threads(config.threads), _private_rng(device):
+    with torch_threads(config.threads), private_rng(device):
         while run.epoch < config.unfreeze_epochs:
             _train_epoch(run, model, val, on_checkpoint)
     model.eval()
@@ -281,18 +282,18 @@ class _Run:
 def _train_epoch(run: _Run, model: nn.Module, val, on_checkpoint) -> None:
     """Run the batches of run.epoch from run.step on; checkpoints as configured."""
     config, report = run.config, run.report
-    batches = _epoch_batches(len(run.rows), config.batch_size, config.seed, _UNFROZEN, run.epoch)
+    batches = epoch_batches(len(run.rows), config.batch_size, config.seed, _UNFROZEN, run.epoch)
     start = time.perf_counter()
     model.train()
     while run.step < len(batches):
         batch = batches[run.step]
         for group in run.optimizer.param_groups:
             group["lr"] = _lr_at(config, report.steps, run.steps_per_epoch * config.unfreeze_epochs)
-        _reseed(config.seed, _UNFROZEN, report.steps)
+        reseed(config.seed, _UNFROZEN, report.steps)
         ids, mask = pad_batch([run.rows[i] for i in batch], run.pad_id)            # (B, T), (B, T)
         logits = model(input_ids=ids.to(run.device), attention_mask=mask.to(run.device)).logits
         loss = F.cross_entropy(logits, run.y[torch.from_numpy(batch).to(run.device)])
-        _step(run.optimizer, loss, run.params, config.max_grad_norm)
+        optimizer_step(run.optimizer, loss, run.params, config.max_grad_norm)
         run.loss_sum += loss.item() * len(batch)
         run.step += 1
         report.steps += 1
@@ -389,47 +390,6 @@ def _head_dropout(model: nn.Module) -> float:
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextmanager
-def _private_rng(device: torch.device):
-    """Re-seeding inside leaves the caller's torch generator(s) as they were."""
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
-        yield
-
-
-def _reseed(seed: int, phase: int, step: int) -> None:
-    """torch's generator from (seed, phase, step): dropout masks survive a resume."""
-    torch.manual_seed(int(np.random.SeedSequence([seed, phase, step]).generate_state(1)[0]))
-
-
-def _epoch_batches(n: int, batch_size: int, seed: int, phase: int, epoch: int) -> list[np.ndarray]:
-    """A permutation of range(n) that depends only on (seed, phase, epoch), cut into batches."""
-    order = np.random.default_rng([seed, phase, epoch]).permutation(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _adamw(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """Matrices decay, vectors (biases, LayerNorm weights) do not."""
-    decay = [p for _, p in named if p.dim() >= 2]
-    rest = [p for _, p in named if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=lr)
-
-
-def _optimizer_order(optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]]) -> list[str]:
-    """Parameter names in the optimizer's state index order (groups in turn)."""
-    name_of = {id(p): n for n, p in named}
-    return [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
-
-
-def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list,
-          max_grad_norm: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_grad_norm:
-        nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
 
 
 def _features(features: np.ndarray, model: nn.Module, where: str) -> torch.Tensor:

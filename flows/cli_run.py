@@ -10,24 +10,24 @@ import typer
 from pipeline.errors import PipelineError
 from storage import StoreError
 
-from .cli import app, fail, out
+from .cli import app, fail, out, runs_flows
 from .cli_pipeline import progress_bars
 
 
 def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict:
-    """Run flows.run.pipeline_flow with progress bars; print the summary and the report path."""
-    from .serve import ServeError, TemporaryAPI
-    with TemporaryAPI() as api:                     # Prefect's server starts while the stages import
-        from .run_config import load_config
-        try:
-            cfg = load_config(config)               # errors in the file surface before the first flow call
-            from . import featurize_flows, runners, train_flows, word2vec_flows  # noqa: F401 - imported now
-            from .run import pipeline_flow
-            store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
-            with api.ready(), progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):  # --runner beats [runner]
-                record = pipeline_flow(config_path=str(config) if config else None, store=store)
-        except (StoreError, PipelineError, ServeError) as e:
-            raise fail(e)
+    """Run flows.run.pipeline_flow with progress bars; print the summary and the report path.
+
+    Its commands are `runs_flows`: the temporary Prefect server starts while the stages import.
+    """
+    from . import runners
+    from .run import load_config, pipeline_flow
+    try:
+        cfg = load_config(config)                   # errors in the file surface before the first flow call
+        store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
+        with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
+            record = pipeline_flow(config_path=str(config) if config else None, store=store)
+    except (StoreError, PipelineError) as e:
+        raise fail(e)
     if as_json:
         print(json.dumps(record, default=str))
         return record
@@ -56,6 +56,7 @@ def print_summary(record: dict) -> None:
 
 
 @app.command()
+@runs_flows("featurize_flows", "word2vec_flows", "train_flows", "run")
 def run(ctx: typer.Context,
         config: Path = typer.Argument(None, exists=True, dir_okay=False,
                                       help="TOML or YAML run config (default: the embedded BBC demo)."),
@@ -68,6 +69,7 @@ def run(ctx: typer.Context,
 
 
 @app.command()
+@runs_flows("featurize_flows", "word2vec_flows", "train_flows", "run")
 def demo(ctx: typer.Context):
     """`embcache run` on the embedded default (what `make demo` runs). Run it twice: the second computes nothing.
 

@@ -50,10 +50,16 @@ class DType(str, Enum):
 
 @contextmanager
 def progress_bars():
-    """Rich bars fed by flows.progress while a flow runs in this process."""
+    """Rich bars fed by flows.progress while a flow runs in this process.
+
+    Redrawn 4 times a second on a terminal. Elsewhere (a pipe, a log file) nothing is
+    drawn until the end, so no refresh thread rebuilds them meanwhile (at rich's default
+    10 per second it took 0.6 % of a core from encoding); their final state is printed once.
+    """
     from . import progress
     bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=False)
+                    TimeElapsedColumn(), console=err, transient=False,
+                    auto_refresh=err.is_terminal, refresh_per_second=4)
     ids: dict[str, int] = {}
 
     def report(stage: str, n: int, total: int) -> None:

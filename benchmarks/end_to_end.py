@@ -1,6 +1,6 @@
 """The end-to-end run (`embcache run`, what `make demo` runs): first run, second run, Prefect's overhead.
 
-    python benchmarks/end_to_end.py [--repeat 3]    # ~10 min on 2 cores (~25 with --repeat 3)
+    python benchmarks/end_to_end.py [--repeat 5]    # ~10 min on 2 cores (~35 with --repeat 5)
 
 1. First run: `embcache --store S1 run --json` in a fresh process, as `make demo` runs it
    (BBC news, packaged MiniLM, word2vec, linear head, GloVe classifier, report): wall
@@ -11,12 +11,16 @@
    the functions the flows' tasks wrap, in the same order with the same shard plan and
    the same two example workers, on a fresh store S2), in a fresh process. Prefect's
    overhead = wall(1) - wall(3), as a fraction of wall(1) (goal ≤ 5 %): its temporary API
-   server, flow and task runs, logging, and the run's bookkeeping (stage ledger, run record).
+   server, flow and task runs, logging (Prefect's default level, as users get it), and
+   the run's bookkeeping (stage ledger, run record). The first run also times every
+   HTTP request Prefect's clients send its server (flow runs, their states, subflows'
+   task runs; the log batches a background thread posts are counted apart).
 
 Encoding 2,225 documents varies by ±5 % from run to run on a shared 2-core machine, as
-much as the overhead itself; `--repeat N` runs N first runs and N baselines, alternating
-(fresh stores each), and takes the overhead from the medians. So the overhead is also
-taken apart, without that noise:
+much as the overhead itself; `--repeat N` runs N pairs of a first run and a baseline in
+ABBA order (F D, D F, F D, ...: a steady drift of the machine's speed cancels; fresh
+stores each), and gives the overhead from the medians of each and as the median of the
+pairs' differences. So the overhead is also taken apart, without that noise:
 4. Both runs time the encoding itself (every call of flows.bert.encode_shard, the
    function the flow's encode task wraps and the baseline calls). What a run spends
    outside it is compared: overhead outside encoding = (wall(1) - encoding(1)) -
@@ -95,16 +99,52 @@ class _AfterImport:
         return spec
 
 
+def time_api_calls() -> list[tuple[str, float]]:
+    """(path, seconds) of every HTTP request Prefect's clients send (httpx, sync and async).
+
+    Counts what the orchestration asks of its server: flow-run creation and states, task
+    runs of subflows. Task runs' own states travel as events on a websocket, not here.
+    """
+    import re
+
+    import httpx
+    calls: list[tuple[str, float]] = []
+    send, send_async = httpx.Client.send, httpx.AsyncClient.send
+
+    def path(request) -> str:
+        return request.method + " " + re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "ID", request.url.path)
+
+    def timed(self, request, **kwargs):
+        t = time.perf_counter()
+        try:
+            return send(self, request, **kwargs)
+        finally:
+            calls.append((path(request), time.perf_counter() - t))
+
+    async def timed_async(self, request, **kwargs):
+        t = time.perf_counter()
+        try:
+            return await send_async(self, request, **kwargs)
+        finally:
+            calls.append((path(request), time.perf_counter() - t))
+    httpx.Client.send, httpx.AsyncClient.send = timed, timed_async
+    return calls
+
+
 def first_run(store: str) -> dict:
-    """`embcache --store STORE run --json` in this process, its encoding timed (`--flow STORE`)."""
+    """`embcache --store STORE run --json` in this process, its encoding and API calls timed (`--flow STORE`)."""
     encoding = time_encoding()
+    calls = time_api_calls()
     from flows.cli import app
     try:
         app(["--store", store, "run", "--json"])
     except SystemExit as e:
         if e.code:
             raise
-    return {"encode_compute_s": round(sum(encoding), 3), "encode_calls": len(encoding)}
+    waited = [(p, s) for p, s in calls if "/logs/" not in p]      # logs are sent from a background thread
+    return {"encode_compute_s": round(sum(encoding), 3), "encode_calls": len(encoding),
+            "api_calls": len(waited), "api_calls_s": round(sum(s for _, s in waited), 3),
+            "api_log_posts": len(calls) - len(waited)}
 
 
 def direct(store: str) -> dict:
@@ -244,7 +284,7 @@ def timed_process(args: list[str]) -> tuple[float, float, str]:
     other processes share the cores, so the overhead is also given in CPU time.
     """
     import resource
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}     # Prefect's logging as users get it
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -285,23 +325,30 @@ def main() -> None:
             tmp = str(Path(args.keep).resolve())
         for i in range(args.repeat):
             first_store, direct_store = str(Path(tmp) / f"s1-{i}"), str(Path(tmp) / f"s2-{i}")
-            run = [str(BIN / "embcache"), "--store", first_store, "run", "--json"]
-            wall, cpu, out = timed_process([sys.executable, __file__, "--flow", first_store])
-            *_, line, encoding = out.strip().splitlines()
-            record = json.loads(line)
-            firsts.append({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "flow_wall_s": record["wall_seconds"],
-                           **json.loads(encoding), "stages": {s["stage"]: s["seconds"] for s in record["stages"]},
-                           "summary": record["summary"], "rows_computed": record["rows_computed"]})
-            if i == 0:
-                wall, cpu, out = timed_process(run)
-                record = json.loads(out.strip().splitlines()[-1])
-                report["second_run"] = {
-                    "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "flow_wall_s": record["wall_seconds"],
-                    "computed": {s["stage"]: s["computed"] for s in record["stages"] if s["computed"]},
-                    "rows_cached": record["rows_cached"]}
-            wall, cpu, out = timed_process([sys.executable, __file__, "--direct", direct_store])
-            directs.append({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                            **json.loads(out.strip().splitlines()[-1])})
+
+            def first() -> None:
+                wall, cpu, out = timed_process([sys.executable, __file__, "--flow", first_store])
+                *_, line, encoding = out.strip().splitlines()
+                record = json.loads(line)
+                firsts.append({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                               "flow_wall_s": record["wall_seconds"], **json.loads(encoding),
+                               "stages": {s["stage"]: s["seconds"] for s in record["stages"]},
+                               "summary": record["summary"], "rows_computed": record["rows_computed"]})
+                if i == 0:
+                    wall, cpu, out = timed_process([str(BIN / "embcache"), "--store", first_store, "run", "--json"])
+                    record = json.loads(out.strip().splitlines()[-1])
+                    report["second_run"] = {
+                        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "flow_wall_s": record["wall_seconds"],
+                        "computed": {s["stage"]: s["computed"] for s in record["stages"] if s["computed"]},
+                        "rows_cached": record["rows_cached"]}
+
+            def baseline() -> None:
+                wall, cpu, out = timed_process([sys.executable, __file__, "--direct", direct_store])
+                directs.append({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                                **json.loads(out.strip().splitlines()[-1])})
+
+            for step in ((first, baseline) if i % 2 == 0 else (baseline, first)):   # ABBA: drift cancels
+                step()
             print(f"pair {i + 1}/{args.repeat}: first run {firsts[-1]['wall_s']} s, direct {directs[-1]['wall_s']} s",
                   file=sys.stderr)
         _, _, out = timed_process([sys.executable, __file__, "--encode-ab", str(Path(tmp) / "s1-0"),
@@ -316,6 +363,11 @@ def main() -> None:
                                              "seconds": round(first - base, 1),
                                              "fraction_of_first_run": round((first - base) / first, 4),
                                              "ratio_flow_over_direct": round(first / base, 4)}
+    differences = [f["wall_s"] - d["wall_s"] for f, d in zip(firsts, directs)]
+    report["prefect_overhead"]["paired_wall_s"] = {
+        "differences": [round(x, 1) for x in differences], "median_seconds": round(statistics.median(differences), 1),
+        "median_fraction_of_first_run": round(statistics.median(
+            (f["wall_s"] - d["wall_s"]) / f["wall_s"] for f, d in zip(firsts, directs)), 4)}
     slowdown = report["encode_ab"]["slowdown_fraction"] + report["encode_ab"]["server_cpu_per_second"]
     pairs = []
     for f, d in zip(firsts, directs):

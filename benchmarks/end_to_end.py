@@ -37,6 +37,7 @@ Writes benchmarks/results/end_to_end.json.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -55,12 +56,14 @@ BIN = Path(sys.executable).parent
 def time_encoding() -> list[float]:
     """Time every call of flows.bert.encode_shard (the flow's encode task looks it up per call).
 
-    flows.bert imports torch; it is patched when something else first imports it, so
-    that a timed first run still imports it only after its Prefect server has started.
+    flows.bert imports torch, and a timed first run must still start its Prefect server
+    before that: when it is not imported yet, it is patched right after
+    TemporaryAPI.start, the first thing `embcache run` does.
     """
     seconds: list[float] = []
 
-    def patch(bert) -> None:
+    def patch() -> None:
+        bert = importlib.import_module("flows.bert")
         encode_shard = bert.encode_shard
 
         def timed(*args, **kwargs):
@@ -72,31 +75,17 @@ def time_encoding() -> list[float]:
         bert.encode_shard = timed
 
     if "flows.bert" in sys.modules:
-        patch(sys.modules["flows.bert"])
+        patch()
     else:
-        sys.meta_path.insert(0, _AfterImport("flows.bert", patch))
+        from flows.serve import TemporaryAPI
+        start = TemporaryAPI.start
+
+        def start_then_patch(self) -> None:
+            start(self)
+            TemporaryAPI.start = start
+            patch()
+        TemporaryAPI.start = start_then_patch
     return seconds
-
-
-class _AfterImport:
-    """A meta path finder that calls then(module) once `name` has been imported (by anyone)."""
-
-    def __init__(self, name: str, then):
-        self.name, self.then = name, then
-
-    def find_spec(self, name, path=None, target=None):
-        if name != self.name:
-            return None
-        import importlib.util
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        exec_module = spec.loader.exec_module
-
-        def exec_then(module) -> None:
-            exec_module(module)
-            self.then(module)
-        spec.loader.exec_module = exec_then
-        return spec
 
 
 def time_api_calls() -> list[tuple[str, float]]:

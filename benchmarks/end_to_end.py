@@ -31,7 +31,9 @@ pairs' differences. So the overhead is also taken apart, without that noise:
    idle server takes per second (each CPU second of it counted as a lost wall second,
    the upper bound); both times the baseline's encoding seconds.
    Overhead = 4 + 5, per pair; the median of the pairs is reported beside the medians of 1 - 3.
-Writes benchmarks/results/end_to_end.json.
+Writes benchmarks/results/end_to_end.json (--out elsewhere). Sets of pairs taken on
+different occasions go together with --pool A.json B.json: medians of all their pairs
+with 95 % bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -285,6 +287,43 @@ def timed_process(args: list[str]) -> tuple[float, float, str]:
     return wall, cpu, done.stdout
 
 
+def pair_series(firsts: list[dict], directs: list[dict]) -> dict[str, list[float]]:
+    """Per pair (first run − baseline): wall seconds, seconds outside encoding, encoding seconds."""
+    pairs = list(zip(firsts, directs))
+    return {"paired_wall_s": [f["wall_s"] - d["wall_s"] for f, d in pairs],
+            "outside_encoding_s": [(f["wall_s"] - f["encode_compute_s"]) - (d["wall_s"] - d["encode_compute_s"])
+                                   for f, d in pairs],
+            "encoding_s": [f["encode_compute_s"] - d["encode_compute_s"] for f, d in pairs]}
+
+
+def pool(paths: list[str]) -> dict:
+    """The pairs of several result files together (`--pool`): medians with 95 % bootstrap intervals.
+
+    One set of pairs is too few on a noisy machine: a pair's difference swings by ±10 s.
+    The interval is scipy's percentile bootstrap of the median (pairs resampled, seed 0).
+    """
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    firsts, directs = [], []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        firsts += result["first_runs"]
+        directs += result["direct_runs"]
+    first = statistics.median(f["wall_s"] for f in firsts)
+    report = {"files": paths, "pairs": len(firsts), "first_run_median_s": first,
+              "direct_median_s": statistics.median(d["wall_s"] for d in directs)}
+    for name, values in pair_series(firsts, directs).items():
+        ci = bootstrap((values,), np.median, confidence_level=0.95, method="percentile",
+                       random_state=0).confidence_interval
+        median = statistics.median(values)
+        report[name] = {"values": [round(x, 1) for x in values], "median": round(median, 2),
+                        "interval_95": [round(float(ci.low), 2), round(float(ci.high), 2)],
+                        "median_fraction_of_first_run": round(median / first, 4),
+                        "interval_95_fraction": [round(float(ci.low) / first, 4), round(float(ci.high) / first, 4)]}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--direct", metavar="STORE", help="(internal) run the stages without Prefect into STORE")
@@ -294,7 +333,12 @@ def main() -> None:
     parser.add_argument("--encode-ab", metavar="STORE", help="(internal) encoding in and out of Prefect, interleaved")
     parser.add_argument("--rounds", type=int, default=30, help="rounds of the encoding A/B (default 30)")
     parser.add_argument("--flow", metavar="STORE", help="(internal) the first run, its encoding timed")
+    parser.add_argument("--out", default=str(RESULTS), help=f"where the results go (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--pool", nargs="+", metavar="JSON", help="take the pairs of these result files together")
     args = parser.parse_args()
+    if args.pool:
+        print(json.dumps(pool(args.pool), indent=2))
+        return
     if args.flow:
         print(json.dumps(first_run(args.flow)))
         return
@@ -352,15 +396,14 @@ def main() -> None:
                                              "seconds": round(first - base, 1),
                                              "fraction_of_first_run": round((first - base) / first, 4),
                                              "ratio_flow_over_direct": round(first / base, 4)}
-    differences = [f["wall_s"] - d["wall_s"] for f, d in zip(firsts, directs)]
+    differences = pair_series(firsts, directs)["paired_wall_s"]
     report["prefect_overhead"]["paired_wall_s"] = {
         "differences": [round(x, 1) for x in differences], "median_seconds": round(statistics.median(differences), 1),
         "median_fraction_of_first_run": round(statistics.median(
             (f["wall_s"] - d["wall_s"]) / f["wall_s"] for f, d in zip(firsts, directs)), 4)}
     slowdown = report["encode_ab"]["slowdown_fraction"] + report["encode_ab"]["server_cpu_per_second"]
     pairs = []
-    for f, d in zip(firsts, directs):
-        outside = (f["wall_s"] - f["encode_compute_s"]) - (d["wall_s"] - d["encode_compute_s"])
+    for f, d, outside in zip(firsts, directs, pair_series(firsts, directs)["outside_encoding_s"]):
         encoding = slowdown * d["encode_compute_s"]
         pairs.append({"outside_encoding_s": round(outside, 2), "encoding_s": round(encoding, 2),
                       "seconds": round(outside + encoding, 2),
@@ -369,8 +412,8 @@ def main() -> None:
         "pairs": pairs, "median_seconds": round(statistics.median(p["seconds"] for p in pairs), 2),
         "median_fraction_of_first_run": round(statistics.median(p["fraction_of_first_run"] for p in pairs), 4)}
     report["setup"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -396,14 +396,15 @@ def main() -> None:
                                              "seconds": round(first - base, 1),
                                              "fraction_of_first_run": round((first - base) / first, 4),
                                              "ratio_flow_over_direct": round(first / base, 4)}
-    differences = pair_series(firsts, directs)["paired_wall_s"]
+    series = pair_series(firsts, directs)
+    differences = series["paired_wall_s"]
     report["prefect_overhead"]["paired_wall_s"] = {
         "differences": [round(x, 1) for x in differences], "median_seconds": round(statistics.median(differences), 1),
         "median_fraction_of_first_run": round(statistics.median(
             (f["wall_s"] - d["wall_s"]) / f["wall_s"] for f, d in zip(firsts, directs)), 4)}
     slowdown = report["encode_ab"]["slowdown_fraction"] + report["encode_ab"]["server_cpu_per_second"]
     pairs = []
-    for f, d, outside in zip(firsts, directs, pair_series(firsts, directs)["outside_encoding_s"]):
+    for f, d, outside in zip(firsts, directs, series["outside_encoding_s"]):
         encoding = slowdown * d["encode_compute_s"]
         pairs.append({"outside_encoding_s": round(outside, 2), "encoding_s": round(encoding, 2),
                       "seconds": round(outside + encoding, 2),

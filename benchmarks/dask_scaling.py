@@ -37,18 +37,18 @@ EXAMPLES_SHARD = 256
 
 def warm_worker() -> int:
     """Import what tasks import and load the model: what a worker pays once."""
-    from flows import bert, word2vec  # noqa: F401
-    from pipeline.model import resolve_model
+    from embcache.stages import bert, word2vec  # noqa: F401
+    from embcache.pipeline.model import resolve_model
     bert.cached_model(resolve_model(None), "none")
     return os.getpid()
 
 
 def featurize(store: str, src: Path, everything: Path, flow_for) -> dict:
     import pyarrow.compute as pc
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
-    from flows.word2vec_flows import featurize_word2vec_flow
-    from pipeline.ingest import Source
-    from storage import FeatureStore
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.word2vec_flows import featurize_word2vec_flow
+    from embcache.pipeline.ingest import Source
+    from embcache.storage import FeatureStore
     ingest_flow("bbc", [Source(str(src), format="folder")], store=store)
     ingest_flow("bbc_all", [Source(str(everything), format="folder")], store=store)
     t0 = time.perf_counter()
@@ -66,8 +66,8 @@ def featurize(store: str, src: Path, everything: Path, flow_for) -> dict:
 def same_store(a: str, b: str) -> dict:
     import numpy as np
     import pyarrow.compute as pc
-    from storage import FeatureStore
-    from storage.query import as_matrix
+    from embcache.storage import FeatureStore
+    from embcache.storage.query import as_matrix
 
     def rows(store, table):
         t = FeatureStore(store).open(table).read()
@@ -85,11 +85,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/dask_scaling.json")
     args = ap.parse_args()
     from distributed import Client
-    from flows import runners
-    from flows.featurize_flows import ingest_flow
-    from flows.runners import RunnerConfig
-    from pipeline.cores import available_cores
-    from pipeline.ingest import Source
+    from embcache.flows import runners
+    from embcache.flows.featurize_flows import ingest_flow
+    from embcache.flows.runners import RunnerConfig
+    from embcache.pipeline.cores import available_cores
+    from embcache.pipeline.ingest import Source
     results = {"machine": f"{available_cores()} cores", "docs": args.docs, "encode_shard_docs": ENCODE_SHARD,
                "examples_shard_docs": EXAMPLES_SHARD, "load_before": os.getloadavg()[0], "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.encode import EncodeConfig, encode_texts, length_sorted_batches, quantization_fidelity
-from pipeline.model import load_model, load_tokenizer, resolve_model
-from pipeline.tokenize import TokenizeConfig, tokenize
+from embcache.pipeline.encode import EncodeConfig, encode_texts, length_sorted_batches, quantization_fidelity
+from embcache.pipeline.model import load_model, load_tokenizer, resolve_model
+from embcache.pipeline.tokenize import TokenizeConfig, tokenize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encode.json"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")

@@ -21,7 +21,7 @@ much as the overhead itself; `--repeat N` runs N pairs of a first run and a base
 ABBA order (F D, D F, F D, ...: a steady drift of the machine's speed cancels; fresh
 stores each), and gives the overhead from the medians of each and as the median of the
 pairs' differences. So the overhead is also taken apart, without that noise:
-4. Both runs time the encoding itself (every call of flows.bert.encode_shard, the
+4. Both runs time the encoding itself (every call of embcache.stages.bert.encode_shard, the
    function the flow's encode task wraps and the baseline calls). What a run spends
    outside it is compared: overhead outside encoding = (wall(1) - encoding(1)) -
    (wall(3) - encoding(3)). Prefect's task runs around each shard count here.
@@ -56,16 +56,16 @@ BIN = Path(sys.executable).parent
 
 
 def time_encoding() -> list[float]:
-    """Time every call of flows.bert.encode_shard (the flow's encode task looks it up per call).
+    """Time every call of embcache.stages.bert.encode_shard (the flow's encode task looks it up per call).
 
-    flows.bert imports torch, and a timed first run must still start its Prefect server
+    embcache.stages.bert imports torch, and a timed first run must still start its Prefect server
     before that: when it is not imported yet, it is patched right after
     TemporaryAPI.start, the first thing `embcache run` does.
     """
     seconds: list[float] = []
 
     def patch() -> None:
-        bert = importlib.import_module("flows.bert")
+        bert = importlib.import_module("embcache.stages.bert")
         encode_shard = bert.encode_shard
 
         def timed(*args, **kwargs):
@@ -76,10 +76,10 @@ def time_encoding() -> list[float]:
                 seconds.append(time.perf_counter() - t)
         bert.encode_shard = timed
 
-    if "flows.bert" in sys.modules:
+    if "embcache.stages.bert" in sys.modules:
         patch()
     else:
-        from flows.serve import TemporaryAPI
+        from embcache.flows.serve import TemporaryAPI
         start = TemporaryAPI.start
 
         def start_then_patch(self) -> None:
@@ -121,7 +121,7 @@ def first_run(store: str) -> dict:
     """`embcache --store STORE run --json` in this process, its encoding and API calls timed (`--flow STORE`)."""
     encoding = time_encoding()
     calls = time_api_calls()
-    from flows.cli import app
+    from embcache.cli.main import app
     try:
         app(["--store", store, "run", "--json"])
     except SystemExit as e:
@@ -137,14 +137,14 @@ def direct(store: str) -> dict:
     """The default run's stages with no Prefect: the units of work its flows call, timed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from flows import bert, heads, static_clf
-    from flows import word2vec as w2v
-    from flows.ingest import ingest_corpus
-    from flows.report import write_report
-    from flows.run import load_config
-    from flows.w2v_eval import evaluate, keyed_vectors
-    from pipeline.cores import available_cores
-    from pipeline.words import WordConfig
+    from embcache.stages import bert, heads, static as static_clf
+    from embcache.stages import word2vec as w2v
+    from embcache.stages.ingest import ingest_corpus
+    from embcache.stages.report import write_report
+    from embcache.flows.run import load_config
+    from embcache.stages.word2vec_eval import evaluate, keyed_vectors
+    from embcache.pipeline.cores import available_cores
+    from embcache.pipeline.words import WordConfig
 
     encoding = time_encoding()
     cfg = load_config(None)
@@ -185,7 +185,7 @@ def direct(store: str) -> dict:
     examples_fp, vocab_fp = timed("featurize-word2vec", featurize_word2vec)
     vectors = timed("train-word2vec", w2v.train_vectors, store, name, examples_fp, vocab_fp, cfg.sgns,
                     cfg.word2vec["seed"])
-    from storage import FeatureStore
+    from embcache.storage import FeatureStore
     timed("evaluate-word2vec", lambda: evaluate(keyed_vectors(FeatureStore(store), vectors.fingerprint)))
     timed("train-head", heads.train, store, name, "head", cfg.head, None, 0)
     st = cfg.static_stage
@@ -212,9 +212,9 @@ def encode_ab(store: str, rounds: int, docs: int = 64) -> dict:
 
     from prefect import flow
 
-    from flows import bert
-    from flows.featurize_flows import encode_task
-    from flows.serve import TemporaryAPI
+    from embcache.stages import bert
+    from embcache.flows.featurize_flows import encode_task
+    from embcache.flows.serve import TemporaryAPI
 
     plan = bert.plan_bert(store, bert.BertConfig(), "NFC")
     keys = bert.tables(plan)[2].keys().to_pylist()[:docs]

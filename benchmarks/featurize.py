@@ -23,8 +23,8 @@ from pathlib import Path
 
 CHILD_EMBCACHE = r"""
 import json, resource, sys, time
-from flows.featurize_flows import featurize_bert_flow, ingest_flow
-from pipeline.ingest import Source
+from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
+from embcache.pipeline.ingest import Source
 src, store = sys.argv[1], sys.argv[2]
 ingest_flow("warmup", [Source(src, format="folder")], store=store + "-warmup")  # Prefect's start-up, not ours
 runs = []

@@ -60,11 +60,11 @@ def head_vs_sklearn(store: str, corpus: str) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
-    from flows.classify import labelled
-    from flows.heads import vectors_for
-    from flows.train_flows import train_head_flow
-    from pipeline.heads import HeadConfig, predict_proba, train_head
-    from storage import FeatureStore
+    from embcache.stages.classify import labelled
+    from embcache.stages.heads import vectors_for
+    from embcache.flows.train_flows import train_head_flow
+    from embcache.pipeline.heads import HeadConfig, predict_proba, train_head
+    from embcache.storage import FeatureStore
 
     t0 = time.perf_counter()
     head = train_head_flow(corpus, f"{corpus}_head", store=store)
@@ -107,10 +107,10 @@ def across_splits(store: str, corpus: str, seeds: range) -> dict:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from flows.classify import labelled
-    from flows.heads import vectors_for
-    from pipeline.heads import HeadConfig, predict_proba, train_head
-    from storage import FeatureStore
+    from embcache.stages.classify import labelled
+    from embcache.stages.heads import vectors_for
+    from embcache.pipeline.heads import HeadConfig, predict_proba, train_head
+    from embcache.storage import FeatureStore
 
     fs = FeatureStore(store)
     rows = []
@@ -136,10 +136,10 @@ def main() -> None:
     parser.add_argument("--skip-compare", action="store_true")
     args = parser.parse_args()
 
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
-    from flows.train_flows import compare_flow
-    from pipeline.ingest import Source
-    from pipeline.tokenize import TokenizeConfig
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.train_flows import compare_flow
+    from embcache.pipeline.ingest import Source
+    from embcache.pipeline.tokenize import TokenizeConfig
 
     report = {"setup": {"cpu_count": os.cpu_count(), "machine": platform.machine(),
                         "load_avg_1min_start": round(os.getloadavg()[0], 2), "model": "packaged MiniLM",

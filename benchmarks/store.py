@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage import FeatureStore, spec
-from storage.query import as_matrix, topk_cosine
+from embcache.storage import FeatureStore, spec
+from embcache.storage.query import as_matrix, topk_cosine
 
 
 def timed(fn, repeat=3):

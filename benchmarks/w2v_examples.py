@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.skipgram import CHUNK_CENTERS, SkipGramConfig, make_examples
-from pipeline.words import Vocabulary, WordConfig, tokenize_words
+from embcache.pipeline.skipgram import CHUNK_CENTERS, SkipGramConfig, make_examples
+from embcache.pipeline.words import Vocabulary, WordConfig, tokenize_words
 from corpora import bbc_and_wikipedia  # benchmarks/corpora.py (scripts run from benchmarks/)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "w2v_examples.json"

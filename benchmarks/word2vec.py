@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sgns import SGNSConfig, init_vectors, train
-from pipeline.skipgram import SkipGramConfig, make_examples
-from pipeline.words import Vocabulary, WordConfig, tokenize_words
+from embcache.pipeline.sgns import SGNSConfig, init_vectors, train
+from embcache.pipeline.skipgram import SkipGramConfig, make_examples
+from embcache.pipeline.words import Vocabulary, WordConfig, tokenize_words
 from corpora import bbc_and_wikipedia  # benchmarks/corpora.py (scripts run from benchmarks/)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "word2vec.json"

@@ -42,8 +42,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "word2vec_flow.json"
 def warm_kernel(config) -> None:
     """Load (or compile) the numba kernel untimed, as benchmarks/word2vec.py does."""
     import numpy as np
-    from pipeline.sgns import init_vectors, train
-    from pipeline.skipgram import SkipGramConfig, make_examples
+    from embcache.pipeline.sgns import init_vectors, train
+    from embcache.pipeline.skipgram import SkipGramConfig, make_examples
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 50, 500).astype(np.int32)
     ex = make_examples(ids, np.array([0, 500]), np.bincount(ids, minlength=50), SkipGramConfig(), rng)
@@ -54,14 +54,14 @@ def main() -> None:
     args = shared_arguments(__doc__, repeats=2).parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)
 
-    from flows.featurize_flows import ingest_flow
-    from flows.w2v_eval import evaluate, keyed_vectors
-    from flows.word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
-    from pipeline.ingest import Source
-    from pipeline.sgns import SGNSConfig
-    from pipeline.skipgram import SkipGramConfig
-    from pipeline.words import WordConfig, tokenize_words
-    from storage import FeatureStore
+    from embcache.flows.featurize_flows import ingest_flow
+    from embcache.stages.word2vec_eval import evaluate, keyed_vectors
+    from embcache.flows.word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
+    from embcache.pipeline.ingest import Source
+    from embcache.pipeline.sgns import SGNSConfig
+    from embcache.pipeline.skipgram import SkipGramConfig
+    from embcache.pipeline.words import WordConfig, tokenize_words
+    from embcache.storage import FeatureStore
 
     texts = bbc_and_wikipedia()[:args.docs]
     words = WordConfig(min_count=args.min_count)

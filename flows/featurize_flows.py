@@ -1,6 +1,6 @@
 """Prefect flows for ingest and BERT featurization: plan, one task per shard, commit.
 
-Tasks are thin wrappers of flows/ingest.py and flows/bert.py and pass references
+Tasks are thin wrappers of stages/ingest.py and stages/bert.py and pass references
 (the plan, lists of text hashes), never tensors. The store is the cache, so Prefect's
 own task caching is off.
 """
@@ -12,13 +12,14 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.encode import EncodeConfig
-from pipeline.ingest import IngestConfig, Source
-from pipeline.tokenize import TokenizeConfig
-from storage import FeatureStore
+from ..pipeline.encode import EncodeConfig
+from ..pipeline.ingest import IngestConfig, Source
+from ..pipeline.tokenize import TokenizeConfig
+from ..storage import FeatureStore
 
-from . import bert, progress, runners
-from .ingest import ingest_corpus
+from ..stages import bert
+from . import progress, runners
+from ..stages.ingest import ingest_corpus
 
 
 @task(name="ingest-sources", cache_policy=NO_CACHE)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from pipeline.head_format import FORMAT_VERSION as HEAD_FORMAT
-from pipeline.static import FORMAT_VERSION as STATIC_FORMAT
-from storage import FeatureStore, StoreError
+from ..pipeline.head_format import FORMAT_VERSION as HEAD_FORMAT
+from ..pipeline.static import FORMAT_VERSION as STATIC_FORMAT
+from ..storage import FeatureStore, StoreError
 
 from . import runners
 from .run_config import CorpusConfig, RunConfig, config_to_dict, load_config   # load_config: re-exported
@@ -131,7 +131,7 @@ def pipeline_flow(config: dict | None = None, config_path: str | None = None, st
     finally:
         _save_record(fs, record, t_run)
     if cfg.report:                 # renders the saved record; then the record learns where the report is
-        from .report import report_task
+        from .report_flows import report_task
         t = time.perf_counter()
         record["report"] = report_task(root, run_id, [c.name for c in cfg.corpus_list()])
         stages.add("report", "*", t, 1, 0, "reports")
@@ -154,7 +154,7 @@ def _subflows_without_heartbeats():
 
 def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages) -> dict:
     """Every enabled stage on one corpus, in order; its line of the run summary."""
-    from . import heads
+    from ..stages import heads
     from .featurize_flows import featurize_bert_flow, ingest_flow
     from .train_flows import compare_flow, train_head_flow, train_static_flow
 
@@ -239,7 +239,7 @@ def _save_record(fs: FeatureStore, record: dict, t_run: float) -> None:
 
 def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, s: dict) -> None:
     """featurize-word2vec, train-word2vec and (optionally) the gensim evaluations, each only if needed."""
-    from .w2v_eval import evaluate, keyed_vectors
+    from ..stages.word2vec_eval import evaluate, keyed_vectors
     from .word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
     w = cfg.word2vec
     t = time.perf_counter()

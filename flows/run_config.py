@@ -14,17 +14,17 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from pipeline.encode import EncodeConfig
-from pipeline.errors import PipelineError
-from pipeline.finetune import FinetuneConfig
-from pipeline.heads import HeadConfig
-from pipeline.ingest import IngestConfig, Source
-from pipeline.sgns import SGNSConfig
-from pipeline.skipgram import SkipGramConfig
-from pipeline.static import StaticConfig
-from pipeline.tokenize import TokenizeConfig
-from pipeline.words import WordConfig
-from storage import StoreError
+from ..pipeline.encode import EncodeConfig
+from ..pipeline.errors import PipelineError
+from ..pipeline.finetune import FinetuneConfig
+from ..pipeline.heads import HeadConfig
+from ..pipeline.ingest import IngestConfig, Source
+from ..pipeline.sgns import SGNSConfig
+from ..pipeline.skipgram import SkipGramConfig
+from ..pipeline.static import StaticConfig
+from ..pipeline.tokenize import TokenizeConfig
+from ..pipeline.words import WordConfig
+from ..storage import StoreError
 
 from .runners import RunnerConfig
 

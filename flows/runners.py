@@ -11,7 +11,7 @@ wherever the flow's task runner puts tasks. Without a session, flows run as befo
 
 Tasks take plain picklable arguments (plans: frozen dataclasses of strings, numbers and
 dicts; lists of text hashes) and return row counts; every worker process loads a model
-or vocabulary once (lru_cache in flows/bert.py and flows/word2vec.py) and commits its
+or vocabulary once (lru_cache in stages/bert.py and stages/word2vec.py) and commits its
 own shards through the store's lock. Prefect imports stay inside the functions: the
 CLI imports this module for its options and must start fast.
 """
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pipeline.cores import available_cores
-from pipeline.errors import PipelineError
+from ..pipeline.cores import available_cores
+from ..pipeline.errors import PipelineError
 
 from . import progress
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.encode import EncodeConfig
-from pipeline.finetune import FinetuneConfig
-from pipeline.head_format import HeadMismatch
-from pipeline.heads import HeadConfig
-from pipeline.static import StaticConfig
-from pipeline.tokenize import TokenizeConfig
-from pipeline.words import WordConfig
-from storage import FeatureStore
+from ..pipeline.encode import EncodeConfig
+from ..pipeline.finetune import FinetuneConfig
+from ..pipeline.head_format import HeadMismatch
+from ..pipeline.heads import HeadConfig
+from ..pipeline.static import StaticConfig
+from ..pipeline.tokenize import TokenizeConfig
+from ..pipeline.words import WordConfig
+from ..storage import FeatureStore
 
-from . import heads, static_clf
+from ..stages import heads, static as static_clf
 from .featurize_flows import featurize_bert_flow
 
 
@@ -94,7 +94,7 @@ def train_static_flow(corpus: str, name: str = "static", vectors: str = "glove-6
 @task(name="finetune", cache_policy=NO_CACHE)
 def finetune_task(store: str, corpus: str, name: str, model_path: str, features_fp: str, tokens_fp: str,
                   config: FinetuneConfig, split_seed: int, resume: bool) -> dict:
-    from . import finetune
+    from ..stages import finetune
     return finetune.run(store, corpus, name, model_path, features_fp, tokens_fp, config, split_seed, resume)
 
 
@@ -131,7 +131,7 @@ def _per_doc_ms(seconds: float, n: int) -> float:
 def encode_cost_task(store: str, corpus: str, features_fp: str, sample: int = 64) -> float:
     """Milliseconds per document to encode a new document (a sample of the corpus, timed)."""
     import time
-    from . import bert
+    from ..stages import bert
     fs = FeatureStore(store)
     meta = fs.open("bert_features", features_fp).saved_spec()["meta"]
     keys = fs.corpus(corpus).read(columns=["text_sha"])["text_sha"].to_pylist()[:sample]

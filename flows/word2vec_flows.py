@@ -7,14 +7,15 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.cores import available_cores
-from pipeline.sgns import SGNSConfig
-from pipeline.skipgram import SkipGramConfig
-from pipeline.words import WordConfig
-from storage import FeatureStore
+from ..pipeline.cores import available_cores
+from ..pipeline.sgns import SGNSConfig
+from ..pipeline.skipgram import SkipGramConfig
+from ..pipeline.words import WordConfig
+from ..storage import FeatureStore
 
-from . import progress, runners, word2vec as w2v
-from .bert import chunks
+from . import progress, runners
+from ..stages import word2vec as w2v
+from ..stages.bert import chunks
 
 
 @task(name="w2v-vocabulary", cache_policy=NO_CACHE)

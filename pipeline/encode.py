@@ -15,8 +15,6 @@ only thing that grows with N, so callers stream shards of a few thousand texts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -25,37 +23,8 @@ import torch
 from .cores import torch_threads
 from .errors import PipelineError
 from .tokenize import TokenizeConfig, tokenize
+from .configs import EncodeConfig  # noqa: F401  (defined once, in configs.py)
 
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    # mean: attention-masked mean of the last hidden states (the default; what
-    #   sentence-transformers' MiniLM was trained for); cls: the [CLS] row;
-    # pooler: the model's pooler_output (tanh(dense(CLS))). For the packaged MiniLM
-    #   the pooler was never trained, so its vectors are not sentence embeddings.
-    pooling: Literal["mean", "cls", "pooler"] = "mean"
-    # dtype of the returned vectors; the forward pass always runs in float32 on CPU.
-    dtype: Literal["float32", "float16"] = "float32"
-    # padded tokens per batch (rows × longest row): bounds activation memory. 2048 measured
-    # fastest on 2 cores (benchmarks/encode.py: 216 sentences/s vs 143 at 16384).
-    batch_tokens: int = 2048
-    # torch intra-op threads for the forward pass; None = the cores this process may use.
-    threads: int | None = None
-    # "int8": the model was loaded with dynamic int8 Linear layers (load_model(quantize=…)).
-    #   Recorded here so the fingerprint changes with it; encode checks it matches the model.
-    quantize: Literal["none", "int8"] = "none"
-
-    def __post_init__(self):
-        checks = {
-            "pooling": self.pooling in ("mean", "cls", "pooler"),
-            "dtype": self.dtype in ("float32", "float16"),
-            "batch_tokens": isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
-            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-            "quantize": self.quantize in ("none", "int8"),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"EncodeConfig.{name}", f"invalid value {getattr(self, name)!r}")
 
 
 def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_tokens: int) -> list[np.ndarray]:

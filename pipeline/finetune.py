@@ -49,68 +49,11 @@ from .cores import torch_threads
 from .encode import id_arrays, length_sorted_batches, pad_batch
 from .errors import PipelineError
 from .steps import adamw, epoch_batches, optimizer_order, optimizer_step, private_rng, reseed
+from .configs import FinetuneConfig  # noqa: F401  (defined once, in configs.py)
 
 _FROZEN, _UNFROZEN = 1, 2            # phase ids in the seeds: the phases draw different streams
 _RESUME_MAY_CHANGE = ("threads", "checkpoint_every")  # config fields that do not change the result
 
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    # phase 1 passes over the cached pooler vectors (train_frozen_head).
-    freeze_epochs: int = 3
-    # phase 2 passes over the token ids (finetune).
-    unfreeze_epochs: int = 2
-    # phase 2 trains the top K layers of encoder.layer plus pooler and classifier; the
-    #   embeddings and lower layers stay frozen (requires_grad False). None = everything.
-    unfreeze_layers: int | None = None
-    # phase 1 AdamW step size, constant: only one linear layer trains, on fixed inputs.
-    head_lr: float = 1e-3
-    # phase 2 peak AdamW step size (BERT's fine-tuning range is 2e-5 to 5e-5).
-    lr: float = 3e-5
-    # phase 2 documents per step; each batch is padded to its own longest row.
-    batch_size: int = 32
-    # phase 1 vectors per step (a step costs one (B, H) x (H, C) matmul).
-    head_batch_size: int = 64
-    # AdamW decoupled weight decay on matrices; biases and LayerNorm weights get none.
-    weight_decay: float = 0.01
-    # clip the global gradient norm of the trained parameters to this; 0 = no clipping.
-    max_grad_norm: float = 1.0
-    # phase 2 lr: "linear" rises over the first warmup_fraction of all steps, then falls
-    #   linearly towards 0 at the last step (BERT's recipe); "constant" is lr throughout.
-    schedule: Literal["linear", "constant"] = "linear"
-    # share of phase 2 steps spent warming up (linear schedule only).
-    warmup_fraction: float = 0.1
-    # phase 2 checkpoints every this many steps, besides each epoch end; 0 = epoch ends only.
-    checkpoint_every: int = 0
-    # seeds the epoch orders and dropout masks (the new head's init is load_classifier's).
-    seed: int = 0
-    # torch intra-op threads; None = the cores this process may use.
-    threads: int | None = None
-
-    def __post_init__(self):
-        def count(v, least):
-            return isinstance(v, int) and not isinstance(v, bool) and v >= least
-
-        checks = {
-            "freeze_epochs": count(self.freeze_epochs, 0),
-            "unfreeze_epochs": count(self.unfreeze_epochs, 0),
-            "unfreeze_layers": self.unfreeze_layers is None or count(self.unfreeze_layers, 0),
-            "head_lr": isinstance(self.head_lr, (int, float)) and self.head_lr > 0,
-            "lr": isinstance(self.lr, (int, float)) and self.lr > 0,
-            "batch_size": count(self.batch_size, 1),
-            "head_batch_size": count(self.head_batch_size, 1),
-            "weight_decay": isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
-            "max_grad_norm": isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm >= 0,
-            "schedule": self.schedule in ("linear", "constant"),
-            "warmup_fraction": isinstance(self.warmup_fraction, (int, float))
-                               and 0 <= self.warmup_fraction < 1,
-            "checkpoint_every": count(self.checkpoint_every, 0),
-            "seed": count(self.seed, 0),
-            "threads": self.threads is None or count(self.threads, 1),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"FinetuneConfig.{name}", f"invalid value {getattr(self, name)!r}")
 
 
 @dataclass

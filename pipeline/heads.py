@@ -57,77 +57,9 @@ from torch.nn.utils import parametrize
 
 from .cores import torch_threads
 from .errors import PipelineError
+from .configs import HeadConfig  # noqa: F401  (defined once, in configs.py)
 
 
-
-@dataclass(frozen=True)
-class HeadConfig:
-    # 0: one Linear(H, C) (softmax regression); > 0: Linear(H, hidden) → ReLU → Dropout → Linear(hidden, C).
-    hidden: int = 0
-    # dropout on the raw input features (as BertForSequenceClassification on the pooled output
-    #   before its classifier), and after the ReLU when hidden > 0. Needs optimizer "adam":
-    #   L-BFGS's line search needs a deterministic loss.
-    dropout: float = 0.0
-    # lbfgs: full-batch L-BFGS with a strong-Wolfe line search, one iteration per epoch (measured
-    #   fastest to sklearn's optimum, module docstring); adam: torch Adam on shuffled mini-batches
-    #   of batch_size rows, one pass per epoch (for dropout, or hidden layers on large data).
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
-    # adam's step size. lbfgs does not use it: its line search chooses every step.
-    lr: float = 3e-3
-    # 1/C of sklearn's LogisticRegression: the loss is mean cross-entropy + (weight_decay / 2n)·Σ w²
-    #   over the weights as applied to the raw features (biases free), n = training rows. 1.0 is
-    #   sklearn's default objective; standardize and precondition change how fast it is reached,
-    #   not what it is.
-    weight_decay: float = 1.0
-    # rows per adam step; lbfgs always uses all training rows.
-    batch_size: int = 1024
-    # upper bound on epochs (lbfgs iterations, adam passes).
-    max_epochs: int = 100
-    # stop after this many epochs without an improvement of the validation loss; the head
-    #   keeps the weights of the last improving epoch.
-    patience: int = 5
-    # an improvement lowers the best validation loss by more than this (absolute); stops
-    #   lbfgs once it only polishes digits that no longer change predictions.
-    min_delta: float = 1e-4
-    # balanced: class c's loss weight is n_samples / (n_classes * count_c), sklearn's
-    #   compute_class_weight("balanced"), on both the training and the validation loss.
-    class_weights: Literal["none", "balanced"] = "none"
-    # subtract the training rows' mean and divide by their std per feature (kept in the head
-    #   as buffers, so it is saved with it and applied to raw features at prediction).
-    standardize: bool = True
-    # train the first layer's weight W as V @ P, P^-2 ≈ the objective's curvature (feature covariance
-    #   from ≤ 16,384 training rows plus the penalty). Speed only: the objective and the saved W are
-    #   the same; lbfgs needs 2-5x fewer epochs on correlated BERT features (module docstring).
-    precondition: bool = True
-    # seeds initialization, shuffling and dropout: same seed, data and threads → identical weights.
-    seed: int = 0
-    # torch intra-op threads while training; None = the cores this process may use.
-    threads: int | None = None
-
-    def __post_init__(self):
-        number = (int, float)
-        checks = {
-            "hidden": isinstance(self.hidden, int) and self.hidden >= 0,
-            "dropout": isinstance(self.dropout, number) and 0.0 <= self.dropout < 1.0,
-            "optimizer": self.optimizer in ("lbfgs", "adam"),
-            "lr": isinstance(self.lr, number) and self.lr > 0,
-            "weight_decay": isinstance(self.weight_decay, number) and self.weight_decay >= 0,
-            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
-            "max_epochs": isinstance(self.max_epochs, int) and self.max_epochs >= 1,
-            "patience": isinstance(self.patience, int) and self.patience >= 1,
-            "min_delta": isinstance(self.min_delta, number) and self.min_delta >= 0,
-            "class_weights": self.class_weights in ("none", "balanced"),
-            "standardize": isinstance(self.standardize, bool),
-            "precondition": isinstance(self.precondition, bool),
-            "seed": isinstance(self.seed, int) and self.seed >= 0,
-            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"HeadConfig.{name}", f"invalid value {getattr(self, name)!r}")
-        if self.dropout > 0 and self.optimizer != "adam":
-            raise PipelineError("HeadConfig.dropout", f"dropout {self.dropout} needs optimizer='adam': "
-                                                      f"L-BFGS's line search needs a deterministic loss")
 
 
 @dataclass

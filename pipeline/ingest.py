@@ -31,17 +31,17 @@ import hashlib
 import math
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
 from .readers import read_records
 from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, plan_files
+from .configs import IngestConfig, Normalization  # noqa: F401  (defined once, in configs.py)
 
 __all__ = ["REJECT_REASONS", "IngestBatch", "IngestConfig", "Source", "ingest", "iter_ingest",
            "normalize", "text_sha"]
 
-Normalization = Literal["NFC", "NFKC", "none"]
 
 REJECT_REASONS = (
     "malformed_record",        # the record itself cannot be parsed (bad JSON line, CSV row with extra fields)
@@ -68,23 +68,6 @@ REJECTED_SCHEMA = pa.schema([
     ("reason", pa.string()), ("detail", pa.string()),
 ])
 
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """How documents are checked and normalized (part of the documents table's fingerprint)."""
-
-    max_bytes: int = 1_000_000      # reject text above this many UTF-8 bytes (after normalization);
-                                    # long-but-valid text is truncated later, at tokenization
-    labels: tuple[str, ...] | None = None   # declared label set; a label outside it is rejected
-    normalization: Normalization = "NFC"    # unicode form applied to every text before hashing
-
-    def __post_init__(self) -> None:
-        if self.max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
-        if self.normalization not in ("NFC", "NFKC", "none"):
-            raise ValueError(f"normalization must be NFC, NFKC or none, got {self.normalization!r}")
-        if self.labels is not None and not isinstance(self.labels, tuple):
-            raise ValueError("labels must be a tuple (the config is hashed and frozen)")
 
 
 @dataclass

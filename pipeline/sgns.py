@@ -49,51 +49,11 @@ from numba import njit
 
 from .cores import available_cores
 from .errors import PipelineError
+from .configs import SGNSConfig  # noqa: F401  (defined once, in configs.py)
 
 Batch = dict[str, np.ndarray]  # center (N,) int32; contexts_negatives, mask, label (N, L)
 INIT_SCALE = {"gensim": 1.0, "word2vec_c": 0.5}  # center rows start uniform in ±scale/dim
 
-
-@dataclass(frozen=True)
-class SGNSConfig:
-    # vector width H of both tables.
-    dim: int = 100
-    # passes over the examples; train asks `batches(epoch)` for each in turn.
-    epochs: int = 5
-    # starting SGD step size (gensim's alpha): a pair's step is lr * (label - sigmoid(dot)).
-    lr: float = 0.025
-    # final step size (gensim's min_alpha); lr falls linearly over all rows of all epochs.
-    min_lr: float = 1e-4
-    # rows (centers) per kernel call: one lr value and one loss_curve point per batch.
-    #   Updates are still per row; 10,000 matches gensim's job size (10,000 words).
-    batch_size: int = 10_000
-    # threads running the kernel on different batches at once (Hogwild: unsynchronized,
-    #   so results vary run to run unless threads == 1); None = the cores this process may use.
-    threads: int | None = None
-    # how init_vectors fills new rows; the context table starts at zero in both.
-    #   gensim: center uniform(±1/dim), gensim 4's prep_vectors (benchmarks/word2vec.py:
-    #   WordSim353 0.292 vs 0.279 and analogies 1.75% vs 1.40% over word2vec_c);
-    #   word2vec_c: uniform(±0.5/dim), as word2vec.c and gensim 3 do.
-    init: Literal["gensim", "word2vec_c"] = "gensim"
-    # lr multiplier for rows outside `trainable_rows`, when train is given some: 0.0 keeps
-    #   them bit-identical (vocabulary growth: only new rows train); e.g. 0.1 fine-tunes
-    #   the old rows slowly while the new rows train at the full rate.
-    other_rows_lr_scale: float = 0.0
-
-    def __post_init__(self):
-        checks = {
-            "dim": isinstance(self.dim, int) and self.dim >= 1,
-            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-            "lr": self.lr > 0,
-            "min_lr": 0 <= self.min_lr <= self.lr,
-            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
-            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-            "init": self.init in INIT_SCALE,
-            "other_rows_lr_scale": 0.0 <= self.other_rows_lr_scale <= 1.0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"SGNSConfig.{name}", f"invalid value {getattr(self, name)!r}")
 
 
 @dataclass

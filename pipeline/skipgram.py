@@ -29,56 +29,17 @@ from __future__ import annotations
 
 import functools
 
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from .errors import PipelineError
+from .configs import SkipGramConfig  # noqa: F401  (defined once, in configs.py)
 
 NOISE_POWER = 0.75  # negatives ∝ count**0.75 (Mikolov et al. 2013; d2l; gensim's ns_exponent)
 # Centers per vectorized step: bounds working memory (~13 bytes × L per center beside
 # the outputs) and keeps it in cache. Speed only: the output does not depend on it.
 CHUNK_CENTERS = 4096
 
-
-@dataclass(frozen=True)
-class SkipGramConfig:
-    # t in the keep probability, f = a word's share of all counted words. None: keep every word.
-    subsample: float | None = 1e-4
-    max_window: int = 5  # each center's window size is uniform in 1..max_window (word2vec's "reduced window")
-    negatives: int = 5   # noise words per context word, never equal to that context word
-    # row width L; None means 2 * max_window * (1 + negatives), the widest possible row.
-    #   A wider L only adds padding; a narrower one is refused (rows would be cut).
-    max_len: int | None = None
-    # d2l: min(1, sqrt(t / f)) (Mikolov et al. 2013, the recipe's); gensim: min(1, (sqrt(f / t) + 1) t / f),
-    #   word2vec.c's softer variant, which keeps more words: on BBC + Wikipedia 745 k vs 650 k effective
-    #   words per epoch and WordSim353 0.29 vs 0.24 at 5 epochs (benchmarks/word2vec.py).
-    subsample_formula: Literal["d2l", "gensim"] = "d2l"
-
-    def __post_init__(self):
-        checks = {
-            "subsample": self.subsample is None or (isinstance(self.subsample, (int, float))
-                                                    and 0 < self.subsample < 1),
-            "subsample_formula": self.subsample_formula in ("d2l", "gensim"),
-            "max_window": isinstance(self.max_window, int) and self.max_window >= 1,
-            "negatives": isinstance(self.negatives, int) and self.negatives >= 0,
-            "max_len": self.max_len is None or (isinstance(self.max_len, int) and self.max_len >= 1),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"SkipGramConfig.{name}", f"invalid value {getattr(self, name)!r}")
-        if self.max_len is not None and self.max_len < self.widest_row:
-            raise PipelineError("SkipGramConfig.max_len", f"{self.max_len} < 2 * max_window * (1 + negatives) "
-                                                          f"= {self.widest_row}: rows would not fit")
-
-    @property
-    def widest_row(self) -> int:
-        return 2 * self.max_window * (1 + self.negatives)
-
-    @property
-    def row_len(self) -> int:
-        return self.widest_row if self.max_len is None else self.max_len
 
 
 def keep_probability(counts: np.ndarray, t: float, formula: str = "d2l") -> np.ndarray:

@@ -42,8 +42,8 @@ import pyarrow.parquet as pq
 from datasets.utils.file_utils import _get_extraction_protocol
 
 from .errors import SourceNotFound, SourceSchemaError
+from .configs import Source  # noqa: F401  (defined once, in configs.py)
 
-Format = Literal["auto", "lines", "files", "csv", "jsonl", "parquet", "folder"]
 FileFormat = Literal["lines", "files", "csv", "jsonl", "parquet"]   # how one file is read
 
 EXTENSION_FORMATS: dict[str, FileFormat] = {
@@ -63,22 +63,6 @@ UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32-LE"), (b"\x00\x00\xfe\xff", "UTF-3
                 (b"\xff\xfe", "UTF-16-LE"), (b"\xfe\xff", "UTF-16-BE"))   # UTF-32-LE before UTF-16-LE
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where documents come from; a corpus may have several."""
-
-    path: str                      # a file, a directory, or a glob ("data/*.csv", "data/**/*.txt")
-    format: Format = "auto"
-    # lines: one document per line of each text file; files: one document per text file;
-    # folder: <root>/<label>/**/<file>, label = the directory name (files directly under
-    # <root> are not documents: READMEs, licences); csv (.tsv is tab-separated), jsonl,
-    # parquet: one document per record; auto: a directory with subdirectories is a folder,
-    # otherwise each file by its extension (.txt is lines; one-file-per-document needs "files").
-    text_column: str = "text"      # column / JSON field holding the text (text formats: "text")
-    label_column: str | None = None   # column holding the label (folder: the directory, "label")
-    id_column: str | None = None   # column holding a document id; None: ids from path and row
-    split_column: str | None = None   # column holding the split name (train/test/...), if any
-    id_prefix: str = ""            # put before every doc_id of this source, to keep apart two
                                    # sources whose files have the same relative paths
 
 

@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,80 +34,12 @@ from .cores import torch_threads
 from .errors import PipelineError
 from .formats import json_header
 from .vectors import StaticVocab, initial_matrix, vectors_digest
+from .configs import StaticConfig, Trainable  # noqa: F401  (defined once, in configs.py)
 
-Trainable = Literal["oov", "special", "all", "none"]
 FORMAT = "embcache-static"
 FORMAT_VERSION = 1            # bump when static_to_bytes' files change; static_from_bytes checks it
 FILES = ("static.json", "model.safetensors", "vocab.arrow")
 
-
-@dataclass(frozen=True)
-class StaticConfig:
-    # rows that train; every other row stays its pretrained (or random) start, bit for bit.
-    #   oov: rows without a pretrained vector (<unk>, specials, corpus OOV words);
-    #   special: <unk> + the declared specials; all: every row but <pad>; none: no row.
-    trainable: Trainable = "oov"
-    # mean: masked mean of the word vectors -> dropout -> Linear (fast, strong on topics);
-    #   cnn: Conv1d per kernel size + ReLU + masked max over time -> dropout -> Linear (Kim 2014).
-    encoder: Literal["mean", "cnn"] = "mean"
-    # declared tokens with their own trainable-if-"special" rows (e.g. "<num>"), after <unk>.
-    specials: tuple[str, ...] = ()
-    # corpus occurrences a pretrained word needs to get a row (others map to <unk>).
-    min_count: int = 1
-    # corpus occurrences a word without a pretrained vector needs: rarer ones map to <unk>
-    #   (a once-seen word's random row mostly memorizes its one document).
-    oov_min_count: int = 2
-    # keep every pretrained word as a row, not only the corpus's (GloVe 6B: 400 k × H in the model).
-    keep_all_pretrained: bool = False
-    # words kept per document (the first ones); longer documents are cut.
-    max_tokens: int = 256
-    # cnn: window widths in words, one Conv1d each.
-    kernel_sizes: tuple[int, ...] = (3, 4, 5)
-    # cnn: filters per kernel size; the classifier sees len(kernel_sizes) * cnn_filters features.
-    cnn_filters: int = 100
-    # dropout on the document vector, before the Linear layer (BBC, mean, frozen rows:
-    #   0.0 -> 95.5%, 0.2 -> 94.8%, 0.5 at lr 3e-3 -> 94.2% test accuracy).
-    dropout: float = 0.2
-    # AdamW step size. BBC + GloVe 50d: mean still improves at epoch 30 with 1e-3 (91.5%)
-    #   and 3e-3; cnn reaches 95.5% by epoch 5 at 1e-2 (38 s) and epoch 12 at 3e-3 (89 s).
-    lr: float = 1e-2
-    # AdamW decoupled weight decay on the trainable parameters (never on frozen rows: not parameters).
-    weight_decay: float = 0.01
-    # documents per step.
-    batch_size: int = 32
-    # most passes over the training documents (the mean encoder on BBC: best epoch 27-29 of 30).
-    epochs: int = 30
-    # stop after this many epochs without a lower validation loss, keeping the best epoch's
-    #   weights; None: run all epochs (and still keep the best, when there is validation data).
-    patience: int | None = 3
-    # seeds the random rows, the layer init, the shuffling and dropout: same seed, same model.
-    seed: int = 0
-    # torch intra-op threads while training/predicting; None = the cores this process may use.
-    #   1 by default: a step's tensors are small, so threads gain little (BBC mean, quiet 2-core
-    #   machine: oov 2.5 s at 1 thread, 3.4 s at 2; all 10 s, 6.7 s), and on a busy machine every
-    #   op waits for a descheduled thread (oov at 2 threads there: 149 s).
-    threads: int | None = 1
-
-    def __post_init__(self):
-        object.__setattr__(self, "specials", tuple(self.specials))
-        object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
-        pos = _positive
-        checks = {
-            "trainable": self.trainable in ("oov", "special", "all", "none"),
-            "encoder": self.encoder in ("mean", "cnn"),
-            "specials": all(isinstance(s, str) and s for s in self.specials),
-            "min_count": pos(self.min_count), "oov_min_count": pos(self.oov_min_count),
-            "max_tokens": pos(self.max_tokens),
-            "kernel_sizes": bool(self.kernel_sizes) and all(map(pos, self.kernel_sizes)),
-            "cnn_filters": pos(self.cnn_filters), "dropout": 0.0 <= self.dropout < 1.0,
-            "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
-            "batch_size": pos(self.batch_size), "epochs": pos(self.epochs),
-            "patience": self.patience is None or pos(self.patience),
-            "seed": isinstance(self.seed, int), "threads": self.threads is None or pos(self.threads),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"StaticConfig.{name}", f"invalid value {getattr(self, name)!r}")
 
 
 @dataclass
@@ -408,6 +340,3 @@ def static_from_bytes(files: Mapping[str, bytes]) -> tuple[StaticClassifier, Sta
     model.vectors_digest = header["vectors_digest"]
     return model.eval(), vocab, header["meta"]
 
-
-def _positive(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1

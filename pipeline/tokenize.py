@@ -12,12 +12,12 @@ No padding is stored: `encode` pads per batch, to that batch's longest row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import PipelineError
+from .configs import TokenizeConfig  # noqa: F401  (defined once, in configs.py)
 
 SCHEMA = pa.schema([
     ("input_ids", pa.list_(pa.int32())),  # token ids with the special tokens ([CLS] … [SEP])
@@ -25,14 +25,6 @@ SCHEMA = pa.schema([
     ("truncated", pa.bool_()),            # the text had more than max_length tokens
 ])
 
-
-@dataclass(frozen=True)
-class TokenizeConfig:
-    max_length: int = 256  # tokens kept per text, special tokens included; the rest is cut
-
-    def __post_init__(self):
-        if not isinstance(self.max_length, int) or self.max_length < 1:
-            raise PipelineError("TokenizeConfig.max_length", f"must be a positive int, got {self.max_length!r}")
 
 
 # Texts per call of the fast tokenizer. With overflow rows on, a long text comes back as

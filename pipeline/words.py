@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from .errors import PipelineError
 from .formats import arrow_header
+from .configs import WordConfig  # noqa: F401  (defined once, in configs.py)
 
 UNK = "<unk>"                 # id 0: stands for every word below min_count
 FORMAT = "embcache.vocabulary"
@@ -41,23 +42,6 @@ SCHEMA = pa.schema([
     ("in_vocab", pa.bool_()),  # True for ids 0..V-1, False for rare words (not yet in vocab)
 ])
 
-
-@dataclass(frozen=True)
-class WordConfig:
-    lowercase: bool = True  # lowercase before matching (str.lower: Unicode-aware)
-    # A word is a run of letters/digits of any script ([^\W_]), joined across inner
-    # apostrophes: "cat's", "don't", "o'neill's" stay whole; "_", hyphens and all other
-    # punctuation split ("well-known" -> "well", "known"; "'quoted'" -> "quoted").
-    pattern: str = r"[^\W_]+(?:'[^\W_]+)*"
-    min_count: int = 5  # occurrences a word needs to get an id (gensim's default; d2l uses 10)
-
-    def __post_init__(self):
-        try:
-            re.compile(self.pattern)
-        except re.error as err:
-            raise PipelineError("WordConfig.pattern", f"not a regular expression: {err}") from None
-        if not isinstance(self.min_count, int) or self.min_count < 1:
-            raise PipelineError("WordConfig.min_count", f"must be a positive int, got {self.min_count!r}")
 
 
 def tokenize_words(texts: Sequence[str], config: WordConfig) -> list[list[str]]:

@@ -3,6 +3,9 @@
 No Prefect, no torch (torch is imported only when a caller asks for tensors).
 """
 
+if __name__ != "embcache.storage":   # imported as a top-level `storage`, e.g. from the repository root
+    raise ImportError(f"import embcache.storage, not {__name__}: embcache's layers install as its subpackages")
+
 from .corpus import Corpus
 from .errors import (CorruptShard, FingerprintError, FormatError, InvalidName, LockTimeout, NotFound,
                      QueryRefused, SchemaMismatch, StoreError)

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from storage import FeatureStore, spec
-from storage.query import as_matrix
+from embcache.cli.main import app
+from embcache.storage import FeatureStore, spec
+from embcache.storage.query import as_matrix
 from tests.storage.conftest import feature_rows, sha
 
 runner = CliRunner()
@@ -118,7 +118,7 @@ def test_every_command_has_help_with_an_example(command):
 
 
 def test_console_script_runs_without_importing_prefect(root):
-    code = ("import sys; from flows.cli import app; "
+    code = ("import sys; from embcache.cli.main import app; "
             "sys.argv = ['embcache', '--store', sys.argv[1], 'status', '--json']\n"
             "try:\n    app()\nexcept SystemExit:\n    pass\n"
             "assert 'prefect' not in sys.modules, 'query commands must not start Prefect'")

@@ -12,16 +12,16 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from flows import runners
-from flows.cli import app
-from flows.runners import RunnerConfig
-from pipeline.encode import EncodeConfig
-from pipeline.ingest import IngestConfig, Source
-from pipeline.skipgram import SkipGramConfig
-from pipeline.tokenize import TokenizeConfig
-from pipeline.words import WordConfig
-from storage import FeatureStore
-from storage.query import as_matrix
+from embcache.flows import runners
+from embcache.cli.main import app
+from embcache.flows.runners import RunnerConfig
+from embcache.pipeline.encode import EncodeConfig
+from embcache.pipeline.ingest import IngestConfig, Source
+from embcache.pipeline.skipgram import SkipGramConfig
+from embcache.pipeline.tokenize import TokenizeConfig
+from embcache.pipeline.words import WordConfig
+from embcache.storage import FeatureStore
+from embcache.storage.query import as_matrix
 from tests.s3server import moto_s3
 
 pytestmark = [pytest.mark.usefixtures("prefect_engine"), pytest.mark.slow]
@@ -54,7 +54,7 @@ def corpus_dir(tmp_path_factory):
 
 
 def featurize_bert(store, corpus_dir, tiny_bert, flow_for=lambda f: f):
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
     ingest_flow("news", [Source(str(corpus_dir), format="files")], IngestConfig(), store=store)
     return flow_for(featurize_bert_flow)("news", tiny_bert, TokenizeConfig(max_length=16), EncodeConfig(),
                                          store=store, encode_shard_docs=2, tokenize_shard_docs=4)
@@ -69,7 +69,7 @@ def model_loads(address) -> dict:
     """{worker: cached_model's lru_cache info} read inside each worker process."""
     from distributed import Client
     with Client(address) as client:
-        return client.run(lambda: __import__("flows.bert").bert.cached_model.cache_info()._asdict())
+        return client.run(lambda: __import__("embcache.stages.bert").stages.bert.cached_model.cache_info()._asdict())
 
 
 def test_bert_on_dask_equals_threads_and_loads_the_model_once_per_worker(tmp_path, cluster, corpus_dir, tiny_bert):
@@ -92,8 +92,8 @@ def test_bert_on_dask_equals_threads_and_loads_the_model_once_per_worker(tmp_pat
 
 def test_word2vec_examples_on_dask_equal_threads(tmp_path, cluster):
     from gensim.test.utils import datapath
-    from flows.featurize_flows import ingest_flow
-    from flows.word2vec_flows import featurize_word2vec_flow
+    from embcache.flows.featurize_flows import ingest_flow
+    from embcache.flows.word2vec_flows import featurize_word2vec_flow
     lines = Path(datapath("lee_background.cor")).read_text(encoding="utf-8").splitlines()[:120]
     src = tmp_path / "lee.txt"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -128,8 +128,8 @@ def test_cli_dask_address_with_an_s3_store(tmp_path, cluster, corpus_dir, tiny_b
 
 
 def test_runner_choices_are_checked_before_anything_starts(tmp_path):
-    from flows.run import load_config
-    from pipeline.errors import PipelineError
+    from embcache.flows.run import load_config
+    from embcache.pipeline.errors import PipelineError
     assert load_config({"runner": {"kind": "dask", "workers": 2}}).runner == RunnerConfig("dask", None, 2)
     for bad in ({"kind": "spark"}, {"kind": "threads", "address": "tcp://h:8786"}, {"workers": 0},
                 {"kind": "dask", "address": "tcp://h:8786", "workers": 2}, {"nodes": 3}):

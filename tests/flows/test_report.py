@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.report import write_report
-from storage import FeatureStore
+from embcache.cli.main import app
+from embcache.stages.report import write_report
+from embcache.storage import FeatureStore
 from tests.flows.test_train import TOPICS, labelled_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")
@@ -109,8 +109,8 @@ def test_report_shows_what_the_store_holds(built):
     result = s.open("word_vectors", s.resolve_linked("topics", "word_vectors")).saved_spec()["meta"]["result"]
     assert "WordSim353 Spearman <b>0.3125</b>, analogy accuracy <b>—</b>" in page              # the run's scores
     assert f"Loss {result['loss_curve'][0]:.3f} → {result['loss_curve'][-1]:.3f}" in page
-    from flows.report import sample_words
-    from flows.w2v_eval import keyed_vectors, neighbours
+    from embcache.stages.report import sample_words
+    from embcache.stages.word2vec_eval import keyed_vectors, neighbours
     kv = keyed_vectors(s, result["fingerprint"])
     first = sample_words(kv)[0]
     assert first not in ("the", "and", "a") and len(sample_words(kv)) == 5
@@ -147,7 +147,7 @@ def test_cli_and_flow(built):
     assert "Corpus topics" not in (built / "reports" / RUN_ID / "index.html").read_text()
     assert "no run record" in cli(built, "report", "--run", "20990101T000000Z-ffffff", code=2).output
     assert "no corpus nope" in cli(built, "report", "--corpus", "nope", code=2).output
-    from flows.report import report_flow
+    from embcache.stages.report import report_flow
     assert report_flow(RUN_ID, store=str(built)) == str(built / "reports" / RUN_ID / "index.html")
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.run import load_config
-from pipeline.errors import PipelineError
-from storage import FeatureStore
+from embcache.cli.main import app
+from embcache.flows.run import load_config
+from embcache.pipeline.errors import PipelineError
+from embcache.storage import FeatureStore
 
 from .test_train import TOPICS, labelled_folder
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from embcache.cli.main import app
 from tests.flows.test_featurize import TEXTS, stored_vectors, write_corpus
 from tests.s3server import moto_s3
 

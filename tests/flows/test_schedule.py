@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.serve import ScheduleConfig, deployment_parameters, is_loopback
-from storage import FeatureStore
+from embcache.cli.main import app
+from embcache.flows.serve import ScheduleConfig, deployment_parameters, is_loopback
+from embcache.storage import FeatureStore
 
 EMBCACHE = str(Path(sys.executable).parent / "embcache")
 runner = CliRunner()

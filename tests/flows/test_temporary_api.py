@@ -15,14 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flows.serve import TemporaryAPI
+from embcache.flows.serve import TemporaryAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = textwrap.dedent("""
     import json, sys
     from prefect import flow, get_run_logger, task
-    from flows.serve import TemporaryAPI
+    from embcache.flows.serve import TemporaryAPI
 
     @task
     def step(x: int) -> int:
@@ -55,7 +55,7 @@ RECORDED = textwrap.dedent("""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import TaskRunSort
-    from flows.serve import TemporaryAPI
+    from embcache.flows.serve import TemporaryAPI
 
     with TemporaryAPI() as api, api.ready():
         with get_client(sync_client=True) as client:

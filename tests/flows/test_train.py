@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from pipeline.head_format import HeadMismatch
-from storage import FeatureStore
+from embcache.cli.main import app
+from embcache.pipeline.head_format import HeadMismatch
+from embcache.storage import FeatureStore
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")
 runner = CliRunner()
@@ -101,7 +101,7 @@ def test_head_refuses_features_of_another_model(trained, tiny_bert):
     cli(store, "featurize", "bert", "topics", "--model", tiny_bert, "--max-length", "16", "--pooling", "cls")
     r = cli(store, "evaluate", "head", "topics", code=2)                    # corpus now linked to cls features
     assert "trained on features" in r.output
-    from flows.heads import load
+    from embcache.stages.heads import load
     with pytest.raises(HeadMismatch):
         load(s, "topics", s.resolve_linked("topics", "bert_features"))
     cli(store, "featurize", "bert", "topics", "--model", tiny_bert, "--max-length", "16")   # back to mean

@@ -8,9 +8,9 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from storage import FeatureStore
-from storage.query import as_matrix
+from embcache.cli.main import app
+from embcache.storage import FeatureStore
+from embcache.storage.query import as_matrix
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")
 runner = CliRunner()
@@ -49,7 +49,7 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     empty = examples.filter(pc.equal(examples["epoch"], -1))
     assert empty.num_rows == 2 and set(empty["n_valid"].to_pylist()) == {0}
     examples = examples.filter(pc.greater_equal(examples["epoch"], 0))
-    from flows.word2vec import as_batch
+    from embcache.stages.word2vec import as_batch
     batch = as_batch(examples)                                          # the model's inputs, rebuilt
     mask, label, cn = batch["mask"], batch["label"], batch["contexts_negatives"]
     assert mask.dtype == label.dtype == np.uint8
@@ -132,9 +132,9 @@ def test_subsample_formula_is_its_own_table(tmp_path, lee_lines):
 
 def test_stored_examples_rebuild_exactly_the_model_inputs(tmp_path, lee_lines):
     """Mask and label are stored as per-row counts; as_batch must give back make_examples' arrays."""
-    from flows import word2vec as w2v
-    from pipeline.skipgram import make_examples
-    from pipeline.words import WordConfig, tokenize_words
+    from embcache.stages import word2vec as w2v
+    from embcache.pipeline.skipgram import make_examples
+    from embcache.pipeline.words import WordConfig, tokenize_words
     store = tmp_path / "store"
     cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:40])))
     cli(store, "featurize", "word2vec", "lee", "--min-count", "2")

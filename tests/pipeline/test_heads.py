@@ -10,10 +10,10 @@ from torch.nn import functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 
-from pipeline.errors import PipelineError
-from pipeline.head_format import HeadMismatch, head_from_bytes, head_to_bytes
-from pipeline.heads import HeadConfig, _penalty, class_weight_vector, predict_proba, train_head
-from pipeline.splits import classification_metrics, stratified_split
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.head_format import HeadMismatch, head_from_bytes, head_to_bytes
+from embcache.pipeline.heads import HeadConfig, _penalty, class_weight_vector, predict_proba, train_head
+from embcache.pipeline.splits import classification_metrics, stratified_split
 
 FP = "a" * 64                                              # a feature table's fingerprint
 
@@ -132,7 +132,7 @@ def test_weight_decay_is_sklearns_inverse_c():
         head.zero_grad()
         (F.cross_entropy(head(xt), yt) + _penalty(head, weight_decay, len(x))).backward()
         largest = max(float(p.grad.abs().max()) for p in head.parameters())
-        assert (largest < 1e-4) == stationary, (weight_decay, largest)
+        assert (largest < 1e-3) == stationary, (weight_decay, largest)   # float32 rounding: ~1e-4
 
 
 def test_balanced_class_weights():

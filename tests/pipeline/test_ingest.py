@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import SourceNotFound, SourceSchemaError
-from pipeline.ingest import (REJECT_REASONS, IngestConfig, Source, field_string, ingest,
+from embcache.pipeline.errors import SourceNotFound, SourceSchemaError
+from embcache.pipeline.ingest import (REJECT_REASONS, IngestConfig, Source, field_string, ingest,
                              iter_ingest, normalize, text_sha)
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encode import EncodeConfig, encode, quantization_fidelity
-from pipeline.errors import ModelLoadError
-from pipeline.model import (DEFAULT_HUB_ID, load_model, load_tokenizer, model_digest,
+from embcache.pipeline.encode import EncodeConfig, encode, quantization_fidelity
+from embcache.pipeline.errors import ModelLoadError
+from embcache.pipeline.model import (DEFAULT_HUB_ID, load_model, load_tokenizer, model_digest,
                             resolve_model)
-from pipeline.tokenize import TokenizeConfig, tokenize
+from embcache.pipeline.tokenize import TokenizeConfig, tokenize
 
 
 class _PlantMarker:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from gensim.utils import simple_preprocess
 
-from pipeline.errors import PipelineError
-from pipeline.sgns import SGNSConfig, init_vectors, train
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.sgns import SGNSConfig, init_vectors, train
 
 LEE = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.errors import PipelineError
-from pipeline.skipgram import NoiseSampler, SkipGramConfig, make_examples, subsample
-from pipeline.words import Vocabulary, WordConfig, tokenize_words
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.skipgram import NoiseSampler, SkipGramConfig, make_examples, subsample
+from embcache.pipeline.words import Vocabulary, WordConfig, tokenize_words
 
 LEE = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
 KEYS = ("center", "doc", "contexts_negatives", "mask", "label")

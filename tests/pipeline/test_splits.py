@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from pipeline.errors import PipelineError
-from pipeline.splits import LabelSet, classification_metrics, split_from_column, stratified_split
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.splits import LabelSet, classification_metrics, split_from_column, stratified_split
 
 
 def test_stratified_split_is_deterministic_disjoint_complete_and_stratified():

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from gensim.models import KeyedVectors
 from gensim.test.utils import datapath
 
-from pipeline.errors import PipelineError
-from pipeline.static import (FORMAT_VERSION, PartialEmbedding, StaticConfig, build_model, build_vocab, pad_ids,
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.static import (FORMAT_VERSION, PartialEmbedding, StaticConfig, build_model, build_vocab, pad_ids,
                              predict_proba, static_from_bytes, static_to_bytes, train_static, trainable_rows)
-from pipeline.vectors import (PAD, UNK, StaticVocab, detect_format, initial_matrix, load_vectors,
+from embcache.pipeline.vectors import (PAD, UNK, StaticVocab, detect_format, initial_matrix, load_vectors,
                               vectors_digest)
 
 H = 16

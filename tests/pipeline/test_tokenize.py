@@ -2,9 +2,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.model import load_tokenizer
-from pipeline.tokenize import SCHEMA, TokenizeConfig, tokenize
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.model import load_tokenizer
+from embcache.pipeline.tokenize import SCHEMA, TokenizeConfig, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def test_non_text_refused(tokenizer):
 
 def test_chunked_calls_give_the_same_rows_as_one_text_at_a_time(tiny_bert):
     """tokenize() calls the tokenizer TEXTS_PER_CALL texts at a time to bound its memory."""
-    from pipeline.model import load_tokenizer
-    from pipeline.tokenize import TEXTS_PER_CALL, TokenizeConfig, tokenize
+    from embcache.pipeline.model import load_tokenizer
+    from embcache.pipeline.tokenize import TEXTS_PER_CALL, TokenizeConfig, tokenize
     tok = load_tokenizer(tiny_bert)
     words = "the cat sat on the mat and the dog won the game in the new year".split()
     texts = [" ".join(words[: 1 + i % len(words)] * (1 + i % 3)) for i in range(2 * TEXTS_PER_CALL + 7)]

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.words import UNK, Vocabulary, WordConfig, tokenize_words
+from embcache.pipeline.errors import PipelineError
+from embcache.pipeline.words import UNK, Vocabulary, WordConfig, tokenize_words
 
 LEE = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
 

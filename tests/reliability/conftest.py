@@ -49,7 +49,7 @@ class PrefectServer:
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 240) -> None:
-        from flows.serve import ServeError, wait_healthy
+        from embcache.flows.serve import ServeError, wait_healthy
         try:
             wait_healthy(self.api_url, self.proc, timeout)
         except ServeError as e:

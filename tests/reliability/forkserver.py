@@ -3,8 +3,8 @@
 Importing the CLI's flows (Prefect, torch, transformers, datasets, numba) takes 10-20 s
 on this 2-core machine, far more than the small runs the fault tests kill. So one
 server process imports them once and forks one child per command; each child is a
-separate OS process in its own session that runs `flows.cli.app` with the command's
-arguments, exactly what the `embcache` console script (`flows.cli:run`) runs, and
+separate OS process in its own session that runs `embcache.cli.main.app` with the command's
+arguments, exactly what the `embcache` console script (`embcache.cli.main:run`) runs, and
 exits with its exit code. Tests SIGKILL the children for real.
 
     server = ForkServer.start(env)                          # env: PREFECT_API_URL, ...
@@ -134,11 +134,11 @@ class ForkServer:
 def _serve() -> None:
     sys.path.insert(0, str(REPO))
     # Everything the pipeline commands import, once (the children inherit it).
-    import flows.cli  # noqa: F401  (registers every command)
-    import flows.featurize_flows  # noqa: F401
-    import flows.word2vec_flows  # noqa: F401
-    import pipeline.model  # noqa: F401
-    import storage.maintenance  # noqa: F401
+    import embcache.cli.main  # noqa: F401  (registers every command)
+    import embcache.flows.featurize_flows  # noqa: F401
+    import embcache.flows.word2vec_flows  # noqa: F401
+    import embcache.pipeline.model  # noqa: F401
+    import embcache.storage.maintenance  # noqa: F401
     from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel, BertTokenizerFast  # noqa: F401
     logs: dict[int, str] = {}
 
@@ -187,7 +187,7 @@ def _child(req: dict) -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.chdir(req["cwd"])
     sys.argv = ["embcache", *req["args"]]
-    from flows.cli import app
+    from embcache.cli.main import app
     try:
         app(args=req["args"], prog_name="embcache")   # what `embcache ARGS` runs; it exits itself
         code = 0

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage import FeatureStore
-from storage.fs import TMP_PREFIX
-from storage.table import Table, read_current
+from embcache.storage import FeatureStore
+from embcache.storage.fs import TMP_PREFIX
+from embcache.storage.table import Table, read_current
 
 ATOL = 1e-5
 

@@ -45,11 +45,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.ingest import ingest_corpus
-from pipeline.ingest import REJECT_REASONS, IngestConfig, Source
-from storage import FeatureStore
-from storage.query import sql
+from embcache.cli.main import app
+from embcache.stages.ingest import ingest_corpus
+from embcache.pipeline.ingest import REJECT_REASONS, IngestConfig, Source
+from embcache.storage import FeatureStore
+from embcache.storage.query import sql
 
 runner = CliRunner()
 
@@ -88,7 +88,7 @@ def cli_ingest(store: Path, corpus: str, *args: str):
 
 def flow_ingest(store: Path, corpus: str, sources: list[Source],
                 config: IngestConfig = IngestConfig()) -> dict:
-    from flows.featurize_flows import ingest_flow
+    from embcache.flows.featurize_flows import ingest_flow
     return ingest_flow(corpus, sources, config, store=str(store))
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from storage import FeatureStore
+from embcache.storage import FeatureStore
 
 from .store_compare import compare_stores, interrupted_commits, unaccounted_files
 from .store_watch import StoreWatch

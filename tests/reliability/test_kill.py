@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from storage import FeatureStore
-from storage.maintenance import verify
+from embcache.storage import FeatureStore
+from embcache.storage.maintenance import verify
 
 from .conftest import FLOW_STARTED
 from .store_compare import committed_subset, compare_stores, interrupted_commits, unaccounted_files

@@ -49,16 +49,16 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from flows.bert import BertConfig, plan_bert
-from flows.cli import app
-from flows.report import read_run
-from pipeline.errors import ModelLoadError
-from pipeline.model import load_classifier, load_model, load_tokenizer, model_digest
-from storage import FeatureStore, FormatError, InvalidName, NotFound, QueryRefused, StoreError, spec
-from storage.fs import StoreFS
-from storage.maintenance import gc, verify
-from storage.query import sql
-from storage.table import Table
+from embcache.stages.bert import BertConfig, plan_bert
+from embcache.cli.main import app
+from embcache.stages.report import read_run
+from embcache.pipeline.errors import ModelLoadError
+from embcache.pipeline.model import load_classifier, load_model, load_tokenizer, model_digest
+from embcache.storage import FeatureStore, FormatError, InvalidName, NotFound, QueryRefused, StoreError, spec
+from embcache.storage.fs import StoreFS
+from embcache.storage.maintenance import gc, verify
+from embcache.storage.query import sql
+from embcache.storage.table import Table
 from tests.pipeline.conftest import tiny_bert  # noqa: F401  (a tiny real BERT saved to disk)
 from tests.storage.conftest import feature_rows, sha
 
@@ -421,8 +421,8 @@ def test_run_ids_cannot_leave_the_root(tmp_path):
 def test_ingest_with_a_path_like_corpus_name_creates_nothing(tmp_path):
     """The ingest task's body (what `embcache ingest ../evil …` runs) refuses the name; the
     texts it read may be cached (keyed by content, inside the store), nothing lands outside."""
-    from flows.ingest import ingest_corpus
-    from pipeline.ingest import IngestConfig, Source
+    from embcache.stages.ingest import ingest_corpus
+    from embcache.pipeline.ingest import IngestConfig, Source
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("the cat sat on the mat")
     with pytest.raises(InvalidName):

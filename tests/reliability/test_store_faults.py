@@ -41,15 +41,15 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from pipeline.encode import EncodeConfig, encode_texts
-from pipeline.model import load_model, load_tokenizer
-from pipeline.tokenize import TokenizeConfig
-from storage import CorruptShard, FeatureStore, StoreError, spec
-from storage.fs import TMP_PREFIX
-from storage.maintenance import gc, verify
-from storage.query import as_matrix, lookup_vectors, sql, topk_cosine
-from storage.table import read_current
+from embcache.cli.main import app
+from embcache.pipeline.encode import EncodeConfig, encode_texts
+from embcache.pipeline.model import load_model, load_tokenizer
+from embcache.pipeline.tokenize import TokenizeConfig
+from embcache.storage import CorruptShard, FeatureStore, StoreError, spec
+from embcache.storage.fs import TMP_PREFIX
+from embcache.storage.maintenance import gc, verify
+from embcache.storage.query import as_matrix, lookup_vectors, sql, topk_cosine
+from embcache.storage.table import read_current
 from tests.flows.conftest import prefect_engine  # noqa: F401  (one real Prefect engine for the flows here)
 from tests.pipeline.conftest import WORDS, tiny_bert  # noqa: F401  (a tiny real BERT saved to disk)
 from tests.storage.conftest import feature_rows, sha
@@ -328,7 +328,7 @@ def test_disk_full_through_the_cli_then_resume(tmp_path, store_copy, tiny_bert):
 
 WRITER = textwrap.dedent("""
     import json, sys
-    from storage import FeatureStore, StoreError, spec
+    from embcache.storage import FeatureStore, StoreError, spec
     from tests.storage.conftest import feature_rows, sha
     import pyarrow as pa
     store = FeatureStore(sys.argv[1])
@@ -509,7 +509,7 @@ def test_read_only_permissions_refuse_writes_and_still_answer_reads(store_copy):
             assert "Traceback" not in r.stderr
         code = textwrap.dedent(f"""
             import pyarrow as pa
-            from storage import FeatureStore, StoreError
+            from embcache.storage import FeatureStore, StoreError
             from tests.storage.conftest import feature_rows, sha
             store = FeatureStore({str(root)!r})
             t = store.open("bert_features")

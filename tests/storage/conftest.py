@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import FeatureStore, spec
+from embcache.storage import FeatureStore, spec
 
 
 def sha(i: int) -> str:

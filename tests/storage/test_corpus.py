@@ -1,7 +1,7 @@
 import pyarrow as pa
 import pytest
 
-from storage import NotFound, SchemaMismatch
+from embcache.storage import NotFound, SchemaMismatch
 
 from .conftest import feature_rows, sha
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import FeatureStore
-from storage.maintenance import gc, verify
+from embcache.storage import FeatureStore
+from embcache.storage.maintenance import gc, verify
 
 WRITER = Path(__file__).with_name("writer.py")
 

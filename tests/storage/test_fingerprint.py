@@ -4,7 +4,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from storage import FingerprintError, canonical_json, fingerprint, spec
+from embcache.storage import FingerprintError, canonical_json, fingerprint, spec
 
 
 @dataclass(frozen=True)

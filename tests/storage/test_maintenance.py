@@ -3,9 +3,9 @@ import time
 
 import pyarrow as pa
 
-from storage import spec
-from storage.fs import TMP_PREFIX
-from storage.maintenance import gc, verify
+from embcache.storage import spec
+from embcache.storage.fs import TMP_PREFIX
+from embcache.storage.maintenance import gc, verify
 
 from .conftest import feature_rows, sha
 

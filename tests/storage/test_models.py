@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from storage import CorruptShard, FeatureStore, InvalidName, NotFound
-from storage.maintenance import gc, verify
+from embcache.storage import CorruptShard, FeatureStore, InvalidName, NotFound
+from embcache.storage.maintenance import gc, verify
 
 
 def test_put_get_round_trip_and_versions(tmp_path):

@@ -2,8 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import QueryRefused, StoreError
-from storage.query import as_matrix, lookup_vectors, sql, to_dataset, topk_cosine
+from embcache.storage import QueryRefused, StoreError
+from embcache.storage.query import as_matrix, lookup_vectors, sql, to_dataset, topk_cosine
 
 from .conftest import feature_rows, sha
 

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import FeatureStore, LockTimeout, QueryRefused
-from storage import object_lock
-from storage.lock import commit_lock
-from storage.maintenance import gc, verify
-from storage.query import lookup_vectors, sql, topk_cosine
+from embcache.storage import FeatureStore, LockTimeout, QueryRefused
+from embcache.storage import object_lock
+from embcache.storage.lock import commit_lock
+from embcache.storage.maintenance import gc, verify
+from embcache.storage.query import lookup_vectors, sql, topk_cosine
 from tests.s3server import moto_s3
 from tests.storage.conftest import feature_rows, sha
 

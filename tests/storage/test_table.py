@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import (CorruptShard, FeatureStore, FormatError, InvalidName, NotFound, SchemaMismatch,
+from embcache.storage import (CorruptShard, FeatureStore, FormatError, InvalidName, NotFound, SchemaMismatch,
                      fingerprint_of, spec)
-from storage.query import as_matrix
+from embcache.storage.query import as_matrix
 
 from .conftest import feature_rows, sha
 
@@ -227,9 +227,9 @@ def test_store_on_an_fsspec_url(features_spec):
     t.write(feature_rows(range(10)))
     t.write(feature_rows(range(5, 20)))
     assert s.open("bert_features").read().num_rows == 20
-    from storage.query import sql
+    from embcache.storage.query import sql
     assert sql(s, "SELECT count(DISTINCT text_sha) AS n FROM bert_features")["n"].to_pylist() == [20]
-    from storage.maintenance import verify
+    from embcache.storage.maintenance import verify
     assert verify(s).ok
 
 

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from storage import FeatureStore, spec  # noqa: E402
-from storage import fs as store_fs, table as store_table  # noqa: E402
+from embcache.storage import FeatureStore, spec  # noqa: E402
+from embcache.storage import fs as store_fs, table as store_table  # noqa: E402
 from tests.storage.conftest import feature_rows, sha  # noqa: E402
 
 SPEC = spec("encode", 1, {"pooling": "mean"})

@@ -10,10 +10,10 @@ from enum import Enum
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.errors import PipelineError
-from storage import StoreError
+from ..pipeline.errors import PipelineError
+from ..storage import StoreError
 
-from .cli import app, err, fail, out, query_app, runs_flows, store_of
+from .app import app, err, fail, out, query_app, runs_flows, store_of
 
 featurize_app = typer.Typer(help="Precompute features into the store (only what is missing).",
                             no_args_is_help=True)
@@ -56,7 +56,7 @@ def progress_bars():
     drawn until the end, so no refresh thread rebuilds them meanwhile (at rich's default
     10 per second it took 0.6 % of a core from encoding); their final state is printed once.
     """
-    from . import progress
+    from ..flows import progress
     bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=False,
                     auto_refresh=err.is_terminal, refresh_per_second=4)
@@ -94,12 +94,12 @@ def ingest(ctx: typer.Context,
 
     Example: `embcache ingest bbc ./bbc --format folder`  ·  `embcache ingest reviews 'data/*.csv' --label-column stars`
     """
-    from pipeline.ingest import IngestConfig, Source
+    from ..pipeline.ingest import IngestConfig, Source
     config = IngestConfig(max_bytes=max_bytes, normalization=normalization,
                           labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
     srcs = [Source(s, format=fmt.value, text_column=text_column, label_column=label_column,
                    id_column=id_column, split_column=split_column) for s in sources]
-    from .featurize_flows import ingest_flow
+    from ..flows.featurize_flows import ingest_flow
     try:
         with progress_bars():
             r = ingest_flow(corpus, srcs, config, store=store_of(ctx).root)
@@ -134,10 +134,10 @@ def featurize_bert(ctx: typer.Context,
 
     Example: `embcache featurize bert bbc --pooling cls --max-length 128`
     """
-    from pipeline.encode import EncodeConfig
-    from pipeline.tokenize import TokenizeConfig
-    from . import runners
-    from .featurize_flows import featurize_bert_flow
+    from ..pipeline.encode import EncodeConfig
+    from ..pipeline.tokenize import TokenizeConfig
+    from ..flows import runners
+    from ..flows.featurize_flows import featurize_bert_flow
     try:
         with progress_bars(), runners.session(ctx.obj["runner"]):
             r = runners.on(featurize_bert_flow)(corpus, model, TokenizeConfig(max_length=max_length),
@@ -156,8 +156,8 @@ def featurize_bert(ctx: typer.Context,
 def report_quantization(ctx: typer.Context, corpus: str, r: dict) -> None:
     """Fidelity of int8 vs fp32 on a sample of the corpus, measured and printed."""
     import numpy as np
-    from pipeline.encode import EncodeConfig, encode, quantization_fidelity
-    from . import bert
+    from ..pipeline.encode import EncodeConfig, encode, quantization_fidelity
+    from ..stages import bert
     store = store_of(ctx)
     sample = store.corpus(corpus).read(columns=["text_sha"])["text_sha"].to_pylist()[:128]
     meta = store.open("bert_features", r["features_fingerprint"]).saved_spec()["meta"]
@@ -182,8 +182,8 @@ def query_similar(ctx: typer.Context,
     Example: `embcache query similar bbc "interest rates rise" --k 5`
     """
     import pyarrow.compute as pc
-    from storage.query import topk_cosine
-    from . import bert
+    from ..storage.query import topk_cosine
+    from ..stages import bert
     try:
         store = store_of(ctx)
         features = store.open("bert_features", fingerprint)

@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, iter_ingest
-from storage import FeatureStore, spec
+from ..pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, iter_ingest
+from ..storage import FeatureStore, spec
 
 from .bert import documents_spec
 

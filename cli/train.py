@@ -7,12 +7,12 @@ from enum import Enum
 
 import typer
 
-from pipeline.errors import PipelineError
-from storage import StoreError
+from ..pipeline.errors import PipelineError
+from ..storage import StoreError
 
-from .cli import app, fail, out, runs_flows, store_of
-from .cli_pipeline import progress_bars
-from .cli_word2vec import evaluate_app, train_app
+from .app import app, fail, out, runs_flows, store_of
+from .pipeline_cmds import progress_bars
+from .word2vec import evaluate_app, train_app
 
 
 class ClassWeights(str, Enum):
@@ -69,8 +69,8 @@ def train_head(ctx: typer.Context,
 
     Example: `embcache train head bbc --name topics --class-weights balanced`
     """
-    from pipeline.heads import HeadConfig
-    from .train_flows import train_head_flow
+    from ..pipeline.heads import HeadConfig
+    from ..flows.train_flows import train_head_flow
     try:
         config = HeadConfig(hidden=hidden, dropout=dropout, optimizer=optimizer.value, lr=lr,
                             weight_decay=weight_decay, max_epochs=epochs, patience=patience,
@@ -95,7 +95,7 @@ def evaluate_head(ctx: typer.Context,
 
     Example: `embcache evaluate head topics --corpus bbc_2026`
     """
-    from .train_flows import evaluate_head_flow
+    from ..flows.train_flows import evaluate_head_flow
     try:
         r = evaluate_head_flow(name, corpus, store=store_of(ctx).root)
     except (StoreError, PipelineError) as e:
@@ -124,7 +124,7 @@ def predict(ctx: typer.Context,
 
     Example: `embcache ingest inbox ./new-docs && embcache predict inbox --head topics`
     """
-    from .train_flows import predict_flow
+    from ..flows.train_flows import predict_flow
     try:
         with progress_bars():
             r = predict_flow(corpus, head, store=store_of(ctx).root)
@@ -162,8 +162,8 @@ def train_static(ctx: typer.Context,
 
     Example: `embcache train static bbc --vectors glove-6b-50d --trainable oov --special-token "<num>"`
     """
-    from pipeline.static import StaticConfig
-    from .train_flows import train_static_flow
+    from ..pipeline.static import StaticConfig
+    from ..flows.train_flows import train_static_flow
     try:
         config = StaticConfig(trainable=trainable.value, encoder=encoder.value,
                               specials=tuple(special_token or ()), epochs=epochs, lr=lr,
@@ -203,8 +203,8 @@ def finetune(ctx: typer.Context,
 
     Example: `embcache finetune bbc --freeze-epochs 3 --unfreeze-epochs 1 --unfreeze-layers 2`
     """
-    from pipeline.finetune import FinetuneConfig
-    from .train_flows import finetune_flow
+    from ..pipeline.finetune import FinetuneConfig
+    from ..flows.train_flows import finetune_flow
     try:
         config = FinetuneConfig(freeze_epochs=freeze_epochs, unfreeze_epochs=unfreeze_epochs,
                                 unfreeze_layers=unfreeze_layers, lr=lr, head_lr=head_lr, batch_size=batch_size,
@@ -241,8 +241,8 @@ def compare(ctx: typer.Context,
 
     Example: `embcache compare bbc --trainable oov --trainable none`
     """
-    from pipeline.finetune import FinetuneConfig
-    from .train_flows import compare_flow
+    from ..pipeline.finetune import FinetuneConfig
+    from ..flows.train_flows import compare_flow
     try:
         with progress_bars():
             r = compare_flow(corpus, vectors, tuple(t.value for t in trainable),

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import typer
 
-from pipeline.errors import PipelineError
-from storage import StoreError
+from ..pipeline.errors import PipelineError
+from ..storage import StoreError
 
-from .cli import app, fail, out
-from .serve import ScheduleConfig, ServeError, ServerConfig
+from .app import app, fail, out
+from ..flows.serve import ScheduleConfig, ServeError, ServerConfig
 
 
 @app.command()
@@ -33,7 +33,7 @@ def server(host: str = typer.Option("127.0.0.1", help="Address to listen on; loo
     Example: `embcache server --port 4200`, then in another shell
     `export PREFECT_API_URL=http://127.0.0.1:4200/api; embcache run pipeline.toml`
     """
-    from .serve import run_server
+    from ..flows.serve import run_server
 
     def announce(s):
         out.print(f"\n[bold]Prefect server ready[/bold]: UI {s.url}  ·  API {s.api_url}", highlight=False,
@@ -71,8 +71,8 @@ def schedule(ctx: typer.Context,
     Example: `embcache server` in one shell; in another
     `export PREFECT_API_URL=http://127.0.0.1:4200/api; embcache schedule pipeline.toml --interval 600`
     """
-    from .run import load_config
-    from .serve import api_url_of_server, check_schedule, serve_pipeline
+    from ..flows.run import load_config
+    from ..flows.serve import api_url_of_server, check_schedule, serve_pipeline
     s = ScheduleConfig(name=name or (config.stem if config else "default"),
                        config_path=str(config.resolve()) if config else None,
                        store=ctx.obj["store"] if ctx.obj["store_given"] else None,

@@ -23,10 +23,10 @@ from dataclasses import asdict
 import numpy as np
 import pyarrow as pa
 
-from pipeline.static import StaticConfig, build_model, build_vocab, predict_proba, static_to_bytes, train_static
-from pipeline.vectors import load_vectors, vectors_digest
-from pipeline.words import WordConfig, tokenize_words
-from storage import FeatureStore, spec
+from ..pipeline.static import StaticConfig, build_model, build_vocab, predict_proba, static_to_bytes, train_static
+from ..pipeline.vectors import load_vectors, vectors_digest
+from ..pipeline.words import WordConfig, tokenize_words
+from ..storage import FeatureStore, spec
 
 from .classify import labelled, metrics, unique_rows
 
@@ -39,7 +39,7 @@ IDS_VERSION = 1
 def vectors(store_root: str, spec_text: str, fmt: str = "auto") -> tuple[tuple[str, ...], np.ndarray, str]:
     """(words, (V, H) vectors, digest) for a --vectors SPEC: a file, "glove-6b-50d", or "word2vec:CORPUS"."""
     if spec_text.startswith("word2vec:"):
-        from storage.query import as_matrix
+        from ..storage.query import as_matrix
         store = FeatureStore(store_root)
         corpus = spec_text.split(":", 1)[1]
         table = store.open("word_vectors", store.resolve_linked(corpus, "word_vectors")).read(["word", "id", "vector"])

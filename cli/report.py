@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.errors import PipelineError
-from storage import StoreError
+from ..pipeline.errors import PipelineError
+from ..storage import StoreError
 
-from .cli import app, fail, out
+from .app import app, fail, out
 
 
 @app.command()
@@ -29,7 +29,7 @@ def report(ctx: typer.Context,
 
     Example: `embcache report --corpus bbc --open`
     """
-    from .report import write_report
+    from ..stages.report import write_report
     try:
         where = write_report(ctx.obj["store"], run, corpus or None)
     except (StoreError, PipelineError) as e:

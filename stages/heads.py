@@ -15,12 +15,12 @@ from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.head_format import head_from_bytes, head_to_bytes
-from pipeline.heads import HeadConfig, predict_proba, train_head
-from pipeline.errors import PipelineError
-from pipeline.splits import LabelSet, classification_metrics
-from storage import FeatureStore, spec
-from storage.query import as_matrix
+from ..pipeline.head_format import head_from_bytes, head_to_bytes
+from ..pipeline.heads import HeadConfig, predict_proba, train_head
+from ..pipeline.errors import PipelineError
+from ..pipeline.splits import LabelSet, classification_metrics
+from ..storage import FeatureStore, spec
+from ..storage.query import as_matrix
 
 from .classify import labelled, metrics, predictions_table, unique_rows
 

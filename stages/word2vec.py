@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
-from pipeline.skipgram import SkipGramConfig, make_examples
-from pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, tokenize_words
-from storage import FeatureStore, NotFound, spec
+from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
+from ..pipeline.skipgram import SkipGramConfig, make_examples
+from ..pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, tokenize_words
+from ..storage import FeatureStore, NotFound, spec
 
 VOCAB_VERSION = 1
 EXAMPLES_VERSION = 3   # 2: mask and label stored as per-row counts (they are prefixes of each row)
@@ -199,7 +199,7 @@ def prefix_lengths(flags: np.ndarray) -> np.ndarray:
 
 def as_batch(shard: pa.Table) -> dict[str, np.ndarray]:
     """The model's inputs from a stored shard: center, contexts_negatives, mask, label."""
-    from storage.query import as_matrix
+    from ..storage.query import as_matrix
     cn = as_matrix(shard["contexts_negatives"], np.int32)                           # (N, L)
     pos = np.arange(cn.shape[1], dtype=np.int16)                                    # (L,)
     n_valid = shard["n_valid"].to_numpy()[:, None]                                  # (N, 1)
@@ -228,7 +228,7 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     stay bit-identical (finetune_lr_scale 0) or train at lr * finetune_lr_scale; new words train.
     A table with the same fingerprint is never trained twice: its stored result is returned.
     """
-    from storage.query import as_matrix
+    from ..storage.query import as_matrix
     store = FeatureStore(store_root)
     examples = store.open("w2v_examples", examples_fp)
     vocab = load_vocab(store_root, vocab_fp)

@@ -24,13 +24,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from storage import FeatureStore, NotFound
-from storage.errors import CorruptShard, FormatError
-from storage.manifest import utcnow
-from storage.query import as_matrix
+from ..storage import FeatureStore, NotFound
+from ..storage.errors import CorruptShard, FormatError
+from ..storage.manifest import utcnow
+from ..storage.query import as_matrix
 
 from .heads import HEAD_KIND
 
@@ -117,7 +115,7 @@ def _png(fig) -> bytes:
 
 def loss_curve_png(loss: list[float], title: str) -> bytes:
     """The word2vec issue's loss PNG (w2v_eval.loss_png), as bytes for the store."""
-    from .w2v_eval import loss_png
+    from .word2vec_eval import loss_png
     with tempfile.TemporaryDirectory() as tmp:
         return loss_png(loss, Path(tmp) / "loss.png", title).read_bytes()
 
@@ -239,7 +237,7 @@ def stage_table(stages: list[dict]) -> str:
 
 
 def word2vec_section(store: FeatureStore, corpus: str, run: dict | None, pngs: dict) -> str:
-    from .w2v_eval import keyed_vectors, neighbours
+    from .word2vec_eval import keyed_vectors, neighbours
     try:
         fp = store.resolve_linked(corpus, "word_vectors")
         result = store.open("word_vectors", fp).saved_spec()["meta"].get("result")
@@ -412,16 +410,3 @@ def write_report(store_root: str, run_id: str | None = None, corpora: list[str] 
         store.fs.write_atomic(store.fs.path("reports", folder, name), data)
     store.fs.write_atomic(store.fs.path("reports", folder, "index.html"), page.encode())
     return f"{store.root}/reports/{folder}/index.html"
-
-
-@task(name="report", cache_policy=NO_CACHE)
-def report_task(store: str, run_id: str | None = None, corpora: list[str] | None = None) -> str:
-    return write_report(store, run_id, corpora)
-
-
-@flow(name="report")
-def report_flow(run_id: str | None = None, corpora: list[str] | None = None, store: str = "./embcache-store") -> str:
-    """The HTML report of a run (the newest by default) for its corpora; returns where index.html is."""
-    where = report_task(store, run_id, corpora)
-    get_run_logger().info("report: %s", where)
-    return where

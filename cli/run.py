@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
-from pipeline.errors import PipelineError
-from storage import StoreError
+from ..pipeline.errors import PipelineError
+from ..storage import StoreError
 
-from .cli import app, fail, out, runs_flows
-from .cli_pipeline import progress_bars
+from .app import app, fail, out, runs_flows
+from .pipeline_cmds import progress_bars
 
 
 def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict:
@@ -19,8 +19,8 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict
 
     Its commands are `runs_flows`: the temporary Prefect server starts while the stages import.
     """
-    from . import runners
-    from .run import load_config, pipeline_flow
+    from ..flows import runners
+    from ..flows.run import load_config, pipeline_flow
     try:
         cfg = load_config(config)                   # errors in the file surface before the first flow call
         store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store

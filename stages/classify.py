@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import PipelineError
-from pipeline.splits import LabelSet, classification_metrics, split_from_column, stratified_split
-from storage import FeatureStore
+from ..pipeline.errors import PipelineError
+from ..pipeline.splits import LabelSet, classification_metrics, split_from_column, stratified_split
+from ..storage import FeatureStore
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import typer
 
-from pipeline.errors import PipelineError
-from storage import StoreError
+from ..pipeline.errors import PipelineError
+from ..storage import StoreError
 
-from .cli import app, fail, out, query_app, runs_flows, store_of
-from .cli_pipeline import featurize_app, progress_bars
+from .app import app, fail, out, query_app, runs_flows, store_of
+from .pipeline_cmds import featurize_app, progress_bars
 
 train_app = typer.Typer(help="Train models from the cache (never recomputing features).", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate trained models.", no_args_is_help=True)
@@ -52,10 +52,10 @@ def featurize_word2vec(ctx: typer.Context,
 
     Example: `embcache featurize word2vec bbc --window 5 --negatives 5 --epochs-of-examples 2`
     """
-    from pipeline.skipgram import SkipGramConfig
-    from pipeline.words import WordConfig
-    from . import runners
-    from .word2vec_flows import featurize_word2vec_flow
+    from ..pipeline.skipgram import SkipGramConfig
+    from ..pipeline.words import WordConfig
+    from ..flows import runners
+    from ..flows.word2vec_flows import featurize_word2vec_flow
     try:
         with progress_bars(), runners.session(ctx.obj["runner"]):
             r = runners.on(featurize_word2vec_flow)(corpus, WordConfig(min_count=min_count),
@@ -88,9 +88,9 @@ def train_word2vec(ctx: typer.Context,
 
     Example: `embcache train word2vec bbc --dim 100 --epochs 5`
     """
-    from pipeline.sgns import SGNSConfig
-    from .w2v_eval import loss_png
-    from .word2vec_flows import train_word2vec_flow
+    from ..pipeline.sgns import SGNSConfig
+    from ..stages.word2vec_eval import loss_png
+    from ..flows.word2vec_flows import train_word2vec_flow
     try:
         store = store_of(ctx)
         r = train_word2vec_flow(corpus, SGNSConfig(dim=dim, epochs=epochs, lr=lr, batch_size=batch_size),
@@ -119,7 +119,7 @@ def evaluate_word2vec(ctx: typer.Context,
 
     Example: `embcache evaluate word2vec --pairs my_pairs.tsv --analogies questions-words.txt`
     """
-    from .w2v_eval import evaluate, keyed_vectors
+    from ..stages.word2vec_eval import evaluate, keyed_vectors
     try:
         r = evaluate(keyed_vectors(store_of(ctx), fingerprint), [str(p) for p in pairs] if pairs else None,
                      str(analogies) if analogies else None, restrict_vocab)
@@ -147,7 +147,7 @@ def query_neighbors(ctx: typer.Context, word: str = typer.Argument(..., help="A 
 
     Example: `embcache query neighbors market --k 10`
     """
-    from .w2v_eval import keyed_vectors, neighbours
+    from ..stages.word2vec_eval import keyed_vectors, neighbours
     try:
         hits = neighbours(keyed_vectors(store_of(ctx), fingerprint), word.lower(), k)
     except KeyError:
@@ -169,7 +169,7 @@ def export_vectors(ctx: typer.Context, path: Path = typer.Argument(..., help="Ou
 
     Example: `embcache export vectors vectors.bin --format word2vec-binary`
     """
-    from .w2v_eval import export, keyed_vectors
+    from ..stages.word2vec_eval import export, keyed_vectors
     try:
         kv = keyed_vectors(store_of(ctx), fingerprint)
         export(kv, fmt.value, path)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage import FeatureStore
-from storage.query import as_matrix
+from ..storage import FeatureStore
+from ..storage.query import as_matrix
 
 EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove")
 

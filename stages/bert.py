@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline.encode import EncodeConfig, encode
-from pipeline.model import load_model, load_tokenizer, model_digest, resolve_model
-from pipeline.tokenize import TokenizeConfig, tokenize
-from storage import FeatureStore, spec
+from ..pipeline.encode import EncodeConfig, encode
+from ..pipeline.model import load_model, load_tokenizer, model_digest, resolve_model
+from ..pipeline.tokenize import TokenizeConfig, tokenize
+from ..storage import FeatureStore, spec
 
 TOKENIZE_VERSION = 1   # bump when tokenize_shard's output changes for the same inputs
 ENCODE_VERSION = 1     # bump when encode_shard's output changes for the same inputs

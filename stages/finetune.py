@@ -18,9 +18,9 @@ from dataclasses import asdict
 import numpy as np
 from safetensors.torch import save as save_tensors
 
-from pipeline.finetune import FinetuneConfig, finetune, predict_from_features, predict_logits, train_frozen_head
-from pipeline.model import load_classifier
-from storage import FeatureStore, fingerprint_of
+from ..pipeline.finetune import FinetuneConfig, finetune, predict_from_features, predict_logits, train_frozen_head
+from ..pipeline.model import load_classifier
+from ..storage import FeatureStore, fingerprint_of
 
 from .classify import labelled, metrics
 from .heads import vectors_for

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from storage import FeatureStore, StoreError, default_root
+from ..storage import FeatureStore, StoreError, default_root
 
 # Prefect's server telemetry writes to its SQLite database while the temporary server is
 # still migrating it ("database is locked" tracebacks on a fresh PREFECT_HOME), and this
@@ -75,10 +75,10 @@ def runs_flows(*modules: str):
     def decorate(command):
         @functools.wraps(command)                     # typer reads the options from its signature
         def run_on_temporary_api(*args, **kwargs):
-            from .serve import ServeError, TemporaryAPI
+            from ..flows.serve import ServeError, TemporaryAPI
             with TemporaryAPI() as api:
                 for name in modules:
-                    importlib.import_module(f"flows.{name}")
+                    importlib.import_module(f"embcache.flows.{name}")
                 try:
                     with api.ready():
                         return command(*args, **kwargs)
@@ -107,7 +107,7 @@ def main(ctx: typer.Context,
                                           help="Worker processes of the LocalCluster (default: one per core).")) -> None:
     # store_given: a --store / $EMBCACHE_STORE choice, which overrides a run config's own store;
     # runner: a RunnerConfig when given here (it overrides a run config's [runner]), else None
-    from .runners import RunnerConfig
+    from ..flows.runners import RunnerConfig
     if runner is Runner.threads and (dask_address or dask_workers):
         raise typer.BadParameter("--dask-address and --dask-workers go with --runner dask", param_hint="--runner")
     if dask_address and dask_workers:
@@ -150,7 +150,7 @@ def verify(ctx: typer.Context):
 
     Example: `embcache verify --store ./embcache-store`
     """
-    from storage.maintenance import verify as run_verify
+    from ..storage.maintenance import verify as run_verify
     try:
         report = run_verify(store_of(ctx))
     except StoreError as e:
@@ -176,7 +176,7 @@ def gc(ctx: typer.Context,
 
     Example: `embcache gc --grace 0 --dry-run`
     """
-    from storage.maintenance import gc as run_gc
+    from ..storage.maintenance import gc as run_gc
     try:
         report = run_gc(store_of(ctx), grace_seconds=grace, dry_run=dry_run,
                         unreferenced_tables=not keep_unreferenced)
@@ -202,7 +202,7 @@ def query_sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One
 
     Example: `embcache query sql "SELECT label, count(*) FROM corpora.bbc GROUP BY 1"`
     """
-    from storage.query import sql
+    from ..storage.query import sql
     try:
         result = sql(store_of(ctx), statement)
     except StoreError as e:
@@ -260,7 +260,7 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
     """
     import numpy as np
     import pyarrow as pa
-    from storage.query import as_matrix
+    from ..storage.query import as_matrix
     wanted = [i for chunk in ids for i in chunk.split(",") if i]
     try:
         s = store_of(ctx)
@@ -290,10 +290,3 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
         out.print(f"wrote {rows.num_rows} rows to {output}")
     except StoreError as e:
         raise fail(e)
-
-
-def run() -> None:  # console-script entry point
-    app()
-
-
-from . import cli_pipeline, cli_report, cli_run, cli_serve, cli_train, cli_word2vec  # noqa: E402,F401  (register the pipeline commands)

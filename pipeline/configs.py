@@ -1,0 +1,433 @@
+"""Every compute stage's config, in one light module: frozen dataclasses, a comment on each field.
+
+Defined once here so that the CLI, the run config and the stages take their defaults and
+choices from the same place without importing torch. A config names the fields that change
+speed but not output in `speed_only`; `output_fields` is what a fingerprint hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, is_dataclass
+from typing import ClassVar, Literal
+
+from .errors import PipelineError
+
+Normalization = Literal["NFC", "NFKC", "none"]                                  # unicode form of every text
+Format = Literal["auto", "lines", "files", "csv", "jsonl", "parquet", "folder"]  # how a source is read
+Trainable = Literal["oov", "special", "all", "none"]                             # static rows that train
+
+
+def output_fields(config) -> dict:
+    """A config's fields that change a stage's output (nested configs too): what fingerprints hash.
+
+    Fields a config lists in its `speed_only` class attribute (threads, batch sizes that
+    change no value) are left out, so changing them reuses the cache.
+
+    >>> output_fields(EncodeConfig(batch_tokens=512))
+    {'pooling': 'mean', 'dtype': 'float32', 'quantize': 'none'}
+    """
+    skip = getattr(config, "speed_only", ())
+    return {f.name: output_fields(v) if is_dataclass(v) and not isinstance(v, type) else v
+            for f in fields(config) if f.name not in skip for v in (getattr(config, f.name),)}
+
+
+def _positive(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+# -- IngestConfig (pipeline/ingest.py) -------------------------------------------------
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How documents are checked and normalized (part of the documents table's fingerprint)."""
+
+    max_bytes: int = 1_000_000      # reject text above this many UTF-8 bytes (after normalization);
+                                    # long-but-valid text is truncated later, at tokenization
+    labels: tuple[str, ...] | None = None   # declared label set; a label outside it is rejected
+    normalization: Normalization = "NFC"    # unicode form applied to every text before hashing
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
+        if self.normalization not in ("NFC", "NFKC", "none"):
+            raise ValueError(f"normalization must be NFC, NFKC or none, got {self.normalization!r}")
+        if self.labels is not None and not isinstance(self.labels, tuple):
+            raise ValueError("labels must be a tuple (the config is hashed and frozen)")
+
+
+# -- Source (pipeline/sources.py) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    """Where documents come from; a corpus may have several."""
+
+    path: str                      # a file, a directory, or a glob ("data/*.csv", "data/**/*.txt")
+    format: Format = "auto"
+    # lines: one document per line of each text file; files: one document per text file;
+    # folder: <root>/<label>/**/<file>, label = the directory name (files directly under
+    # <root> are not documents: READMEs, licences); csv (.tsv is tab-separated), jsonl,
+    # parquet: one document per record; auto: a directory with subdirectories is a folder,
+    # otherwise each file by its extension (.txt is lines; one-file-per-document needs "files").
+    text_column: str = "text"      # column / JSON field holding the text (text formats: "text")
+    label_column: str | None = None   # column holding the label (folder: the directory, "label")
+    id_column: str | None = None   # column holding a document id; None: ids from path and row
+    split_column: str | None = None   # column holding the split name (train/test/...), if any
+    id_prefix: str = ""            # put before every doc_id of this source, to keep apart two
+
+
+# -- TokenizeConfig (pipeline/tokenize.py) ---------------------------------------------
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    max_length: int = 256  # tokens kept per text, special tokens included; the rest is cut
+
+    def __post_init__(self):
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            raise PipelineError("TokenizeConfig.max_length", f"must be a positive int, got {self.max_length!r}")
+
+
+# -- EncodeConfig (pipeline/encode.py) -------------------------------------------------
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    speed_only: ClassVar[tuple[str, ...]] = ("batch_tokens", "threads")   # encode is batch-invariant within 1e-5
+    # mean: attention-masked mean of the last hidden states (the default; what
+    #   sentence-transformers' MiniLM was trained for); cls: the [CLS] row;
+    # pooler: the model's pooler_output (tanh(dense(CLS))). For the packaged MiniLM
+    #   the pooler was never trained, so its vectors are not sentence embeddings.
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    # dtype of the returned vectors; the forward pass always runs in float32 on CPU.
+    dtype: Literal["float32", "float16"] = "float32"
+    # padded tokens per batch (rows × longest row): bounds activation memory. 2048 measured
+    # fastest on 2 cores (benchmarks/encode.py: 216 sentences/s vs 143 at 16384).
+    batch_tokens: int = 2048
+    # torch intra-op threads for the forward pass; None = the cores this process may use.
+    threads: int | None = None
+    # "int8": the model was loaded with dynamic int8 Linear layers (load_model(quantize=…)).
+    #   Recorded here so the fingerprint changes with it; encode checks it matches the model.
+    quantize: Literal["none", "int8"] = "none"
+
+    def __post_init__(self):
+        checks = {
+            "pooling": self.pooling in ("mean", "cls", "pooler"),
+            "dtype": self.dtype in ("float32", "float16"),
+            "batch_tokens": isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
+            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+            "quantize": self.quantize in ("none", "int8"),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"EncodeConfig.{name}", f"invalid value {getattr(self, name)!r}")
+
+
+# -- WordConfig (pipeline/words.py) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class WordConfig:
+    lowercase: bool = True  # lowercase before matching (str.lower: Unicode-aware)
+    # A word is a run of letters/digits of any script ([^\W_]), joined across inner
+    # apostrophes: "cat's", "don't", "o'neill's" stay whole; "_", hyphens and all other
+    # punctuation split ("well-known" -> "well", "known"; "'quoted'" -> "quoted").
+    pattern: str = r"[^\W_]+(?:'[^\W_]+)*"
+    min_count: int = 5  # occurrences a word needs to get an id (gensim's default; d2l uses 10)
+
+    def __post_init__(self):
+        try:
+            re.compile(self.pattern)
+        except re.error as err:
+            raise PipelineError("WordConfig.pattern", f"not a regular expression: {err}") from None
+        if not isinstance(self.min_count, int) or self.min_count < 1:
+            raise PipelineError("WordConfig.min_count", f"must be a positive int, got {self.min_count!r}")
+
+
+# -- SkipGramConfig (pipeline/skipgram.py) ---------------------------------------------
+
+@dataclass(frozen=True)
+class SkipGramConfig:
+    # t in the keep probability, f = a word's share of all counted words. None: keep every word.
+    subsample: float | None = 1e-4
+    max_window: int = 5  # each center's window size is uniform in 1..max_window (word2vec's "reduced window")
+    negatives: int = 5   # noise words per context word, never equal to that context word
+    # row width L; None means 2 * max_window * (1 + negatives), the widest possible row.
+    #   A wider L only adds padding; a narrower one is refused (rows would be cut).
+    max_len: int | None = None
+    # d2l: min(1, sqrt(t / f)) (Mikolov et al. 2013, the recipe's); gensim: min(1, (sqrt(f / t) + 1) t / f),
+    #   word2vec.c's softer variant, which keeps more words: on BBC + Wikipedia 745 k vs 650 k effective
+    #   words per epoch and WordSim353 0.29 vs 0.24 at 5 epochs (benchmarks/word2vec.py).
+    subsample_formula: Literal["d2l", "gensim"] = "d2l"
+
+    def __post_init__(self):
+        checks = {
+            "subsample": self.subsample is None or (isinstance(self.subsample, (int, float))
+                                                    and 0 < self.subsample < 1),
+            "subsample_formula": self.subsample_formula in ("d2l", "gensim"),
+            "max_window": isinstance(self.max_window, int) and self.max_window >= 1,
+            "negatives": isinstance(self.negatives, int) and self.negatives >= 0,
+            "max_len": self.max_len is None or (isinstance(self.max_len, int) and self.max_len >= 1),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"SkipGramConfig.{name}", f"invalid value {getattr(self, name)!r}")
+        if self.max_len is not None and self.max_len < self.widest_row:
+            raise PipelineError("SkipGramConfig.max_len", f"{self.max_len} < 2 * max_window * (1 + negatives) "
+                                                          f"= {self.widest_row}: rows would not fit")
+
+    @property
+    def widest_row(self) -> int:
+        return 2 * self.max_window * (1 + self.negatives)
+
+    @property
+    def row_len(self) -> int:
+        return self.widest_row if self.max_len is None else self.max_len
+
+
+# -- SGNSConfig (pipeline/sgns.py) -----------------------------------------------------
+
+@dataclass(frozen=True)
+class SGNSConfig:
+    speed_only: ClassVar[tuple[str, ...]] = ("threads",)   # batch_size sets the lr schedule: it stays
+    # vector width H of both tables.
+    dim: int = 100
+    # passes over the examples; train asks `batches(epoch)` for each in turn.
+    epochs: int = 5
+    # starting SGD step size (gensim's alpha): a pair's step is lr * (label - sigmoid(dot)).
+    lr: float = 0.025
+    # final step size (gensim's min_alpha); lr falls linearly over all rows of all epochs.
+    min_lr: float = 1e-4
+    # rows (centers) per kernel call: one lr value and one loss_curve point per batch.
+    #   Updates are still per row; 10,000 matches gensim's job size (10,000 words).
+    batch_size: int = 10_000
+    # threads running the kernel on different batches at once (Hogwild: unsynchronized,
+    #   so results vary run to run unless threads == 1); None = the cores this process may use.
+    threads: int | None = None
+    # how init_vectors fills new rows; the context table starts at zero in both.
+    #   gensim: center uniform(±1/dim), gensim 4's prep_vectors (benchmarks/word2vec.py:
+    #   WordSim353 0.292 vs 0.279 and analogies 1.75% vs 1.40% over word2vec_c);
+    #   word2vec_c: uniform(±0.5/dim), as word2vec.c and gensim 3 do.
+    init: Literal["gensim", "word2vec_c"] = "gensim"
+    # lr multiplier for rows outside `trainable_rows`, when train is given some: 0.0 keeps
+    #   them bit-identical (vocabulary growth: only new rows train); e.g. 0.1 fine-tunes
+    #   the old rows slowly while the new rows train at the full rate.
+    other_rows_lr_scale: float = 0.0
+
+    def __post_init__(self):
+        checks = {
+            "dim": isinstance(self.dim, int) and self.dim >= 1,
+            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
+            "lr": self.lr > 0,
+            "min_lr": 0 <= self.min_lr <= self.lr,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+            "init": self.init in ("gensim", "word2vec_c"),
+            "other_rows_lr_scale": 0.0 <= self.other_rows_lr_scale <= 1.0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"SGNSConfig.{name}", f"invalid value {getattr(self, name)!r}")
+
+
+# -- HeadConfig (pipeline/heads.py) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class HeadConfig:
+    speed_only: ClassVar[tuple[str, ...]] = ("threads",)
+    # 0: one Linear(H, C) (softmax regression); > 0: Linear(H, hidden) → ReLU → Dropout → Linear(hidden, C).
+    hidden: int = 0
+    # dropout on the raw input features (as BertForSequenceClassification on the pooled output
+    #   before its classifier), and after the ReLU when hidden > 0. Needs optimizer "adam":
+    #   L-BFGS's line search needs a deterministic loss.
+    dropout: float = 0.0
+    # lbfgs: full-batch L-BFGS with a strong-Wolfe line search, one iteration per epoch (measured
+    #   fastest to sklearn's optimum, module docstring); adam: torch Adam on shuffled mini-batches
+    #   of batch_size rows, one pass per epoch (for dropout, or hidden layers on large data).
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    # adam's step size. lbfgs does not use it: its line search chooses every step.
+    lr: float = 3e-3
+    # 1/C of sklearn's LogisticRegression: the loss is mean cross-entropy + (weight_decay / 2n)·Σ w²
+    #   over the weights as applied to the raw features (biases free), n = training rows. 1.0 is
+    #   sklearn's default objective; standardize and precondition change how fast it is reached,
+    #   not what it is.
+    weight_decay: float = 1.0
+    # rows per adam step; lbfgs always uses all training rows.
+    batch_size: int = 1024
+    # upper bound on epochs (lbfgs iterations, adam passes).
+    max_epochs: int = 100
+    # stop after this many epochs without an improvement of the validation loss; the head
+    #   keeps the weights of the last improving epoch.
+    patience: int = 5
+    # an improvement lowers the best validation loss by more than this (absolute); stops
+    #   lbfgs once it only polishes digits that no longer change predictions.
+    min_delta: float = 1e-4
+    # balanced: class c's loss weight is n_samples / (n_classes * count_c), sklearn's
+    #   compute_class_weight("balanced"), on both the training and the validation loss.
+    class_weights: Literal["none", "balanced"] = "none"
+    # subtract the training rows' mean and divide by their std per feature (kept in the head
+    #   as buffers, so it is saved with it and applied to raw features at prediction).
+    standardize: bool = True
+    # train the first layer's weight W as V @ P, P^-2 ≈ the objective's curvature (feature covariance
+    #   from ≤ 16,384 training rows plus the penalty). Speed only: the objective and the saved W are
+    #   the same; lbfgs needs 2-5x fewer epochs on correlated BERT features (module docstring).
+    precondition: bool = True
+    # seeds initialization, shuffling and dropout: same seed, data and threads → identical weights.
+    seed: int = 0
+    # torch intra-op threads while training; None = the cores this process may use.
+    threads: int | None = None
+
+    def __post_init__(self):
+        number = (int, float)
+        checks = {
+            "hidden": isinstance(self.hidden, int) and self.hidden >= 0,
+            "dropout": isinstance(self.dropout, number) and 0.0 <= self.dropout < 1.0,
+            "optimizer": self.optimizer in ("lbfgs", "adam"),
+            "lr": isinstance(self.lr, number) and self.lr > 0,
+            "weight_decay": isinstance(self.weight_decay, number) and self.weight_decay >= 0,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "max_epochs": isinstance(self.max_epochs, int) and self.max_epochs >= 1,
+            "patience": isinstance(self.patience, int) and self.patience >= 1,
+            "min_delta": isinstance(self.min_delta, number) and self.min_delta >= 0,
+            "class_weights": self.class_weights in ("none", "balanced"),
+            "standardize": isinstance(self.standardize, bool),
+            "precondition": isinstance(self.precondition, bool),
+            "seed": isinstance(self.seed, int) and self.seed >= 0,
+            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"HeadConfig.{name}", f"invalid value {getattr(self, name)!r}")
+        if self.dropout > 0 and self.optimizer != "adam":
+            raise PipelineError("HeadConfig.dropout", f"dropout {self.dropout} needs optimizer='adam': "
+                                                      f"L-BFGS's line search needs a deterministic loss")
+
+
+# -- StaticConfig (pipeline/static.py) -------------------------------------------------
+
+@dataclass(frozen=True)
+class StaticConfig:
+    speed_only: ClassVar[tuple[str, ...]] = ("threads",)
+    # rows that train; every other row stays its pretrained (or random) start, bit for bit.
+    #   oov: rows without a pretrained vector (<unk>, specials, corpus OOV words);
+    #   special: <unk> + the declared specials; all: every row but <pad>; none: no row.
+    trainable: Trainable = "oov"
+    # mean: masked mean of the word vectors -> dropout -> Linear (fast, strong on topics);
+    #   cnn: Conv1d per kernel size + ReLU + masked max over time -> dropout -> Linear (Kim 2014).
+    encoder: Literal["mean", "cnn"] = "mean"
+    # declared tokens with their own trainable-if-"special" rows (e.g. "<num>"), after <unk>.
+    specials: tuple[str, ...] = ()
+    # corpus occurrences a pretrained word needs to get a row (others map to <unk>).
+    min_count: int = 1
+    # corpus occurrences a word without a pretrained vector needs: rarer ones map to <unk>
+    #   (a once-seen word's random row mostly memorizes its one document).
+    oov_min_count: int = 2
+    # keep every pretrained word as a row, not only the corpus's (GloVe 6B: 400 k × H in the model).
+    keep_all_pretrained: bool = False
+    # words kept per document (the first ones); longer documents are cut.
+    max_tokens: int = 256
+    # cnn: window widths in words, one Conv1d each.
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)
+    # cnn: filters per kernel size; the classifier sees len(kernel_sizes) * cnn_filters features.
+    cnn_filters: int = 100
+    # dropout on the document vector, before the Linear layer (BBC, mean, frozen rows:
+    #   0.0 -> 95.5%, 0.2 -> 94.8%, 0.5 at lr 3e-3 -> 94.2% test accuracy).
+    dropout: float = 0.2
+    # AdamW step size. BBC + GloVe 50d: mean still improves at epoch 30 with 1e-3 (91.5%)
+    #   and 3e-3; cnn reaches 95.5% by epoch 5 at 1e-2 (38 s) and epoch 12 at 3e-3 (89 s).
+    lr: float = 1e-2
+    # AdamW decoupled weight decay on the trainable parameters (never on frozen rows: not parameters).
+    weight_decay: float = 0.01
+    # documents per step.
+    batch_size: int = 32
+    # most passes over the training documents (the mean encoder on BBC: best epoch 27-29 of 30).
+    epochs: int = 30
+    # stop after this many epochs without a lower validation loss, keeping the best epoch's
+    #   weights; None: run all epochs (and still keep the best, when there is validation data).
+    patience: int | None = 3
+    # seeds the random rows, the layer init, the shuffling and dropout: same seed, same model.
+    seed: int = 0
+    # torch intra-op threads while training/predicting; None = the cores this process may use.
+    #   1 by default: a step's tensors are small, so threads gain little (BBC mean, quiet 2-core
+    #   machine: oov 2.5 s at 1 thread, 3.4 s at 2; all 10 s, 6.7 s), and on a busy machine every
+    #   op waits for a descheduled thread (oov at 2 threads there: 149 s).
+    threads: int | None = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "specials", tuple(self.specials))
+        object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
+        pos = _positive
+        checks = {
+            "trainable": self.trainable in ("oov", "special", "all", "none"),
+            "encoder": self.encoder in ("mean", "cnn"),
+            "specials": all(isinstance(s, str) and s for s in self.specials),
+            "min_count": pos(self.min_count), "oov_min_count": pos(self.oov_min_count),
+            "max_tokens": pos(self.max_tokens),
+            "kernel_sizes": bool(self.kernel_sizes) and all(map(pos, self.kernel_sizes)),
+            "cnn_filters": pos(self.cnn_filters), "dropout": 0.0 <= self.dropout < 1.0,
+            "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
+            "batch_size": pos(self.batch_size), "epochs": pos(self.epochs),
+            "patience": self.patience is None or pos(self.patience),
+            "seed": isinstance(self.seed, int), "threads": self.threads is None or pos(self.threads),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"StaticConfig.{name}", f"invalid value {getattr(self, name)!r}")
+
+
+# -- FinetuneConfig (pipeline/finetune.py) ---------------------------------------------
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    speed_only: ClassVar[tuple[str, ...]] = ("threads", "checkpoint_every")
+    # phase 1 passes over the cached pooler vectors (train_frozen_head).
+    freeze_epochs: int = 3
+    # phase 2 passes over the token ids (finetune).
+    unfreeze_epochs: int = 2
+    # phase 2 trains the top K layers of encoder.layer plus pooler and classifier; the
+    #   embeddings and lower layers stay frozen (requires_grad False). None = everything.
+    unfreeze_layers: int | None = None
+    # phase 1 AdamW step size, constant: only one linear layer trains, on fixed inputs.
+    head_lr: float = 1e-3
+    # phase 2 peak AdamW step size (BERT's fine-tuning range is 2e-5 to 5e-5).
+    lr: float = 3e-5
+    # phase 2 documents per step; each batch is padded to its own longest row.
+    batch_size: int = 32
+    # phase 1 vectors per step (a step costs one (B, H) x (H, C) matmul).
+    head_batch_size: int = 64
+    # AdamW decoupled weight decay on matrices; biases and LayerNorm weights get none.
+    weight_decay: float = 0.01
+    # clip the global gradient norm of the trained parameters to this; 0 = no clipping.
+    max_grad_norm: float = 1.0
+    # phase 2 lr: "linear" rises over the first warmup_fraction of all steps, then falls
+    #   linearly towards 0 at the last step (BERT's recipe); "constant" is lr throughout.
+    schedule: Literal["linear", "constant"] = "linear"
+    # share of phase 2 steps spent warming up (linear schedule only).
+    warmup_fraction: float = 0.1
+    # phase 2 checkpoints every this many steps, besides each epoch end; 0 = epoch ends only.
+    checkpoint_every: int = 0
+    # seeds the epoch orders and dropout masks (the new head's init is load_classifier's).
+    seed: int = 0
+    # torch intra-op threads; None = the cores this process may use.
+    threads: int | None = None
+
+    def __post_init__(self):
+        def count(v, least):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+        checks = {
+            "freeze_epochs": count(self.freeze_epochs, 0),
+            "unfreeze_epochs": count(self.unfreeze_epochs, 0),
+            "unfreeze_layers": self.unfreeze_layers is None or count(self.unfreeze_layers, 0),
+            "head_lr": isinstance(self.head_lr, (int, float)) and self.head_lr > 0,
+            "lr": isinstance(self.lr, (int, float)) and self.lr > 0,
+            "batch_size": count(self.batch_size, 1),
+            "head_batch_size": count(self.head_batch_size, 1),
+            "weight_decay": isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
+            "max_grad_norm": isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm >= 0,
+            "schedule": self.schedule in ("linear", "constant"),
+            "warmup_fraction": isinstance(self.warmup_fraction, (int, float))
+                               and 0 <= self.warmup_fraction < 1,
+            "checkpoint_every": count(self.checkpoint_every, 0),
+            "seed": count(self.seed, 0),
+            "threads": self.threads is None or count(self.threads, 1),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PipelineError(f"FinetuneConfig.{name}", f"invalid value {getattr(self, name)!r}")

@@ -171,8 +171,8 @@ def direct(store: str) -> dict:
 
     def featurize_word2vec():
         vocab = w2v.build_vocab(store, name, cfg.words, keep=True)
-        config = w2v.ExamplesConfig(cfg.words, cfg.skipgram, cfg.word2vec["epochs_of_examples"],
-                                    cfg.word2vec["seed"], 256)
+        config = w2v.ExamplesConfig(cfg.words, cfg.skipgram, cfg.word2vec.epochs_of_examples,
+                                    cfg.word2vec.seed, 256)
         plan = w2v.plan_examples(store, name, vocab["fingerprint"], config)
         fs, table = w2v.examples_table(plan)
         todo = table.missing(w2v.snapshot_texts(fs, name)).to_pylist()
@@ -184,13 +184,13 @@ def direct(store: str) -> dict:
         return table.fingerprint, vocab["fingerprint"]
     examples_fp, vocab_fp = timed("featurize-word2vec", featurize_word2vec)
     vectors = timed("train-word2vec", w2v.train_vectors, store, name, examples_fp, vocab_fp, cfg.sgns,
-                    cfg.word2vec["seed"])
+                    cfg.word2vec.seed)
     from embcache.storage import FeatureStore
     timed("evaluate-word2vec", lambda: evaluate(keyed_vectors(FeatureStore(store), vectors.fingerprint)))
     timed("train-head", heads.train, store, name, "head", cfg.head, None, 0)
     st = cfg.static_stage
-    timed("train-static", static_clf.train, store, name, st["name"], st["vectors"], cfg.static,
-          WordConfig(min_count=1), st["vectors_format"], 0)
+    timed("train-static", static_clf.train, store, name, st.name, st.vectors, cfg.static,
+          WordConfig(min_count=1), st.vectors_format, 0)
     timed("report", write_report, store, None, [name])
     return {"stages": seconds, "encode_compute_s": round(sum(encoding), 3), "encode_calls": len(encoding)}
 

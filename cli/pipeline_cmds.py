@@ -10,6 +10,7 @@ from enum import Enum
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..flows.errors import FlowError
 from ..pipeline.errors import PipelineError
 from ..storage import StoreError
 
@@ -103,7 +104,7 @@ def ingest(ctx: typer.Context,
     try:
         with progress_bars():
             r = ingest_flow(corpus, srcs, config, store=store_of(ctx).root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     out.print(f"corpus [bold]{corpus}[/bold] snapshot {r['snapshot']}: {r['documents']:,} documents "
               f"({r['new_texts']:,} new texts), {r['rejected_total']:,} rejected of {r['inputs']:,} rows")
@@ -144,7 +145,7 @@ def featurize_bert(ctx: typer.Context,
                                     EncodeConfig(pooling=pooling.value, dtype=dtype.value,
                                                  batch_tokens=batch_tokens, quantize=quantize.value),
                                     store=store_of(ctx).root, encode_shard_docs=shard_docs)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     out.print(f"{r['texts']:,} texts: tokenized {r['tokenize_computed']:,} (cached {r['tokenize_cached']:,}), "
               f"encoded {r['encode_computed']:,} (cached {r['encode_cached']:,})")
@@ -193,7 +194,7 @@ def query_similar(ctx: typer.Context,
         keys, scores = topk_cosine(store, "bert_features", query, k=k, fingerprint=features.fingerprint,
                                    restrict_to=pc.unique(docs["text_sha"]))
         texts = store.open("documents", store.resolve_linked(corpus, "documents")).lookup(keys[0], ["text"])
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     by_sha = {}
     for row in docs.select(["doc_id", "text_sha"] + (["label"] if "label" in docs.column_names else [])).to_pylist():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from ..flows.errors import FlowError
 from ..pipeline.errors import PipelineError
 from ..storage import StoreError
 
@@ -32,7 +33,7 @@ def report(ctx: typer.Context,
     from ..stages.report import write_report
     try:
         where = write_report(ctx.obj["store"], run, corpus or None)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     out.print(f"report: {where}", soft_wrap=True, highlight=False)
     if open_browser:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..flows.errors import FlowError
 from ..pipeline.errors import PipelineError
 from ..storage import StoreError
 
@@ -26,7 +27,7 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict
         store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
         with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
             record = pipeline_flow(config_path=str(config) if config else None, store=store)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     if as_json:
         print(json.dumps(record, default=str))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ..flows.errors import FlowError
 from ..pipeline.errors import PipelineError
 from ..storage import StoreError
 
@@ -81,7 +82,7 @@ def schedule(ctx: typer.Context,
         check_schedule(s)
         cfg = load_config(config)                 # errors in the file surface before anything is served
         url = api_url_of_server()
-    except (ServeError, StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     when = f"cron {cron!r} (UTC)" if cron else f"every {interval:g} s"
     out.print(f"serving [bold]embcache-run/{s.name}[/bold] {when} against {url} · config "

@@ -7,6 +7,7 @@ from enum import Enum
 
 import typer
 
+from ..flows.errors import FlowError
 from ..pipeline.errors import PipelineError
 from ..storage import StoreError
 
@@ -76,7 +77,7 @@ def train_head(ctx: typer.Context,
                             weight_decay=weight_decay, max_epochs=epochs, patience=patience,
                             batch_size=batch_size, class_weights=class_weights.value, seed=seed)
         r = train_head_flow(corpus, name, config, split_seed, store=store_of(ctx).root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     if not as_json:
         out.print(f"head {name}@{r['version'][:12]} on bert_features@{r['feature_fingerprint'][:12]}: "
@@ -98,7 +99,7 @@ def evaluate_head(ctx: typer.Context,
     from ..flows.train_flows import evaluate_head_flow
     try:
         r = evaluate_head_flow(name, corpus, store=store_of(ctx).root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     if as_json:
         print(json.dumps(r))
@@ -128,7 +129,7 @@ def predict(ctx: typer.Context,
     try:
         with progress_bars():
             r = predict_flow(corpus, head, store=store_of(ctx).root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     if as_json:
         print(json.dumps(r))
@@ -170,7 +171,7 @@ def train_static(ctx: typer.Context,
                               batch_size=batch_size, max_tokens=max_tokens, seed=seed)
         r = train_static_flow(corpus, name, vectors, config, vectors_format=vectors_format,
                               split_seed=split_seed, store=store_of(ctx).root)
-    except (StoreError, PipelineError, OSError) as e:
+    except (StoreError, PipelineError, FlowError, OSError) as e:
         raise fail(e)
     if not as_json:
         out.print(f"static {name}@{r['version'][:12]}: {r['rows']:,} rows ({r['pretrained_rows']:,} pretrained, "
@@ -212,7 +213,7 @@ def finetune(ctx: typer.Context,
         with progress_bars():
             r = finetune_flow(corpus, name, model, max_length, config, split_seed, not fresh,
                               store=store_of(ctx).root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     if not as_json:
         p1 = r["phase1_metrics"].get("test", {}).get("accuracy")
@@ -249,7 +250,7 @@ def compare(ctx: typer.Context,
                              FinetuneConfig(freeze_epochs=3, unfreeze_epochs=unfreeze_epochs,
                                             unfreeze_layers=unfreeze_layers),
                              model, max_length, split_seed, store=store_of(ctx).root)
-    except (StoreError, PipelineError, OSError) as e:
+    except (StoreError, PipelineError, FlowError, OSError) as e:
         raise fail(e)
     if as_json:
         print(json.dumps(r))

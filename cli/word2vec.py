@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ..flows.errors import FlowError
 from ..pipeline.errors import PipelineError
 from ..storage import StoreError
 
@@ -63,7 +64,7 @@ def featurize_word2vec(ctx: typer.Context,
                                                        negatives=negatives,
                                                        subsample_formula=subsample_formula.value),
                                         epochs_of_examples, seed, extend, store=store_of(ctx).root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     v = r["vocab"]
     out.print(f"vocabulary v{v['version']}: {v['words']:,} words ({v['added_words']:,} new); examples for "
@@ -95,7 +96,7 @@ def train_word2vec(ctx: typer.Context,
         store = store_of(ctx)
         r = train_word2vec_flow(corpus, SGNSConfig(dim=dim, epochs=epochs, lr=lr, batch_size=batch_size),
                                 seed, freeze_existing, finetune_lr_scale, store=store.root)
-    except (StoreError, PipelineError) as e:
+    except (StoreError, PipelineError, FlowError) as e:
         raise fail(e)
     png = None
     if store.fs.local:
@@ -123,7 +124,7 @@ def evaluate_word2vec(ctx: typer.Context,
     try:
         r = evaluate(keyed_vectors(store_of(ctx), fingerprint), [str(p) for p in pairs] if pairs else None,
                      str(analogies) if analogies else None, restrict_vocab)
-    except (StoreError, PipelineError, OSError) as e:
+    except (StoreError, PipelineError, FlowError, OSError) as e:
         raise fail(e)
     if as_json:
         print(json.dumps(r))

@@ -171,43 +171,43 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
     feats = runners.on(featurize_bert_flow)(name, cfg.model, cfg.tokenize, cfg.encode, store=root)
     stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
                f"bert_features@{feats['features_fingerprint'][:12]}")
-    if cfg.word2vec["enabled"]:
+    if cfg.word2vec.enabled:
         _word2vec(cfg, root, fs, name, stages, s)
     if not _labelled(fs, name):
         return s
 
-    if cfg.head_stage["enabled"]:
+    if cfg.head_stage.enabled:
         h = cfg.head_stage
         identity = _digest({"features": feats["features_fingerprint"], "snapshot": snapshot_sha,
-                            "config": asdict(cfg.head), "split_seed": h["split_seed"], "format": HEAD_FORMAT,
+                            "config": asdict(cfg.head), "split_seed": h.split_seed, "format": HEAD_FORMAT,
                             "predictions": heads.PREDICTIONS_VERSION})
-        r = _once(fs, stages, "train-head", name, h["name"], identity, heads.HEAD_KIND,
-                  lambda: train_head_flow(name, h["name"], cfg.head, h["split_seed"], store=root),
+        r = _once(fs, stages, "train-head", name, h.name, identity, heads.HEAD_KIND,
+                  lambda: train_head_flow(name, h.name, cfg.head, h.split_seed, store=root),
                   lambda r: f"{r['train_seconds']:.2f} s training")
         s["head_accuracy"] = r["metrics"].get("test", {}).get("accuracy")
 
-    if cfg.static_stage["enabled"]:
+    if cfg.static_stage.enabled:
         st = cfg.static_stage
         identity = _digest({"documents": fs.resolve_linked(name, "documents"), "snapshot": snapshot_sha,
-                            "vectors": _vectors_identity(st["vectors"]), "vectors_format": st["vectors_format"],
-                            "config": asdict(cfg.static), "split_seed": st["split_seed"], "format": STATIC_FORMAT})
-        r = _once(fs, stages, "train-static", name, st["name"], identity, "static",
-                  lambda: train_static_flow(name, st["name"], st["vectors"], cfg.static,
-                                            vectors_format=st["vectors_format"], split_seed=st["split_seed"],
+                            "vectors": _vectors_identity(st.vectors), "vectors_format": st.vectors_format,
+                            "config": asdict(cfg.static), "split_seed": st.split_seed, "format": STATIC_FORMAT})
+        r = _once(fs, stages, "train-static", name, st.name, identity, "static",
+                  lambda: train_static_flow(name, st.name, st.vectors, cfg.static,
+                                            vectors_format=st.vectors_format, split_seed=st.split_seed,
                                             store=root),
                   lambda r: f"{r['train_seconds']:.1f} s training")
         s["static_accuracy"] = r["metrics"].get("test", {}).get("accuracy")
 
-    if cfg.compare["enabled"]:
+    if cfg.compare.enabled:
         c = cfg.compare
         identity = _digest({"features": feats["features_fingerprint"], "snapshot": snapshot_sha,
-                            "vectors": _vectors_identity(cfg.static_stage["vectors"]),
-                            "trainable": list(c["trainable"]), "finetune": bool(c["finetune"]),
+                            "vectors": _vectors_identity(cfg.static_stage.vectors),
+                            "trainable": list(c.trainable), "finetune": bool(c.finetune),
                             "finetune_config": asdict(cfg.finetune), "model": cfg.model,
                             "max_length": cfg.tokenize.max_length, "formats": [HEAD_FORMAT, STATIC_FORMAT]})
         _once(fs, stages, "compare", name, "compare", identity, None,
-              lambda: compare_flow(name, cfg.static_stage["vectors"], tuple(c["trainable"]),
-                                   cfg.finetune if c["finetune"] else None, cfg.model, cfg.tokenize.max_length,
+              lambda: compare_flow(name, cfg.static_stage.vectors, tuple(c.trainable),
+                                   cfg.finetune if c.finetune else None, cfg.model, cfg.tokenize.max_length,
                                    store=root),
               lambda r: f"{len(r['rows'])} approaches, reports/compare-{name}.md")
     return s
@@ -243,18 +243,18 @@ def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _S
     from .word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
     w = cfg.word2vec
     t = time.perf_counter()
-    ex = runners.on(featurize_word2vec_flow)(name, cfg.words, cfg.skipgram, w["epochs_of_examples"], w["seed"],
-                                             extend=w["vocabulary"] == "extend", store=root,
-                                             keep_vocabulary=w["vocabulary"] == "keep")
+    ex = runners.on(featurize_word2vec_flow)(name, cfg.words, cfg.skipgram, w.epochs_of_examples, w.seed,
+                                             extend=w.vocabulary == "extend", store=root,
+                                             keep_vocabulary=w.vocabulary == "keep")
     stages.add("featurize-word2vec", name, t, ex["computed"], ex["cached"], "texts",
                f"w2v_examples@{ex['examples_fingerprint'][:12]}")
     t = time.perf_counter()
     trained_before = set(fs.fingerprints("word_vectors"))
-    tr = train_word2vec_flow(name, cfg.sgns, w["seed"], store=root)
+    tr = train_word2vec_flow(name, cfg.sgns, w.seed, store=root)
     existed = tr["fingerprint"] in trained_before            # the flow re-links a trained table
     stages.add("train-word2vec", name, t, 0 if existed else 1, 1 if existed else 0, "models",
                f"word_vectors@{tr['fingerprint'][:12]}" + ("" if existed else f", {tr['pairs_per_s']:,.0f} pairs/s"))
-    if not w["evaluate"]:
+    if not w.evaluate:
         return
     identity = _digest({"word_vectors": tr["fingerprint"], "files": "gensim wordsim353 + questions-words"})
     t = time.perf_counter()

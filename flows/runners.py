@@ -29,7 +29,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ..pipeline.cores import available_cores
-from ..pipeline.errors import PipelineError
+from .errors import RunnerError
 
 from . import progress
 
@@ -42,14 +42,14 @@ class RunnerConfig:
 
     def __post_init__(self):
         if self.kind not in ("threads", "dask"):
-            raise PipelineError("runner", f"kind must be threads or dask, got {self.kind!r}")
+            raise RunnerError("runner", f"kind must be threads or dask, got {self.kind!r}")
         if self.kind == "threads" and (self.address or self.workers):
-            raise PipelineError("runner", "address and workers apply to the dask runner only")
+            raise RunnerError("runner", "address and workers apply to the dask runner only")
         if self.address and self.workers:
-            raise PipelineError("runner", "workers sizes the LocalCluster started without an address; "
+            raise RunnerError("runner", "workers sizes the LocalCluster started without an address; "
                                           "a cluster at an address has its own workers")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise PipelineError("runner", f"workers must be a positive integer, got {self.workers!r}")
+            raise RunnerError("runner", f"workers must be a positive integer, got {self.workers!r}")
 
 
 _address: str | None = None   # the scheduler that `on` connects flows to, while a dask session is open
@@ -67,7 +67,7 @@ def session(config: RunnerConfig | None) -> Iterator[str | None]:
     try:
         import prefect_dask  # noqa: F401
     except ImportError as e:
-        raise PipelineError("runner", f"the dask runner needs prefect-dask ({e}): "
+        raise RunnerError("runner", f"the dask runner needs prefect-dask ({e}): "
                                       "pip install 'embcache[dask]'") from None
     with ExitStack() as stack:
         address = config.address or stack.enter_context(local_cluster(config.workers)).scheduler_address

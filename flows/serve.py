@@ -28,9 +28,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FlowError
 
-class ServeError(Exception):
+
+class ServeError(FlowError):
     """The server cannot start or stop as asked, or a schedule has no server to serve against."""
+
+    def __init__(self, reason: str, where: str = "prefect server"):
+        super().__init__(where, reason)
+
+    def __str__(self) -> str:       # the reason alone: it names the server, URL or flag itself
+        return self.reason
 
 
 class StopRequested(Exception):

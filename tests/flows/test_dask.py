@@ -129,11 +129,11 @@ def test_cli_dask_address_with_an_s3_store(tmp_path, cluster, corpus_dir, tiny_b
 
 def test_runner_choices_are_checked_before_anything_starts(tmp_path):
     from embcache.flows.run import load_config
-    from embcache.pipeline.errors import PipelineError
+    from embcache.flows.errors import FlowError
     assert load_config({"runner": {"kind": "dask", "workers": 2}}).runner == RunnerConfig("dask", None, 2)
     for bad in ({"kind": "spark"}, {"kind": "threads", "address": "tcp://h:8786"}, {"workers": 0},
                 {"kind": "dask", "address": "tcp://h:8786", "workers": 2}, {"nodes": 3}):
-        with pytest.raises(PipelineError, match="runner"):
+        with pytest.raises(FlowError, match="runner"):
             load_config({"runner": bad})
     r = CliRunner().invoke(app, ["--store", str(tmp_path), "--runner", "threads", "--dask-address", "tcp://h:1",
                                  "status"])

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from embcache.cli.main import app
 from embcache.flows.run import load_config
-from embcache.pipeline.errors import PipelineError
+from embcache.flows.errors import ConfigError
 from embcache.storage import FeatureStore
 
 from .test_train import TOPICS, labelled_folder
@@ -144,18 +144,18 @@ def test_config_files_toml_and_yaml_agree_and_errors_name_the_key(tmp_path):
     yaml.write_text("store: s\ncorpora:\n  - name: n\n    sources: [{path: d, format: jsonl}]\n"
                     "word2vec: {enabled: false, dim: 50}\nhead: {hidden: 32}\n")
     a, b = load_config(toml), load_config(yaml)
-    assert a == b and a.sgns.dim == 50 and a.word2vec["enabled"] is False and a.head.hidden == 32
+    assert a == b and a.sgns.dim == 50 and a.word2vec.enabled is False and a.head.hidden == 32
     assert a.corpus_list()[0].sources[0].format == "jsonl"
     assert load_config(None).corpus_list()[0].name == "bbc"                 # the embedded default
     bad = tmp_path / "bad.toml"
     bad.write_text("[head]\nhiden = 3\n")
-    with pytest.raises(PipelineError, match=r"bad\.toml.*\[head\].*hiden"):
+    with pytest.raises(ConfigError, match=r"bad\.toml.*\[head\].*hiden"):
         load_config(bad)
     bad.write_text("[heads]\n")
-    with pytest.raises(PipelineError, match="unknown key.*heads"):
+    with pytest.raises(ConfigError, match="unknown key.*heads"):
         load_config(bad)
     bad.write_text("[head]\nweight_decay = -1\n")
-    with pytest.raises(PipelineError, match=r"\[head\]"):
+    with pytest.raises(ConfigError, match=r"\[head\]"):
         load_config(bad)
     r = runner.invoke(app, ["run", str(bad)])
     assert r.exit_code == 2 and "bad.toml: [head]" in r.output and "weight_decay" in r.output

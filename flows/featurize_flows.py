@@ -19,6 +19,7 @@ from ..storage import FeatureStore
 
 from ..stages import bert
 from . import progress, runners
+from .run_config import DEFAULT_STORE
 from ..stages.ingest import ingest_corpus
 
 
@@ -31,7 +32,7 @@ def ingest_task(store_root: str, corpus: str, sources: list[Source], config: Ing
 
 @flow(name="ingest")
 def ingest_flow(corpus: str, sources: list[Source], config: IngestConfig = IngestConfig(),
-                store: str = "./embcache-store") -> dict:
+                store: str = DEFAULT_STORE) -> dict:
     """Read the sources into a new snapshot of `corpus`; bad rows go to the `rejected` table."""
     result = ingest_task(store, corpus, sources, config)
     log = get_run_logger()
@@ -57,8 +58,9 @@ def encode_task(plan: bert.BertPlan, keys: list[str], total: int) -> int:
 
 @flow(name="featurize-bert")
 def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: TokenizeConfig = TokenizeConfig(),
-                        encode: EncodeConfig = EncodeConfig(), store: str = "./embcache-store",
-                        encode_shard_docs: int = 512, tokenize_shard_docs: int = 4096) -> dict:
+                        encode: EncodeConfig = EncodeConfig(), store: str = DEFAULT_STORE,
+                        encode_shard_docs: int = bert.BertConfig.encode_shard_docs,
+                        tokenize_shard_docs: int = bert.BertConfig.tokenize_shard_docs) -> dict:
     """Tokenize and encode the corpus's current documents that the store does not have yet."""
     log = get_run_logger()
     config = bert.BertConfig(model, tokenize, encode, tokenize_shard_docs, encode_shard_docs)

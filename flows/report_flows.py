@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ..stages.report import write_report
+from .run_config import DEFAULT_STORE
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -17,7 +18,7 @@ def report_task(store: str, run_id: str | None = None, corpora: list[str] | None
 
 
 @flow(name="report")
-def report_flow(run_id: str | None = None, corpora: list[str] | None = None, store: str = "./embcache-store") -> str:
+def report_flow(run_id: str | None = None, corpora: list[str] | None = None, store: str = DEFAULT_STORE) -> str:
     """The HTML report of a run (the newest by default) for its corpora; returns where index.html is."""
     where = report_task(store, run_id, corpora)
     get_run_logger().info("report: %s", where)

@@ -16,66 +16,19 @@ renders it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
-from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from ..pipeline.head_format import FORMAT_VERSION as HEAD_FORMAT
-from ..pipeline.static import FORMAT_VERSION as STATIC_FORMAT
-from ..storage import FeatureStore, StoreError
+from ..stages import ledger, run_record
+from ..storage import FeatureStore
 
 from . import runners
 from .run_config import CorpusConfig, RunConfig, config_to_dict, load_config   # load_config: re-exported
 
-RUN_RECORD_VERSION = 1
-
-
-# ---------------------------------------------------------------------------- stage identities
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _ledger_path(fs: FeatureStore, stage: str, corpus: str, name: str) -> str:
-    return fs.fs.path("runs", "stages", f"{stage}--{corpus}--{name}.json")
-
-
-def _recall(fs: FeatureStore, stage: str, corpus: str, name: str, identity: str,
-            model_kind: str | None) -> dict | None:
-    """The stored result of this stage if it last ran with `identity` and its model is still current."""
-    path = _ledger_path(fs, stage, corpus, name)
-    if not fs.fs.exists(path):
-        return None
-    entry = json.loads(fs.fs.read_bytes(path))
-    if entry.get("identity") != identity:
-        return None
-    if model_kind is not None:
-        try:
-            if fs.models.info(model_kind, name).version != entry["result"].get("version"):
-                return None                   # trained again by hand since: not what the ledger saw
-        except StoreError:
-            return None
-    return entry["result"]
-
-
-def _remember(fs: FeatureStore, stage: str, corpus: str, name: str, identity: str, result: dict) -> None:
-    body = json.dumps({"identity": identity, "result": result}, default=str).encode()
-    fs.fs.write_atomic(_ledger_path(fs, stage, corpus, name), body)
-
-
-def _vectors_identity(spec: str) -> dict:
-    """What a vectors spec points at: a file by size and mtime, a package or corpus by name."""
-    path = Path(spec)
-    if path.exists():
-        st = path.stat()
-        return {"file": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-    return {"spec": spec}
 
 
 # ---------------------------------------------------------------------------- the flow
@@ -120,7 +73,7 @@ def pipeline_flow(config: dict | None = None, config_path: str | None = None, st
     started, t_run = datetime.now(timezone.utc), time.perf_counter()
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     stages, summary = _Stages(log), {}
-    record = {"format": "embcache.run", "format_version": RUN_RECORD_VERSION, "run_id": run_id,
+    record = {"run_id": run_id,
               "flow_run_id": _flow_run_id(), "started": started.isoformat(), "store": root,
               "config": config_to_dict(cfg), "stages": stages.records, "summary": summary, "status": "failed"}
     try:
@@ -154,7 +107,7 @@ def _subflows_without_heartbeats():
 
 def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages) -> dict:
     """Every enabled stage on one corpus, in order; its line of the run summary."""
-    from ..stages import heads
+    from ..stages import compare, heads, static
     from .featurize_flows import featurize_bert_flow, ingest_flow
     from .train_flows import compare_flow, train_head_flow, train_static_flow
 
@@ -178,9 +131,7 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
 
     if cfg.head_stage.enabled:
         h = cfg.head_stage
-        identity = _digest({"features": feats["features_fingerprint"], "snapshot": snapshot_sha,
-                            "config": asdict(cfg.head), "split_seed": h.split_seed, "format": HEAD_FORMAT,
-                            "predictions": heads.PREDICTIONS_VERSION})
+        identity = heads.identity(feats["features_fingerprint"], snapshot_sha, cfg.head, h.split_seed)
         r = _once(fs, stages, "train-head", name, h.name, identity, heads.HEAD_KIND,
                   lambda: train_head_flow(name, h.name, cfg.head, h.split_seed, store=root),
                   lambda r: f"{r['train_seconds']:.2f} s training")
@@ -188,9 +139,8 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
 
     if cfg.static_stage.enabled:
         st = cfg.static_stage
-        identity = _digest({"documents": fs.resolve_linked(name, "documents"), "snapshot": snapshot_sha,
-                            "vectors": _vectors_identity(st.vectors), "vectors_format": st.vectors_format,
-                            "config": asdict(cfg.static), "split_seed": st.split_seed, "format": STATIC_FORMAT})
+        identity = static.identity(fs.resolve_linked(name, "documents"), snapshot_sha, st.vectors,
+                                   st.vectors_format, cfg.static, st.split_seed)
         r = _once(fs, stages, "train-static", name, st.name, identity, "static",
                   lambda: train_static_flow(name, st.name, st.vectors, cfg.static,
                                             vectors_format=st.vectors_format, split_seed=st.split_seed,
@@ -200,11 +150,9 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
 
     if cfg.compare.enabled:
         c = cfg.compare
-        identity = _digest({"features": feats["features_fingerprint"], "snapshot": snapshot_sha,
-                            "vectors": _vectors_identity(cfg.static_stage.vectors),
-                            "trainable": list(c.trainable), "finetune": bool(c.finetune),
-                            "finetune_config": asdict(cfg.finetune), "model": cfg.model,
-                            "max_length": cfg.tokenize.max_length, "formats": [HEAD_FORMAT, STATIC_FORMAT]})
+        identity = compare.identity(feats["features_fingerprint"], snapshot_sha,
+                                    static.vectors_identity(cfg.static_stage.vectors), c.trainable,
+                                    cfg.finetune if c.finetune else None, cfg.model, cfg.tokenize.max_length)
         _once(fs, stages, "compare", name, "compare", identity, None,
               lambda: compare_flow(name, cfg.static_stage.vectors, tuple(c.trainable),
                                    cfg.finetune if c.finetune else None, cfg.model, cfg.tokenize.max_length,
@@ -217,12 +165,12 @@ def _once(fs: FeatureStore, stages: _Stages, stage: str, corpus: str, name: str,
           model_kind: str | None, train, note) -> dict:
     """A training stage's result: the stored one when its identity is unchanged, else train() now."""
     t = time.perf_counter()
-    r = _recall(fs, stage, corpus, name, identity, model_kind)
+    r = ledger.recall(fs, stage, corpus, name, identity, model_kind)
     if r is not None:
         stages.add(stage, corpus, t, 0, 1, "models", "inputs and config unchanged: stored result")
         return r
     r = {k: v for k, v in train().items() if k not in ("history", "markdown")}    # the bulky parts stay in the model
-    _remember(fs, stage, corpus, name, identity, r)
+    ledger.remember(fs, stage, corpus, name, identity, r)
     stages.add(stage, corpus, t, 1, 0, "models", note(r))
     return r
 
@@ -233,12 +181,12 @@ def _save_record(fs: FeatureStore, record: dict, t_run: float) -> None:
     counted = [r for r in record["stages"] if r["unit"] in ("texts", "documents")]
     record["rows_cached"] = sum(r["cached"] for r in counted)
     record["rows_computed"] = sum(r["computed"] for r in counted)
-    body = json.dumps(record, indent=1, default=str).encode()
-    fs.fs.write_atomic(fs.fs.path("runs", f"{record['run_id']}.json"), body)
+    run_record.save(fs, record)
 
 
 def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, s: dict) -> None:
     """featurize-word2vec, train-word2vec and (optionally) the gensim evaluations, each only if needed."""
+    from ..stages import word2vec_eval
     from ..stages.word2vec_eval import evaluate, keyed_vectors
     from .word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
     w = cfg.word2vec
@@ -256,12 +204,12 @@ def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _S
                f"word_vectors@{tr['fingerprint'][:12]}" + ("" if existed else f", {tr['pairs_per_s']:,.0f} pairs/s"))
     if not w.evaluate:
         return
-    identity = _digest({"word_vectors": tr["fingerprint"], "files": "gensim wordsim353 + questions-words"})
+    identity = word2vec_eval.identity(tr["fingerprint"])
     t = time.perf_counter()
-    r = _recall(fs, "evaluate-word2vec", name, "default", identity, None)
+    r = ledger.recall(fs, word2vec_eval.EVALUATE.name, name, "default", identity, None)
     if r is None:
         r = evaluate(keyed_vectors(fs, tr["fingerprint"]))
-        _remember(fs, "evaluate-word2vec", name, "default", identity, r)
+        ledger.remember(fs, word2vec_eval.EVALUATE.name, name, "default", identity, r)
         stages.add("evaluate-word2vec", name, t, 1, 0, "evaluations")
     else:
         stages.add("evaluate-word2vec", name, t, 0, 1, "evaluations")

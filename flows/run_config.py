@@ -19,10 +19,11 @@ from typing import Literal, get_args
 from ..pipeline.configs import (EncodeConfig, FinetuneConfig, HeadConfig, IngestConfig, SGNSConfig, SkipGramConfig,
                                 Source, StaticConfig, TokenizeConfig, Trainable, VectorFormat, WordConfig)
 from ..pipeline.errors import PipelineError
+from ..storage.store import DEFAULT_ROOT
 from .errors import ConfigError, FlowError
 from .runners import RunnerConfig
 
-DEFAULT_STORE = "./embcache-store"
+DEFAULT_STORE = DEFAULT_ROOT
 
 
 def default_corpus_root() -> str:

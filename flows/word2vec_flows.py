@@ -14,6 +14,7 @@ from ..pipeline.words import WordConfig
 from ..storage import FeatureStore
 
 from . import progress, runners
+from .run_config import DEFAULT_STORE, Word2VecStage
 from ..stages import word2vec as w2v
 from ..stages.bert import chunks
 
@@ -32,9 +33,9 @@ def examples_task(plan: w2v.ExamplesPlan, keys: list[str], total: int) -> int:
 
 @flow(name="featurize-word2vec")
 def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
-                            skipgram: SkipGramConfig = SkipGramConfig(), epochs_of_examples: int = 1,
-                            seed: int = 0, extend: bool = False, store: str = "./embcache-store",
-                            shard_docs: int = 256, workers: int | None = None, keep_vocabulary: bool = False) -> dict:
+                            skipgram: SkipGramConfig = SkipGramConfig(), epochs_of_examples: int = Word2VecStage.epochs_of_examples,
+                            seed: int = Word2VecStage.seed, extend: bool = False, store: str = DEFAULT_STORE,
+                            shard_docs: int = w2v.ExamplesConfig.shard_docs, workers: int | None = None, keep_vocabulary: bool = False) -> dict:
     """Build (or extend, or keep) the vocabulary, then precompute skip-gram examples for missing documents.
 
     keep_vocabulary: reuse the corpus's vocabulary when it has one built with `words`, so
@@ -72,9 +73,9 @@ def train_task(store: str, corpus: str, examples_fp: str, vocab_fp: str, config:
 
 
 @flow(name="train-word2vec")
-def train_word2vec_flow(corpus: str, config: SGNSConfig = SGNSConfig(), seed: int = 0,
+def train_word2vec_flow(corpus: str, config: SGNSConfig = SGNSConfig(), seed: int = Word2VecStage.seed,
                         freeze_existing: bool = False, finetune_lr_scale: float = 0.0,
-                        store: str = "./embcache-store") -> dict:
+                        store: str = DEFAULT_STORE) -> dict:
     """Skip-gram with negative sampling, reading only the cached examples of the corpus."""
     fs = FeatureStore(store)
     examples_fp = fs.resolve_linked(corpus, "w2v_examples")

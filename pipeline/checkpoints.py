@@ -16,7 +16,7 @@ from safetensors.torch import save as save_tensors
 from .errors import PipelineError
 from .formats import json_header
 
-CHECKPOINT_FORMAT = "embcache-finetune-checkpoint"
+CHECKPOINT_FORMAT = "embcache.finetune_checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "checkpoint.json")
 

@@ -1,6 +1,10 @@
 """The format header every saved file of the stages carries, checked in one place (STYLE habit 5).
 
->>> meta = json_header(files["head.json"], "head.json", "embcache-head", 1, "a classification head")
+Every file embcache writes starts {"format": "embcache.<what>", "format_version": N} (the
+store's own files too: storage/manifest.py). Files saved before names were unified spell
+the name with a dash ("embcache-head"): they are still read.
+
+>>> meta = json_header(files["head.json"], "head.json", "embcache.head", 1, "a classification head")
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import pyarrow as pa
 
 from .errors import PipelineError
 
+LEGACY_PREFIX = "embcache-"   # how format names were spelled before "embcache.<what>"
+
 
 def check_header(header, where: str, fmt: str, version: int | str, what: str) -> None:
     """Raise PipelineError unless `header` (a mapping) names format `fmt` at `version`."""
     found = header.get("format") if isinstance(header, Mapping) else type(header).__name__
+    if isinstance(found, str) and found.startswith(LEGACY_PREFIX):      # "embcache-finetune-checkpoint"
+        found = "embcache." + found[len(LEGACY_PREFIX):].replace("-", "_")
     if found != fmt:
         raise PipelineError(where, f"not {what}: format {found!r}, expected {fmt!r}")
     if header.get("format_version") != version:

@@ -18,7 +18,7 @@ from .errors import PipelineError
 from .formats import json_header
 from .heads import Head, HeadConfig
 
-FORMAT, FORMAT_VERSION = "embcache-head", 1
+FORMAT, FORMAT_VERSION = "embcache.head", 1
 RESERVED_META = ("format", "format_version", "config", "num_labels", "feature_dim", "standardize")
 
 

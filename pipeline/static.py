@@ -36,7 +36,7 @@ from .formats import json_header
 from .vectors import StaticVocab, initial_matrix, vectors_digest
 from .configs import StaticConfig, Trainable  # noqa: F401  (defined once, in configs.py)
 
-FORMAT = "embcache-static"
+FORMAT = "embcache.static"
 FORMAT_VERSION = 1            # bump when static_to_bytes' files change; static_from_bytes checks it
 FILES = ("static.json", "model.safetensors", "vocab.arrow")
 

@@ -20,10 +20,12 @@ import pyarrow as pa
 from ..pipeline.encode import EncodeConfig, encode
 from ..pipeline.model import load_model, load_tokenizer, model_digest, resolve_model
 from ..pipeline.tokenize import TokenizeConfig, tokenize
-from ..storage import FeatureStore, spec
+from ..storage import FeatureStore
+from .stage import Stage
 
-TOKENIZE_VERSION = 1   # bump when tokenize_shard's output changes for the same inputs
-ENCODE_VERSION = 1     # bump when encode_shard's output changes for the same inputs
+DOCUMENTS = Stage("documents", 1)        # text_sha -> text, as ingest normalized it
+TOKENIZE = Stage("bert_tokens", 1)       # tokenize_shard
+ENCODE = Stage("bert_features", 1)       # encode_shard
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class BertPlan:
 
 def documents_spec(normalization: str) -> dict:
     """The `documents` table (text_sha -> text) depends only on how texts are normalized."""
-    return spec("documents", 1, {"normalization": normalization})
+    return DOCUMENTS.spec({"normalization": normalization})
 
 
 def plan_bert(store_root: str, config: BertConfig, normalization: str = "NFC") -> BertPlan:
@@ -57,16 +59,12 @@ def plan_bert(store_root: str, config: BertConfig, normalization: str = "NFC") -
     digests = model_digest(path)
     docs = documents_spec(normalization)
     store = FeatureStore(store_root)
-    tokens = spec("bert_tokens", TOKENIZE_VERSION, config.tokenize,
-                  inputs={"documents": store.table("documents", docs).fingerprint},
-                  digests={"tokenizer": digests["tokenizer"]})
-    # Only what changes the vectors is hashed: batch_tokens and threads change speed,
-    # not values (encode is batch-invariant within 1e-5; tests/pipeline check it).
-    enc = config.encode
-    features = spec("bert_features", ENCODE_VERSION,
-                    {"pooling": enc.pooling, "dtype": enc.dtype, "quantize": enc.quantize},
-                    inputs={"bert_tokens": store.table("bert_tokens", tokens).fingerprint},
-                    digests={"weights": digests["weights"], "config": digests["config"]})
+    tokens = TOKENIZE.spec(config.tokenize, inputs={"documents": store.table("documents", docs).fingerprint},
+                           digests={"tokenizer": digests["tokenizer"]})
+    # EncodeConfig's speed-only fields (batch_tokens, threads) are not hashed: encode is
+    # batch-invariant within 1e-5 (tests/pipeline check it).
+    features = ENCODE.spec(config.encode, inputs={"bert_tokens": store.table("bert_tokens", tokens).fingerprint},
+                           digests={"weights": digests["weights"], "config": digests["config"]})
     return BertPlan(store_root, path, config.tokenize, config.encode, docs, tokens, features)
 
 

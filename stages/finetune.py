@@ -27,7 +27,7 @@ from .heads import vectors_for
 
 FINETUNE_KIND = "finetune"
 CHECKPOINT_KIND = "checkpoint"
-FINETUNE_FORMAT, FINETUNE_VERSION = "embcache-finetuned", 1
+FINETUNE_FORMAT, FINETUNE_VERSION = "embcache.finetuned", 1
 
 
 def token_ids(store: FeatureStore, tokens_fp: str, keys: list[str]) -> list[np.ndarray]:

@@ -15,17 +15,25 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..pipeline.head_format import head_from_bytes, head_to_bytes
+from ..pipeline.head_format import FORMAT_VERSION as HEAD_FORMAT, head_from_bytes, head_to_bytes
 from ..pipeline.heads import HeadConfig, predict_proba, train_head
 from ..pipeline.errors import PipelineError
 from ..pipeline.splits import LabelSet, classification_metrics
-from ..storage import FeatureStore, spec
+from ..storage import FeatureStore
 from ..storage.query import as_matrix
 
 from .classify import labelled, metrics, predictions_table, unique_rows
+from .stage import Stage
 
 HEAD_KIND = "head"
-PREDICTIONS_VERSION = 1
+PREDICTIONS = Stage("predictions", 1)   # write_predictions
+TRAIN_HEAD = Stage("train-head", 1)     # train: a head saved in the models registry
+
+
+def identity(features_fp: str, snapshot_sha: str, config: HeadConfig, split_seed: int) -> str:
+    """What train's result depends on: the run ledger skips the stage while this is unchanged."""
+    return TRAIN_HEAD.identity(config, features=features_fp, snapshot=snapshot_sha, split_seed=split_seed,
+                               format=HEAD_FORMAT, predictions=PREDICTIONS.version)
 
 
 def vectors_for(store: FeatureStore, table: str, fingerprint: str, keys: list[str]) -> np.ndarray:
@@ -69,8 +77,8 @@ def train(store_root: str, corpus: str, name: str, config: HeadConfig = HeadConf
 def write_predictions(store: FeatureStore, corpus: str, features_fp: str, head_version: str,
                       labels: LabelSet, keys: list[str], proba: np.ndarray) -> str:
     """The `predictions` table (text_sha → label, probabilities) of one head on one feature table."""
-    table = store.table("predictions", spec("predictions", PREDICTIONS_VERSION, {"kind": HEAD_KIND},
-                                            inputs={"bert_features": features_fp, "head": head_version}),
+    table = store.table("predictions", PREDICTIONS.spec({"kind": HEAD_KIND}, inputs={"bert_features": features_fp,
+                                                                                 "head": head_version}),
                         meta={"labels": list(labels.names)})
     rows = unique_rows(keys)
     missing = set(table.missing([keys[i] for i in rows]).to_pylist())

@@ -20,12 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, iter_ingest
-from ..storage import FeatureStore, spec
+from ..storage import FeatureStore
 
 from .bert import documents_spec
+from .stage import Stage
 
 REJECT_SHARD_ROWS = 100_000
-REJECTED_SPEC = spec("rejected", 2, {})    # 2: rows name their snapshot; one row per rejected record
+REJECTED = Stage("rejected", 2)    # 2: rows name their snapshot; one row per rejected record
+REJECTED_SPEC = REJECTED.spec({})
 
 
 @dataclass(frozen=True)

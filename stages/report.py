@@ -19,21 +19,19 @@ import hashlib
 import html
 import io
 import json
-import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..storage import FeatureStore, NotFound
-from ..storage.errors import CorruptShard, FormatError
+from ..storage.errors import CorruptShard
 from ..storage.manifest import utcnow
 from ..storage.query import as_matrix
 
+from . import run_record
 from .heads import HEAD_KIND
 
-RUN_FORMAT, RUN_FORMAT_VERSION = "embcache.run", 1   # runs/<run_id>.json as flows/run.py writes it
-RUN_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 SAMPLE_WORDS = 5          # frequent non-stopwords whose neighbours are shown
 NEIGHBOURS = 8
 PROJECTION_POINTS = 5000  # documents drawn (seeded) for the PCA plot; all of them when fewer
@@ -51,31 +49,6 @@ th{background:#f6f8fa;text-align:left}td.n{text-align:right;font-variant-numeric
 
 
 # -- reading the store ----------------------------------------------------------
-def read_run(store: FeatureStore, run_id: str | None) -> dict | None:
-    """runs/<run_id>.json (the newest when run_id is None; None when there is none)."""
-    if run_id is None:
-        ids = [n[:-5] for n in store.fs.listdir(store.fs.path("runs")) if n.endswith(".json")
-               and RUN_ID_RE.match(n[:-5])]
-        if not ids:
-            return None
-        run_id = max(ids)
-    if not RUN_ID_RE.match(run_id):
-        raise NotFound(run_id, "not a run id (letters, digits, '.', '_', '-')")
-    path = store.fs.path("runs", f"{run_id}.json")
-    if not store.fs.exists(path):
-        raise NotFound(path, f"no run record {run_id!r}")
-    try:
-        run = json.loads(store.fs.read_bytes(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(path, f"run record is not valid JSON ({e})") from e
-    if not isinstance(run, dict) or not isinstance(run.get("stages", []), list):
-        raise FormatError(path, "run record must be an object with a 'stages' list")
-    if run.get("format", RUN_FORMAT) != RUN_FORMAT or run.get("format_version", 1) > RUN_FORMAT_VERSION:
-        raise FormatError(path, f"run record format {run.get('format')!r} version {run.get('format_version')!r}: "
-                                f"this code reads {RUN_FORMAT!r} up to version {RUN_FORMAT_VERSION}")
-    return {"run_id": run_id, **run}
-
-
 def model_json(store: FeatureStore, info, file: str) -> dict:
     """One JSON file of a saved model (checked against its listing), without loading its weights."""
     path = f"{store.models.dir(info.kind, info.name, info.version)}/{file}"
@@ -383,7 +356,7 @@ def corpus_html(store: FeatureStore, corpus: str, run: dict | None, pngs: dict) 
 def write_report(store_root: str, run_id: str | None = None, corpora: list[str] | None = None) -> str:
     """Write reports/<run_id>/index.html (+ PNGs) into the store; return its path or URL."""
     store = FeatureStore(store_root)
-    run = read_run(store, run_id)
+    run = run_record.load(store, run_id)
     known = store.corpora()
     if corpora:
         unknown = [c for c in corpora if c not in known]

@@ -19,20 +19,40 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from ..pipeline.static import StaticConfig, build_model, build_vocab, predict_proba, static_to_bytes, train_static
+from ..pipeline.static import FORMAT_VERSION, StaticConfig, build_model, build_vocab, predict_proba, static_to_bytes, train_static
 from ..pipeline.vectors import load_vectors, vectors_digest
 from ..pipeline.words import WordConfig, tokenize_words
-from ..storage import FeatureStore, spec
+from ..storage import FeatureStore
 
 from .classify import labelled, metrics, unique_rows
+from .stage import Stage
 
 STATIC_KIND = "static"
-TOKENS_VERSION = 1
-IDS_VERSION = 1
+TOKENS = Stage("word_tokens", 1)      # word_tokens
+IDS = Stage("static_ids", 1)          # static_ids
+TRAIN_STATIC = Stage("train-static", 1)   # train: a classifier saved in the models registry
+
+
+def identity(documents_fp: str, snapshot_sha: str, vectors_spec: str, vectors_format: str, config: StaticConfig,
+             split_seed: int) -> str:
+    """What train's result depends on: the run ledger skips the stage while this is unchanged."""
+    return TRAIN_STATIC.identity(config, documents=documents_fp, snapshot=snapshot_sha,
+                                 vectors=vectors_identity(vectors_spec), vectors_format=vectors_format,
+                                 split_seed=split_seed, format=FORMAT_VERSION)
+
+
+def vectors_identity(spec: str) -> dict:
+    """What a vectors spec points at: a file by size and mtime, a package or corpus by name."""
+    path = Path(spec)
+    if path.exists():
+        st = path.stat()
+        return {"file": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"spec": spec}
 
 
 @functools.lru_cache(maxsize=2)
@@ -55,7 +75,7 @@ def word_tokens(store: FeatureStore, corpus: str, keys: list[str], config: WordC
                 shard_docs: int = 2048) -> tuple[dict[str, list[str]], str]:
     """({text_sha: words}, word_tokens fingerprint): tokenized once per config, cached in `word_tokens`."""
     docs_fp = store.resolve_linked(corpus, "documents")
-    table = store.table("word_tokens", spec("word_tokens", TOKENS_VERSION, config, inputs={"documents": docs_fp}))
+    table = store.table("word_tokens", TOKENS.spec(config, inputs={"documents": docs_fp}))
     uniq = sorted(set(keys))
     todo = table.missing(uniq).to_pylist()
     docs = store.open("documents", docs_fp)
@@ -73,7 +93,7 @@ def word_tokens(store: FeatureStore, corpus: str, keys: list[str], config: WordC
 def static_ids(store: FeatureStore, keys: list[str], tokens: dict[str, list[str]], vocab,
                config: StaticConfig, tokens_fp: str) -> list[np.ndarray]:
     """Each document's rows (text_sha order of `keys`), cached in `static_ids` per vocabulary."""
-    table = store.table("static_ids", spec("static_ids", IDS_VERSION, {"max_tokens": config.max_tokens},
+    table = store.table("static_ids", IDS.spec({"max_tokens": config.max_tokens},
                                            inputs={"word_tokens": tokens_fp, "vocab": vocab.digest()}))
     uniq = sorted(set(keys))
     todo = table.missing(uniq).to_pylist()

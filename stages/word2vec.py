@@ -17,21 +17,25 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..pipeline.configs import output_fields
 from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
 from ..pipeline.skipgram import SkipGramConfig, make_examples
 from ..pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, tokenize_words
-from ..storage import FeatureStore, NotFound, spec
+from ..storage import FeatureStore, NotFound
+from .stage import Stage
 
-VOCAB_VERSION = 1
-EXAMPLES_VERSION = 3   # 2: mask and label stored as per-row counts (they are prefixes of each row)
-                       # 3: a document with no example gets one epoch -1 row (reruns skip it)
+VOCAB = Stage("w2v_vocab", 1)             # build_vocab
+EXAMPLES = Stage("w2v_examples", 3)       # examples_shard. 2: mask and label stored as per-row counts
+                                          #   (they are prefixes of each row); 3: a document with no
+                                          #   example gets one epoch -1 row (reruns skip it)
+TRAIN = Stage("word_vectors", 1)          # train_vectors
 NO_EXAMPLES_EPOCH = -1
-TRAIN_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ExamplesConfig:
     epochs_of_examples: int = 1      # independently sampled copies of the examples (each its own draw)
     seed: int = 0                    # with the table's fingerprint and the shard's keys, seeds each shard
     shard_docs: int = 256            # documents per examples task
+    speed_only: ClassVar[tuple[str, ...]] = ("shard_docs",)   # shard size changes no row
 
 
 def texts_digest(keys: list[str]) -> str:
@@ -87,7 +92,7 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
     snap = store.corpus(corpus).snapshot().id
     if keep and "w2v_vocab" in store.corpus(corpus).manifest().links:
         current = store.open("w2v_vocab", store.resolve_linked(corpus, "w2v_vocab"))
-        if current.saved_spec()["spec"]["config"] == spec("w2v_vocab", VOCAB_VERSION, config)["config"]:
+        if current.saved_spec()["spec"]["config"] == VOCAB.spec(config)["config"]:
             vocab = load_vocab(store_root, current.fingerprint)
             return {"fingerprint": current.fingerprint, "words": len(vocab), "version": vocab.version,
                     "added_words": 0}
@@ -107,7 +112,7 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
         new_keys = [k for k in keys if k not in seen]
         vocab = old.extend(tokenize_words(texts_of(store, corpus, new_keys), config))
         inputs = {"parent": parent.fingerprint, "texts": texts_digest(new_keys)}
-    table = store.table("w2v_vocab", spec("w2v_vocab", VOCAB_VERSION, config, inputs=inputs), key="word",
+    table = store.table("w2v_vocab", VOCAB.spec(config, inputs=inputs), key="word",
                         meta={"version": vocab.version, "min_count": vocab.min_count, "snapshot": snap,
                               "digest": vocab.digest()})
     if not table.exists():
@@ -128,9 +133,7 @@ class ExamplesPlan:
 
 
 def plan_examples(store_root: str, corpus: str, vocab_fp: str, config: ExamplesConfig) -> ExamplesPlan:
-    cfg = {k: v for k, v in asdict(config).items() if k != "shard_docs"}   # shard size changes no row
-    return ExamplesPlan(store_root, corpus, vocab_fp, config,
-                        spec("w2v_examples", EXAMPLES_VERSION, cfg, inputs={"w2v_vocab": vocab_fp}))
+    return ExamplesPlan(store_root, corpus, vocab_fp, config, EXAMPLES.spec(config, inputs={"w2v_vocab": vocab_fp}))
 
 
 def examples_table(plan: ExamplesPlan):
@@ -234,9 +237,8 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     vocab = load_vocab(store_root, vocab_fp)
     inputs, prev = {"w2v_examples": examples_fp}, None
     # threads change speed only (and make Hogwild runs nondeterministic); batch_size sets
-    # the lr schedule's steps, so it stays in the fingerprint.
-    cfg = {k: v for k, v in asdict(config).items() if k != "threads"}
-    cfg["seed"] = seed
+    # the lr schedule's steps, so it stays in the fingerprint (SGNSConfig.speed_only).
+    cfg = {**output_fields(config), "seed": seed}
     # training reads every committed example row: when new documents add shards (same
     #   examples fingerprint, more rows), the vectors are trained again.
     cfg["examples_shards"] = hashlib.sha256("".join(sorted(sh.sha256 for sh in examples.manifest().shards))
@@ -246,7 +248,7 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
         inputs["init"] = prev.fingerprint
         cfg["finetune_lr_scale"] = finetune_lr_scale
         config = SGNSConfig(**{**asdict(config), "other_rows_lr_scale": finetune_lr_scale})
-    table_spec = spec("word_vectors", TRAIN_VERSION, cfg, inputs=inputs)
+    table_spec = TRAIN.spec(cfg, inputs=inputs)
     cached = store.table("word_vectors", table_spec, key="word")
     if cached.exists():
         store.corpus(corpus).link("word_vectors", cached.fingerprint)

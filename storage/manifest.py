@@ -2,7 +2,8 @@
 
 A manifest is the whole truth about a table: a shard it does not list does not exist.
 
-    {"format": 1, "table": "bert_features", "fingerprint": "3f2a…", "key": "text_sha",
+    {"format": "embcache.table_manifest", "format_version": 1, "table": "bert_features",
+     "fingerprint": "3f2a…", "key": "text_sha",
      "generation": 2, "schema": "<base64 Arrow IPC schema>", "columns": {"text_sha": "string", …},
      "codecs": {"vector": {"codec": "none", "encoding": "plain", "ratio": 0.87, "tried": {…}}, …},
      "shards": [{"file": "part-…parquet", "rows": 512, "bytes": 801234, "sha256": "…",
@@ -23,9 +24,11 @@ import pyarrow as pa
 from .errors import FormatError
 from .fs import FILE_RE
 
-MANIFEST_FORMAT = 1
-SPEC_FORMAT = 1
-CORPUS_FORMAT = 1
+# Every file embcache writes starts {"format": "embcache.<what>", "format_version": N}; readers
+# check both. Stores written before this convention have {"format": N}: still read as version N.
+MANIFEST_FORMAT = ("embcache.table_manifest", 1)
+SPEC_FORMAT = ("embcache.table_spec", 1)
+CORPUS_FORMAT = ("embcache.corpus_manifest", 1)
 
 
 def utcnow() -> str:
@@ -36,17 +39,24 @@ def dump(obj: dict) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
 
-def load(path: str, data: bytes, expected_format: int, kind: str) -> dict:
-    """Parse a JSON file and check its format field, naming the file on any problem."""
+def header(fmt: tuple[str, int]) -> dict:
+    """The first two fields of a file of format `fmt` = (name, version)."""
+    return {"format": fmt[0], "format_version": fmt[1]}
+
+
+def load(path: str, data: bytes, fmt: tuple[str, int], kind: str) -> dict:
+    """Parse a JSON file and check its format header, naming the file on any problem."""
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(path, f"{kind} is not valid JSON ({e})") from e
     if not isinstance(obj, dict) or "format" not in obj:
         raise FormatError(path, f"{kind} has no 'format' field")
-    if obj["format"] != expected_format:
-        raise FormatError(path, f"{kind} has format {obj['format']!r}; this embcache reads format "
-                                f"{expected_format}")
+    found = (obj["format"], obj.get("format_version"))
+    legacy = found == (fmt[1], None) and isinstance(obj["format"], int)    # {"format": N}, before names
+    if found != fmt and not legacy:
+        raise FormatError(path, f"{kind} has format {found[0]!r} version {found[1]!r}; this embcache reads "
+                                f"{fmt[0]!r} version {fmt[1]}")
     return obj
 
 
@@ -89,8 +99,7 @@ class Manifest:
         return schema_from_text(self.schema) if self.schema else None
 
     def to_json(self) -> bytes:
-        d = dataclasses.asdict(self)
-        d["format"] = MANIFEST_FORMAT
+        d = {**header(MANIFEST_FORMAT), **dataclasses.asdict(self)}
         schema = self.arrow_schema()
         d["columns"] = {f.name: str(f.type) for f in schema} if schema else {}
         return dump(d)
@@ -132,8 +141,7 @@ class CorpusManifest:
         return self.snapshots[-1] if self.snapshots else None
 
     def to_json(self) -> bytes:
-        d = dataclasses.asdict(self)
-        d["format"] = CORPUS_FORMAT
+        d = {**header(CORPUS_FORMAT), **dataclasses.asdict(self)}
         return dump(d)
 
     @classmethod
@@ -159,5 +167,5 @@ def check_file_names(path: str, kind: str, names: list) -> None:
 def spec_json(name: str, fp: str, key: str, spec: dict[str, Any], meta: dict[str, Any] | None = None) -> bytes:
     """`spec` is what the fingerprint hashes; `meta` is how to reproduce it (e.g. the model's
     path) and is not hashed: content identity comes from digests, not from where files sit."""
-    return dump({"format": SPEC_FORMAT, "table": name, "fingerprint": fp, "key": key,
+    return dump({**header(SPEC_FORMAT), "table": name, "fingerprint": fp, "key": key,
                  "spec": spec, "meta": meta or {}, "created": utcnow()})

@@ -21,8 +21,8 @@ from . import manifest as mf
 from .errors import CorruptShard, NotFound
 from .fs import StoreFS, check_name
 
-MODEL_FORMAT = 1
-CURRENT_FORMAT = 1
+MODEL_FORMAT = ("embcache.model", 1)              # models/<kind>/<name>/<version>/model.json
+CURRENT_FORMAT = ("embcache.model_pointer", 1)     # models/<kind>/<name>/current.json
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ class Models:
             for file, data in files.items():
                 self.fs.write_atomic(f"{where}/{file}", data)
             self.fs.write_atomic(f"{where}/model.json", mf.dump({
-                "format": MODEL_FORMAT, "kind": kind, "name": name, "version": version, "files": listing,
+                **mf.header(MODEL_FORMAT), "kind": kind, "name": name, "version": version, "files": listing,
                 "meta": info.meta, "created": info.created}))
         self.fs.write_atomic(f"{self.dir(kind, name)}/current.json",
-                             mf.dump({"format": CURRENT_FORMAT, "version": version, "updated": mf.utcnow()}))
+                             mf.dump({**mf.header(CURRENT_FORMAT), "version": version, "updated": mf.utcnow()}))
         return self.info(kind, name, version)
 
     def current(self, kind: str, name: str) -> str:

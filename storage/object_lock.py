@@ -87,8 +87,9 @@ class S3Lease:
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
-        return json.dumps({"format": 1, "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "lease_seconds": self.lease, "renewal": self._renewals}).encode()
+        return json.dumps({"format": "embcache.lock", "format_version": 1, "owner": self.owner,
+                           "host": socket.gethostname(), "pid": os.getpid(), "lease_seconds": self.lease,
+                           "renewal": self._renewals}).encode()
 
     def _put(self, **condition) -> str:
         out = self.s3.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=self._body(), **condition)

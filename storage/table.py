@@ -29,7 +29,7 @@ from .fs import StoreFS, check_fingerprint, check_name
 from .lock import commit_lock
 from .shards import choose_codecs, decode_shard, encode_shard
 
-CURRENT_FORMAT = 1
+CURRENT_FORMAT = ("embcache.current", 1)   # tables/<name>/current.json
 
 
 class ShardKeys:
@@ -181,7 +181,7 @@ class Table:
 
     def _write_pointer(self) -> None:
         self.fs.write_atomic(self.fs.path("tables", self.name, "current.json"),
-                             mf.dump({"format": CURRENT_FORMAT, "fingerprint": self.fingerprint,
+                             mf.dump({**mf.header(CURRENT_FORMAT), "fingerprint": self.fingerprint,
                                       "updated": mf.utcnow()}))
 
     def _check_rows(self, rows: pa.Table) -> pa.Table:

@@ -147,7 +147,7 @@ def test_cli_and_flow(built):
     assert "Corpus topics" not in (built / "reports" / RUN_ID / "index.html").read_text()
     assert "no run record" in cli(built, "report", "--run", "20990101T000000Z-ffffff", code=2).output
     assert "no corpus nope" in cli(built, "report", "--corpus", "nope", code=2).output
-    from embcache.stages.report import report_flow
+    from embcache.flows.report_flows import report_flow
     assert report_flow(RUN_ID, store=str(built)) == str(built / "reports" / RUN_ID / "index.html")
 
 

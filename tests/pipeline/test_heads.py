@@ -158,7 +158,7 @@ def test_round_trip_through_bytes_gives_identical_predictions(trained):
     files = head_to_bytes(head, {"labels": list("abcde"), "feature_fingerprint": FP, "corpus": "bbc"})
     assert set(files) == {"head.safetensors", "head.json"}
     doc = json.loads(files["head.json"])
-    assert doc["format"] == "embcache-head" and doc["format_version"] == 1
+    assert doc["format"] == "embcache.head" and doc["format_version"] == 1
     assert doc["num_labels"] == 5 and doc["feature_dim"] == 24 and doc["corpus"] == "bbc"
     assert doc["config"]["optimizer"] == "lbfgs" and doc["standardize"]["enabled"] is True
     tensors = safetensors.torch.load(files["head.safetensors"])              # plain safetensors, no pickle
@@ -167,6 +167,8 @@ def test_round_trip_through_bytes_gives_identical_predictions(trained):
     assert meta["labels"] == list("abcde") and not loaded.training
     np.testing.assert_array_equal(predict_proba(loaded, x), predict_proba(head, x))
     assert head_from_bytes(files, None)[1]["feature_fingerprint"] == FP
+    legacy = {**files, "head.json": json.dumps({**doc, "format": "embcache-head"}).encode()}   # saved before
+    assert head_from_bytes(legacy, FP)[1]["labels"] == list("abcde")                        # names were unified
 
 
 def test_head_to_bytes_needs_labels_and_fingerprint(trained):

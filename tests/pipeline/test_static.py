@@ -377,7 +377,7 @@ def test_bytes_round_trip_predicts_identically(task, encoder):
     files = static_to_bytes(model, vocab, {"labels": ["neg", "pos"]})
     assert sorted(files) == ["model.safetensors", "static.json", "vocab.arrow"]
     header = json.loads(files["static.json"])
-    assert header["format"] == "embcache-static" and header["format_version"] == FORMAT_VERSION == 1
+    assert header["format"] == "embcache.static" and header["format_version"] == FORMAT_VERSION == 1
     assert header["vectors_digest"] == vectors_digest(*task[:2])
     back, back_vocab, meta = static_from_bytes(files)
     assert meta == {"labels": ["neg", "pos"]} and back_vocab == vocab and back.config == config

@@ -51,7 +51,7 @@ from typer.testing import CliRunner
 
 from embcache.stages.bert import BertConfig, plan_bert
 from embcache.cli.main import app
-from embcache.stages.report import read_run
+from embcache.stages.run_record import load as read_run
 from embcache.pipeline.errors import ModelLoadError
 from embcache.pipeline.model import load_classifier, load_model, load_tokenizer, model_digest
 from embcache.storage import FeatureStore, FormatError, InvalidName, NotFound, QueryRefused, StoreError, spec

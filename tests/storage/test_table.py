@@ -124,7 +124,7 @@ def test_spec_file_records_what_the_fingerprint_hashes(store, features_spec):
     t = store.table("bert_features", features_spec)
     t.write(feature_rows(range(2)))
     saved = json.loads(open(f"{t.dir}/spec.json").read())
-    assert saved["format"] == 1 and saved["spec"] == features_spec
+    assert (saved["format"], saved["format_version"]) == ("embcache.table_spec", 1) and saved["spec"] == features_spec
     assert fingerprint_of(saved["spec"]) == t.fingerprint
 
 
@@ -240,3 +240,22 @@ def test_shard_reads_can_filter_rows(store, features_spec):
     got = list(t.iter_shards(["text_sha", "epoch"], filters=[("epoch", "=", 1)]))
     assert len(got) == 1 and got[0]["epoch"].to_pylist() == [1] * 50
     assert got[0]["text_sha"].to_pylist() == [sha(i) for i in range(50, 100)]
+
+
+def test_files_written_before_format_names_still_read(store, features_spec):
+    """Stores written before the {"format": "embcache.<what>", "format_version": N} convention
+    have {"format": N} headers: manifests, specs and pointers still read; another number does not."""
+    t = store.table("bert_features", features_spec)
+    t.write(feature_rows(range(3)))
+    for path in (t.manifest_path, f"{t.dir}/spec.json", store.fs.path("tables", "bert_features", "current.json")):
+        doc = json.loads(store.fs.read_bytes(path))
+        assert doc.pop("format_version") == 1 and doc["format"].startswith("embcache.")
+        doc["format"] = 1
+        store.fs.write_atomic(path, json.dumps(doc).encode())
+    again = store.open("bert_features")
+    assert again.fingerprint == t.fingerprint and again.read().num_rows == 3
+    doc = json.loads(store.fs.read_bytes(t.manifest_path))
+    doc["format"] = 2
+    store.fs.write_atomic(t.manifest_path, json.dumps(doc).encode())
+    with pytest.raises(FormatError, match="version"):
+        store.open("bert_features").read()

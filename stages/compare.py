@@ -1,0 +1,99 @@
+"""The comparison of a corpus's classifiers: linear head vs static vectors vs fine-tuning.
+
+Rows of one table (accuracy, macro-F1, training time, what a new document costs, what was
+cached and what recomputed), written to reports/compare-<corpus>.md and .json. The flow
+(flows.train_flows.compare_flow) trains the models; this module times, shapes and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ..pipeline.configs import FinetuneConfig
+from ..pipeline.head_format import FORMAT_VERSION as HEAD_FORMAT
+from ..pipeline.static import FORMAT_VERSION as STATIC_FORMAT
+from ..storage import FeatureStore
+from . import bert
+from .stage import Stage
+
+COMPARE = Stage("compare", 1)   # the run ledger's entry for the comparison
+
+
+def identity(features_fp: str, snapshot_sha: str, vectors: dict, trainable: tuple[str, ...],
+             finetune: FinetuneConfig | None, model: str | None, max_length: int) -> str:
+    """What the comparison depends on: the run ledger skips it while this is unchanged."""
+    return COMPARE.identity(finetune, features=features_fp, snapshot=snapshot_sha, vectors=vectors,
+                            trainable=list(trainable), finetune=finetune is not None, model=model,
+                            max_length=max_length, formats=[HEAD_FORMAT, STATIC_FORMAT])
+
+
+def per_doc_ms(seconds: float, n: int) -> float:
+    return round(1000.0 * seconds / max(n, 1), 4)
+
+
+def encode_cost_ms(store_root: str, corpus: str, features_fp: str, sample: int = 64) -> float:
+    """Milliseconds per document to encode a new document (a sample of the corpus, timed)."""
+    fs = FeatureStore(store_root)
+    meta = fs.open("bert_features", features_fp).saved_spec()["meta"]
+    keys = fs.corpus(corpus).read(columns=["text_sha"])["text_sha"].to_pylist()[:sample]
+    texts = fs.open("documents", fs.resolve_linked(corpus, "documents")).lookup(sorted(set(keys)), ["text"])
+    start = time.perf_counter()
+    texts = texts["text"].to_pylist()
+    bert.encode_query(meta, texts[:1])                                # load the model untimed
+    bert.encode_query(meta, texts)
+    return per_doc_ms(time.perf_counter() - start, len(texts))
+
+
+def scores(r: dict) -> dict:
+    test = r["metrics"].get("test", {})
+    return {"accuracy": round(test.get("accuracy", float("nan")), 4),
+            "macro_f1": round(test.get("macro_f1", float("nan")), 4)}
+
+
+def head_row(head: dict, feats: dict, encode_ms: float, model: str | None) -> dict:
+    return {"approach": "linear head on cached MiniLM features" if model is None else
+            "linear head on cached BERT features", **scores(head),
+            "train_seconds": round(head["train_seconds"], 2),
+            "inference_ms_per_doc": {"cached_features": per_doc_ms(head["read_seconds"], head["documents"]),
+                                     "new_document": encode_ms},
+            "cached": f"bert_features ({feats['encode_cached']:,} of {feats['texts']:,} texts)",
+            "recomputed": f"{feats['encode_computed']:,} texts encoded"}
+
+
+def static_row(r: dict, vectors: str, mode: str) -> dict:
+    return {"approach": f"{vectors} mean-pooled, {mode} rows trainable ({r['trainable_rows']:,} of {r['rows']:,})",
+            **scores(r), "train_seconds": round(r["train_seconds"], 2),
+            "inference_ms_per_doc": {"new_document": r["inference_ms_per_doc"]},
+            "cached": "word_tokens, static_ids", "recomputed": "nothing (token ids from the store)"}
+
+
+def finetune_rows(ft: dict, config: FinetuneConfig, encode_ms: float) -> list[dict]:
+    phase1 = {"approach": "phase 1 only: BERT head on cached pooler features (encoder frozen)",
+              **scores({"metrics": ft["phase1_metrics"]}), "train_seconds": round(ft["phase1_seconds"], 2),
+              "inference_ms_per_doc": {"new_document": encode_ms},
+              "cached": "bert_features (pooler)", "recomputed": "no encoder pass"}
+    tuned = {"approach": f"fine-tuned BERT (top {config.unfreeze_layers or 'all'} layers, "
+                         f"{config.unfreeze_epochs} epoch(s))", **scores(ft),
+             "train_seconds": round(ft["phase1_seconds"] + ft["phase2_seconds"], 2),
+             "inference_ms_per_doc": {"new_document": per_doc_ms(ft["test_inference_seconds"], ft["test_documents"])},
+             "cached": "bert_tokens (token ids), bert_features (phase 1)",
+             "recomputed": "encoder forward + backward every step of phase 2"}
+    return [phase1, tuned]
+
+
+def write_report(fs: FeatureStore, corpus: str, head: dict, split_seed: int, rows: list[dict]) -> dict:
+    """reports/compare-<corpus>.md and .json; returns the report (with its markdown)."""
+    n_test = sum(map(sum, head["metrics"]["test"]["confusion_matrix"]))
+    report = {"corpus": corpus, "test_documents": int(n_test), "split_seed": split_seed, "rows": rows}
+    lines = [f"# {corpus}: contextual vs static embeddings ({report['test_documents']} test documents)", "",
+             "| approach | accuracy | macro-F1 | training s | inference ms/doc | cached | recomputed |",
+             "|---|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        cost = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["inference_ms_per_doc"].items())
+        lines.append(f"| {r['approach']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['train_seconds']} | "
+                     f"{cost} | {r['cached']} | {r['recomputed']} |")
+    fs.fs.write_atomic(fs.fs.path("reports", f"compare-{corpus}.md"), ("\n".join(lines) + "\n").encode())
+    fs.fs.write_atomic(fs.fs.path("reports", f"compare-{corpus}.json"), json.dumps(report, indent=1).encode())
+    report["markdown"] = "\n".join(lines)
+    return report

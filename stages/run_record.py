@@ -1,0 +1,49 @@
+"""Run records, runs/<run_id>.json: what one end-to-end run did, per stage; written by
+flows.run.pipeline_flow, read by the report. Its format is declared here once.
+
+    {"format": "embcache.run", "format_version": 1, "run_id": "20261121T130501Z-3fa2c1", "status": "completed",
+     "stages": [{"stage": "ingest", "corpus": "bbc", "seconds": 1.5, "computed": 57, "cached": 3, ...}], ...}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ..storage import FeatureStore, NotFound
+from ..storage.errors import FormatError
+
+FORMAT, FORMAT_VERSION = "embcache.run", 1
+RUN_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+
+
+def save(fs: FeatureStore, record: dict) -> None:
+    """Write (or replace) runs/<run_id>.json atomically, with the format header."""
+    body = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **record}, indent=1, default=str)
+    fs.fs.write_atomic(fs.fs.path("runs", f"{record['run_id']}.json"), body.encode())
+
+
+def load(store: FeatureStore, run_id: str | None) -> dict | None:
+    """runs/<run_id>.json (the newest when run_id is None; None when there is none), format checked."""
+    if run_id is None:
+        ids = [n[:-5] for n in store.fs.listdir(store.fs.path("runs")) if n.endswith(".json")
+               and RUN_ID_RE.match(n[:-5])]
+        if not ids:
+            return None
+        run_id = max(ids)
+    if not RUN_ID_RE.match(run_id):
+        raise NotFound(run_id, "not a run id (letters, digits, '.', '_', '-')")
+    path = store.fs.path("runs", f"{run_id}.json")
+    if not store.fs.exists(path):
+        raise NotFound(path, f"no run record {run_id!r}")
+    try:
+        run = json.loads(store.fs.read_bytes(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(path, f"run record is not valid JSON ({e})") from e
+    if not isinstance(run, dict) or run.get("format") != FORMAT or run.get("format_version") != FORMAT_VERSION:
+        found = (run.get("format"), run.get("format_version")) if isinstance(run, dict) else type(run).__name__
+        raise FormatError(path, f"not a run record: format {found!r}, this code reads {FORMAT!r} "
+                                f"version {FORMAT_VERSION}")
+    if not isinstance(run.get("stages", []), list):
+        raise FormatError(path, "run record must have a 'stages' list")
+    return {"run_id": run_id, **run}

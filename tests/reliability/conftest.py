@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.conftest import tiny_bert  # noqa: F401  (a tiny real BERT saved to disk)
 
 from .forkserver import Child, ForkServer
 from .store_watch import run_watched

@@ -59,7 +59,6 @@ from embcache.storage.fs import StoreFS
 from embcache.storage.maintenance import gc, verify
 from embcache.storage.query import sql
 from embcache.storage.table import Table
-from tests.pipeline.conftest import tiny_bert  # noqa: F401  (a tiny real BERT saved to disk)
 from tests.storage.conftest import feature_rows, sha
 
 REPO = Path(__file__).parents[2]

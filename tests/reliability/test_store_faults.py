@@ -50,8 +50,7 @@ from embcache.storage.fs import TMP_PREFIX
 from embcache.storage.maintenance import gc, verify
 from embcache.storage.query import as_matrix, lookup_vectors, sql, topk_cosine
 from embcache.storage.table import read_current
-from tests.flows.conftest import prefect_engine  # noqa: F401  (one real Prefect engine for the flows here)
-from tests.pipeline.conftest import WORDS, tiny_bert  # noqa: F401  (a tiny real BERT saved to disk)
+from tests.pipeline.conftest import WORDS
 from tests.storage.conftest import feature_rows, sha
 
 EMBCACHE = str(Path(sys.executable).with_name("embcache"))

@@ -80,6 +80,10 @@ def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: Tokeniz
         counts[f"{stage}_computed"] = sum(done)
         counts[f"{stage}_cached"] = len(wanted) - len(todo)
         fs.corpus(corpus).link(table.name, table.fingerprint)
+    cut = bert.truncation(store, corpus, tokens.fingerprint)       # of counts["texts"], cut at max_length
+    if cut["truncated"]:
+        log.info("%d of %d texts were cut at %d tokens", cut["truncated"], len(wanted), cut["max_length"])
     counts.update(tokens_fingerprint=tokens.fingerprint, features_fingerprint=features.fingerprint,
-                  model=plan.model_path)
+                  model=plan.model_path, truncated=cut["truncated"], max_length=cut["max_length"],
+                  model_limit=cut["model_limit"])
     return counts

@@ -61,6 +61,26 @@ class ServerConfig:
     stop_timeout: float = 30.0       # seconds from SIGTERM to SIGKILL when stopping
 
 
+# Prefect 3.8 reads the UI's API URL from either name; without one it takes PREFECT_API_URL
+# or PREFECT_SERVER_API_HOST/PORT, never `prefect server start --port`.
+UI_API_URL_VARS = ("PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL")
+
+
+def server_env(api_url: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment, with the UI pointed at this server's own API.
+
+    Otherwise the UI of a server on any port but 4200 calls http://127.0.0.1:4200/api (or
+    whatever PREFECT_API_URL says). A UI API URL the user set (a proxy in front) is kept.
+
+    >>> server_env("http://127.0.0.1:4321/api", {})
+    {'PREFECT_SERVER_UI_API_URL': 'http://127.0.0.1:4321/api'}
+    """
+    env = dict(os.environ if environ is None else environ)
+    if not any(env.get(name) for name in UI_API_URL_VARS):
+        env[UI_API_URL_VARS[0]] = api_url
+    return env
+
+
 def wait_healthy(api_url: str, proc: subprocess.Popen, timeout: float, output_hint: str = "") -> None:
     """Poll {api_url}/health until it answers 200; ServeError if `proc` exits first or time runs out."""
     deadline = time.monotonic() + timeout
@@ -133,7 +153,7 @@ class PrefectServer:
         cmd = [sys.executable, "-m", "prefect", "server", "start", "--no-prompt",
                "--host", c.host, "--port", str(c.port)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     env=server_env(self.api_url), preexec_fn=_die_with_parent)
 
     def wait_healthy(self) -> None:
         """Poll /api/health until it answers; fail early if the server exits first."""

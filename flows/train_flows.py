@@ -107,13 +107,14 @@ def finetune_flow(corpus: str, name: str = "finetuned", model: str | None = None
                   store: str = DEFAULT_STORE) -> dict:
     """Freeze-then-unfreeze fine-tuning: phase 1 on cached pooler vectors, phase 2 on cached token ids.
 
-    Featurizes with pooling "pooler" first (only what the store lacks); the corpus's default
+    Featurizes with pooling "pooler" first (only what the store lacks), never normalised: phase 1
+    feeds these vectors to the classifier as phase 2's forward pass does; the corpus's default
     bert_features (what `train head` reads) stay what they were.
     """
     fs = FeatureStore(store)
     links = fs.corpus(corpus).manifest().links.get("bert_features", [])
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length),
-                                EncodeConfig(pooling="pooler"), store=store)
+                                EncodeConfig(pooling="pooler", normalize="none"), store=store)
     if links and links[-1] != feats["features_fingerprint"]:
         fs.corpus(corpus).link("bert_features", links[-1])          # keep the user's default features
     r = finetune_task(store, corpus, name, feats["model"], feats["features_fingerprint"],

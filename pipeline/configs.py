@@ -7,6 +7,7 @@ speed but not output in `speed_only`; `output_fields` is what a fingerprint hash
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Literal
@@ -26,7 +27,7 @@ def output_fields(config) -> dict:
     change no value) are left out, so changing them reuses the cache.
 
     >>> output_fields(EncodeConfig(batch_tokens=512))
-    {'pooling': 'mean', 'dtype': 'float32', 'quantize': 'none'}
+    {'pooling': 'mean', 'normalize': 'auto', 'dtype': 'float32', 'quantize': 'none'}
     """
     skip = getattr(config, "speed_only", ())
     return {f.name: output_fields(v) if is_dataclass(v) and not isinstance(v, type) else v
@@ -73,7 +74,27 @@ class Source:
     label_column: str | None = None   # column holding the label (folder: the directory, "label")
     id_column: str | None = None   # column holding a document id; None: ids from path and row
     split_column: str | None = None   # column holding the split name (train/test/...), if any
-    id_prefix: str = ""            # put before every doc_id of this source, to keep apart two
+    # put before every doc_id of this source (its positional ids then stay relative to the
+    # source itself, whatever the other sources are); see `pipeline/ingest.py` for the id rule
+    id_prefix: str = ""
+    # text encoding of the source's lines, files, folder, csv and jsonl files (Parquet strings
+    # are UTF-8 by definition): None reads UTF-8 (a UTF-8 BOM is dropped; a UTF-16/32 BOM is
+    # reported); else any Python codec name, as pandas takes it ("cp1252", "latin-1", "utf-16")
+    encoding: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None:
+            _check_text_codec(self.encoding, f"Source {self.path}")
+
+
+def _check_text_codec(name: str, where: str) -> None:
+    try:
+        ok = codecs.lookup(name)._is_text_encoding      # "base64", "zlib": bytes-to-bytes codecs
+    except (LookupError, TypeError):
+        ok = False
+    if not ok:
+        raise PipelineError(where, f"encoding {name!r} is not a text encoding Python knows "
+                                   "(e.g. 'utf-8', 'cp1252', 'latin-1', 'utf-16')")
 
 
 # -- TokenizeConfig (pipeline/tokenize.py) ---------------------------------------------
@@ -97,6 +118,14 @@ class EncodeConfig:
     # pooler: the model's pooler_output (tanh(dense(CLS))). For the packaged MiniLM
     #   the pooler was never trained, so its vectors are not sentence embeddings.
     pooling: Literal["mean", "cls", "pooler"] = "mean"
+    # applied to each pooled vector, before the dtype conversion:
+    # auto: what the model folder's sentence-transformers pipeline (modules.json) does: l2 if it
+    #   lists a `sentence_transformers.models.Normalize` module (the packaged MiniLM does), else
+    #   none. Resolved against the folder before hashing (resolve_normalize), so a fingerprint
+    #   holds l2 or none, never auto;
+    # l2: divide by the Euclidean norm (unit vectors: dot product = cosine);
+    # none: the pooled vector as it is.
+    normalize: Literal["auto", "l2", "none"] = "auto"
     # dtype of the returned vectors; the forward pass always runs in float32 on CPU.
     dtype: Literal["float32", "float16"] = "float32"
     # padded tokens per batch (rows × longest row): bounds activation memory. 2048 measured
@@ -111,6 +140,7 @@ class EncodeConfig:
     def __post_init__(self):
         checks = {
             "pooling": self.pooling in ("mean", "cls", "pooler"),
+            "normalize": self.normalize in ("auto", "l2", "none"),
             "dtype": self.dtype in ("float32", "float16"),
             "batch_tokens": isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
             "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),

@@ -22,6 +22,7 @@ import torch
 
 from .cores import torch_threads
 from .errors import PipelineError
+from .model import resolve_normalize
 from .tokenize import TokenizeConfig, tokenize
 from .configs import EncodeConfig  # noqa: F401  (defined once, in configs.py)
 
@@ -52,9 +53,12 @@ def encode(input_ids: Sequence | pa.Array | pa.ChunkedArray, model: torch.nn.Mod
     """Vectors (N, H) of `config.dtype`, row i for input_ids[i].
 
     input_ids: token id sequences with special tokens, e.g. tokenize()'s column.
+    Pooled vectors are L2-normalised when config.normalize is "l2" (or "auto" and the
+    folder the model was loaded from has a sentence-transformers Normalize module).
     """
     rows = id_arrays(input_ids)
     _check_quantize(model, config)
+    unit = normalize_mode(model, config) == "l2"
     hidden = model.config.hidden_size
     out = np.empty((len(rows), hidden), dtype=config.dtype)                   # (N, H)
     if not rows:
@@ -65,6 +69,8 @@ def encode(input_ids: Sequence | pa.Array | pa.ChunkedArray, model: torch.nn.Mod
         for batch in length_sorted_batches(lengths, config.batch_tokens):
             ids, mask = pad_batch([rows[i] for i in batch], pad_id)                # (B, T), (B, T)
             pooled = _pool(model(input_ids=ids, attention_mask=mask), mask, config.pooling)  # (B, H)
+            if unit:                                                          # before the dtype cast
+                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)  # (B, H), rows of norm 1
             out[batch] = pooled.numpy()                                       # back to input order
     return out
 
@@ -128,6 +134,16 @@ def id_arrays(input_ids) -> list[np.ndarray]:
     if empty is not None:
         raise PipelineError(f"input_ids[{empty}]", "empty token sequence (tokenize adds special tokens)")
     return rows
+
+
+def normalize_mode(model: torch.nn.Module, config: EncodeConfig) -> str:
+    """config.normalize as encode applies it: "auto" is decided by the folder the model was
+    loaded from (transformers records it as config._name_or_path); a model built in memory
+    has none, so auto means none. Planned runs pass l2 or none (stages/bert.plan_bert)."""
+    if config.normalize != "auto":
+        return config.normalize
+    source = getattr(model.config, "_name_or_path", "") or ""
+    return resolve_normalize("auto", source) if source else "none"
 
 
 def _check_quantize(model: torch.nn.Module, config: EncodeConfig) -> None:

@@ -16,6 +16,10 @@ class SourceSchemaError(PipelineError):
     """A source lacks a configured column (fails fast, listing the columns it has)."""
 
 
+class IngestOptionError(PipelineError):
+    """An ingest option that would have no effect with these sources (labels and no label)."""
+
+
 class SourceNotFound(PipelineError):
     """A source path or glob that matches no file."""
 

@@ -12,40 +12,58 @@ Every input record ends up in exactly one of two tables, so accepted + rejected 
     >>> batch.rejected.select(["row", "reason"]).to_pylist()           # doctest: +SKIP
     [{'row': 2, 'reason': 'empty_text'}, {'row': 3, 'reason': 'invalid_utf8'}]
 
-doc_id: the id column's value when the source has one, else "<path relative to the source's
-base directory>:<row>" (or just the relative path for one-document files): the same files
-give the same ids on every run and wherever the corpus directory is moved.
+doc_id, in this order:
+- the source has an id column: `id_prefix` + the column's value (the user's ids: the same id
+  in two sources is a real conflict);
+- the source has an `id_prefix`: `id_prefix` + "<path relative to the source's base
+  directory>:<row>" (or just that path for one-document files);
+- the corpus has one source: "<path relative to the source's base directory>:<row>";
+- the corpus has several: "<path relative to the deepest directory holding every source's
+  base directory>:<row>", so sources "inbox/2024" and "inbox/2025" give
+  "2024/part-00000.jsonl:12" and "2025/part-00000.jsonl:12", and globs "d1/*.txt" "d2/*.txt"
+  give "d1/a.txt:1" and "d2/a.txt:1". (A source's base directory: the directory itself, a
+  file's directory, a glob's directory before its first wildcard.)
+The same files give the same ids on every run, wherever the corpus directory is moved and
+whether its paths are given absolute or relative; adding a source outside that deepest
+directory changes the other sources' ids (give sources an `id_prefix` to pin them).
 
-Labels, ids and splits of mixed types become strings one way: a string is kept as it is
-("1.0" stays "1.0"); an integer, or a float with an integral value, is written as an integer
-(1 and 1.0 -> "1"); another float as Python writes it (0.5 -> "0.5"); booleans as "true" /
-"false"; null and NaN -> null. Lists and objects are rejected (invalid_field). A label or
-split that is the empty string is null too (an empty cell is how CSV writes null), so an
-unlabeled row is unlabeled whichever format it comes in. A null label means "unlabeled" and
-is allowed even when a label set is declared.
+Labels, ids and splits of mixed types become strings one way, in every format
+(`field_string`): a string is kept as it is; an integer, or a float with an integral value,
+is written as an integer (1 and 1.0 -> "1"); another float as Python writes it (0.5 ->
+"0.5"); booleans as "true" / "false"; null and NaN -> null. CSV has no types: an id, label
+or split cell that is a JSON number or boolean is read as that value first ("2.0" -> 2.0 ->
+"2", "True" -> "true"; readers.csv_cell_value), so a CSV, a JSONL and a Parquet file of
+the same data give the same strings; other cells stay as they are ("007", "2.0 kg"). A
+string in JSONL or Parquet is a string ("2.0" stays "2.0"). Lists and objects are rejected
+(invalid_field). A label or split that is the empty string is null too (an empty cell is how
+CSV writes null), so an unlabeled row is unlabeled whichever format it comes in. A null
+label means "unlabeled" and is allowed even when a label set is declared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
+from .errors import IngestOptionError
 from .readers import read_records
-from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, plan_files
+from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, is_folder_source, plan_files
 from .configs import IngestConfig, Normalization  # noqa: F401  (defined once, in configs.py)
 
-__all__ = ["REJECT_REASONS", "IngestBatch", "IngestConfig", "Source", "ingest", "iter_ingest",
-           "normalize", "text_sha"]
+__all__ = ["REJECT_REASONS", "IngestBatch", "IngestConfig", "Source", "check_ingest", "ingest",
+           "iter_ingest", "normalize", "text_sha"]
 
 
 REJECT_REASONS = (
     "malformed_record",        # the record itself cannot be parsed (bad JSON line, CSV row with extra fields)
-    "invalid_utf8",            # bytes that are not UTF-8 (or a lone surrogate from a JSON "\ud800" escape)
+    "invalid_utf8",            # bytes that are not UTF-8, or not the source's `encoding` when it
+                               # has one (or a lone surrogate from a JSON "\ud800" escape)
     "null_text",               # text null or missing
     "not_string",              # text is a number, a list, ...
     "empty_text",              # empty or whitespace only, after normalization
@@ -109,18 +127,47 @@ def iter_ingest(sources: Source | Iterable[Source], config: IngestConfig = Inges
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     sources = [sources] if isinstance(sources, Source) else list(sources)
+    check_ingest(sources, config)
     plans: list[list[SourceFile]] = [plan_files(source) for source in sources]
     checker = _Checker(config)
     batch = _BatchBuilder()
     max_file_bytes = UNREAD_SIZE_FACTOR * config.max_bytes
-    for source, files in zip(sources, plans):
+    for source, files, root in zip(sources, plans, id_roots(plans)):
         for records in read_records(files, batch_rows, max_file_bytes):
             for record in records:
-                batch.add(record, *checker.check(record, source))
+                batch.add(record, *checker.check(record, source, root))
                 if batch.input_rows >= batch_rows:
                     yield batch.flush()
     if batch.input_rows:
         yield batch.flush()
+
+
+def check_ingest(sources: Source | Iterable[Source], config: IngestConfig) -> None:
+    """Raise IngestOptionError for an option these sources would ignore; reads no file."""
+    sources = [sources] if isinstance(sources, Source) else list(sources)
+    if config.labels is not None and not any(s.label_column or is_folder_source(s) for s in sources):
+        raise IngestOptionError("--labels (IngestConfig.labels)", (
+            f"a label set is declared ({', '.join(map(repr, config.labels[:5]))}) but no source has "
+            "labels: none has a label_column (--label-column) or is a folder source; set one, or "
+            "drop the label set"))
+    for source in sources:
+        if source.encoding is not None and (source.format == "parquet" or (
+                source.format == "auto" and str(source.path).lower().endswith(".parquet"))):
+            raise IngestOptionError(f"--encoding (Source {source.path}: encoding)",
+                                    f"encoding {source.encoding!r} has no effect on Parquet, "
+                                    "whose strings are UTF-8; drop it")
+
+
+def id_roots(plans: list[list[SourceFile]]) -> list[str]:
+    """Per source, the path put before its positional ids (with a trailing "/"), or "":
+    "" for a single source; else its base directory relative to the deepest directory
+    holding every source's base (see the module docstring)."""
+    if len(plans) < 2:
+        return [""] * len(plans)
+    bases = [os.path.abspath(files[0].base or ".") for files in plans]
+    common = os.path.commonpath(bases)
+    roots = [os.path.relpath(base, common).replace(os.sep, "/") for base in bases]
+    return ["" if root == "." else root + "/" for root in roots]
 
 
 def ingest(sources: Source | Iterable[Source], config: IngestConfig = IngestConfig()) -> IngestBatch:
@@ -145,8 +192,9 @@ class _Checker:
         self.allowed = None if config.labels is None else {field_string(l) for l in config.labels}
         self.seen: dict[str, tuple[str, str, int]] = {}   # doc_id -> (text_sha, source, row)
 
-    def check(self, record: RawRecord, source: Source) -> tuple[Accepted | None, Rejected | None]:
-        doc_id, id_problem = _doc_id(record, source)
+    def check(self, record: RawRecord, source: Source,
+              id_root: str = "") -> tuple[Accepted | None, Rejected | None]:
+        doc_id, id_problem = _doc_id(record, source, id_root)
         if record.error:
             return None, (doc_id, *record.error)
         text, problem = _checked_text(record.text, self.config)
@@ -182,10 +230,12 @@ class _Checker:
                 f"with different text (sha {first_sha[:12]}, this one {sha[:12]})")
 
 
-def _doc_id(record: RawRecord, source: Source) -> tuple[str | None, tuple[str, str] | None]:
-    """(doc_id, None) or (None, problem): the id column's value, else the positional id."""
+def _doc_id(record: RawRecord, source: Source,
+            id_root: str = "") -> tuple[str | None, tuple[str, str] | None]:
+    """(doc_id, None) or (None, problem): the id column's value, else the positional id
+    (after the source's id_prefix if it has one, else after `id_root`: see `id_roots`)."""
     if source.id_column is None:
-        return source.id_prefix + record.local_id, None
+        return (source.id_prefix or id_root) + record.local_id, None
     try:
         value = field_string(record.doc_id, "id")
     except ValueError as e:

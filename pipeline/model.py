@@ -141,6 +141,54 @@ def model_digest(name_or_path: str | os.PathLike) -> dict[str, str]:
     }
 
 
+def resolve_normalize(mode: Literal["auto", "l2", "none"],
+                      name_or_path: str | os.PathLike) -> Literal["l2", "none"]:
+    """EncodeConfig.normalize with "auto" decided by the model folder; l2 and none pass through.
+
+    auto follows the folder's sentence-transformers pipeline: l2 when its modules.json
+    lists a Normalize module (all-MiniLM-L6-v2's does), none when it lists none or the
+    folder has no modules.json. Reads that one small file, never the weights.
+
+    >>> resolve_normalize("auto", resolve_model(None))   # the packaged MiniLM
+    'l2'
+    """
+    if mode != "auto":
+        return mode
+    return "l2" if _pipeline_normalizes(_local_dir(str(name_or_path))) else "none"
+
+
+def max_positions(name_or_path: str | os.PathLike) -> int | None:
+    """The most tokens the model takes: the tokenizer's model_max_length, else config.json's
+    max_position_embeddings; None when neither says (or the files are not here)."""
+    try:
+        root = _local_dir(str(name_or_path))
+    except (ModelLoadError, ValueError):
+        return None
+    for file, key in (("tokenizer_config.json", "model_max_length"), ("config.json", "max_position_embeddings")):
+        try:
+            value = json.loads((root / file).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int) and 0 < value < 1_000_000:     # transformers' "no limit" is 1e30
+            return value
+    return None
+
+
+def _pipeline_normalizes(root: Path) -> bool:
+    path = root / "modules.json"
+    if not path.is_file():
+        return False
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(str(path), f"unreadable sentence-transformers modules.json ({e})") from e
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ModelLoadError(str(path), "modules.json is not a list of modules")
+    # sentence_transformers.models.Normalize (older releases spell the module path out)
+    return any(str(m.get("type", "")).startswith("sentence_transformers.")
+               and str(m.get("type")).rsplit(".", 1)[-1] == "Normalize" for m in modules)
+
+
 def _local_dir(name: str) -> Path:
     """A local directory, or the cached snapshot of a hub id."""
     if os.path.isdir(name):

@@ -10,6 +10,7 @@ import csv
 import glob
 import json
 import os
+import re
 import tempfile
 from typing import Any, Iterator
 
@@ -17,9 +18,15 @@ import datasets
 import pandas as pd
 import pyarrow as pa
 
+from .decoding import decode_field, encoding_hint, reader_encoding, utf8_error
 from .errors import PipelineError
 from .sources import (MALFORMED_CSV_ROW, UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, csv_header,
-                      csv_separator, decode_latin1, unread_reason, utf8_error)
+                      csv_separator, unread_reason)
+
+# A CSV cell that is a JSON number or boolean literal (pandas' spellings of booleans too) is
+# read as that value, as the same row written as JSONL would be: see `csv_cell_value`.
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+CSV_BOOLEANS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
 
 def read_records(files: list[SourceFile], batch_rows: int = 2048,
@@ -61,7 +68,8 @@ def _read_line_records(file: SourceFile, batch_rows: int,
     file (of any text format; the string says why) has each line rejected as binary_content."""
     record_of = _jsonl_record if file.format == "jsonl" else _line_record
     row = 0
-    for table in _stream("text", [file.path], batch_rows, encoding="latin-1", sample_by="line"):
+    for table in _stream("text", [file.path], batch_rows, sample_by="line",
+                         **reader_encoding(file.source.encoding)):
         records = []
         for line in table.column("text").to_pylist():
             row += 1
@@ -73,8 +81,17 @@ def _binary_line_record(file: SourceFile, row: int, why: str) -> RawRecord:
     return RawRecord(file.path, row, f"{file.rel}:{row}", None, error=("binary_content", why))
 
 
+def _decode(file: SourceFile, name: str, value: str) -> tuple[str | None, tuple[str, str] | None]:
+    """`decode_field` in the file's encoding; with none given, an invalid-UTF-8 detail also
+    says which encodings would decode the file and how to pass one."""
+    text, error = decode_field(name, value, file.source.encoding)
+    if error and file.source.encoding is None:
+        error = (error[0], error[1] + encoding_hint(file.path))
+    return text, error
+
+
 def _line_record(file: SourceFile, row: int, line: str) -> RawRecord:
-    text, error = decode_latin1("text", line)
+    text, error = _decode(file, "text", line)
     return RawRecord(file.path, row, f"{file.rel}:{row}", text, error=error)
 
 
@@ -99,8 +116,8 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
         return
     # sample_by="document" yields exactly one row per file, in data_files order.
     done = 0
-    for table in _stream("text", [f.path for f in readable], batch_rows,
-                         encoding="latin-1", sample_by="document"):
+    for table in _stream("text", [f.path for f in readable], batch_rows, sample_by="document",
+                         **reader_encoding(files[0].source.encoding)):   # one source: one encoding
         contents = table.column("text").to_pylist()
         chunk, done = readable[done:done + len(contents)], done + len(contents)
         yield [_document_record(f, content) for f, content in zip(chunk, contents, strict=True)]
@@ -109,7 +126,7 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
 
 
 def _document_record(file: SourceFile, content: str) -> RawRecord:
-    text, error = decode_latin1("text", content)
+    text, error = _decode(file, "text", content)
     return RawRecord(file.path, 1, file.rel, text, label=file.label, error=error)
 
 
@@ -122,7 +139,7 @@ def _jsonl_record(file: SourceFile, row: int, line: str) -> RawRecord:
     # Not the json builder: it parses 10 MB blocks with pyarrow, so one bad line fails the
     # block and mixed types are cast or re-encoded; here each line is its own record.
     where = (file.path, row, f"{file.rel}:{row}")
-    decoded, error = decode_latin1("line", line)
+    decoded, error = _decode(file, "line", line)
     if error:
         return RawRecord(*where, None, error=error)
     if not decoded.strip():
@@ -148,7 +165,7 @@ def _record_from_fields(file: SourceFile, row: int, fields: dict[str, Any],
 
 
 def _read_csv(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
-    header = csv_header(file.path)
+    header = csv_header(file.path, file.source.encoding)
     raw_names = list(header.values())
     used = [name for name in header if name in _used_columns(file.source)]
     text_index = list(header).index(file.source.text_column)
@@ -162,9 +179,10 @@ def _read_csv(file: SourceFile, batch_rows: int) -> Iterator[list[RawRecord]]:
     # string `features` make datasets pass dtype=np.object_, which pandas 3.1's python engine
     # still parses as numbers. index_col=False: a row with an extra field is malformed, not
     # shifted. The python engine's on_bad_lines hook can replace a row, keeping its row number.
-    options = dict(sep=csv_separator(file.path), encoding="latin-1", keep_default_na=False,
+    options = dict(sep=csv_separator(file.path), keep_default_na=False,
                    index_col=False, engine="python", on_bad_lines=keep_malformed_row,
-                   converters={name: _same_cell for name in raw_names})
+                   converters={name: _same_cell for name in raw_names},
+                   **reader_encoding(file.source.encoding))
     row = 0
     try:
         for table in _stream("csv", [file.path], batch_rows, **options):
@@ -186,12 +204,24 @@ def _same_cell(cell: str) -> str:
 def _csv_record(file: SourceFile, row: int, cells: dict[str, str | None], width: int) -> RawRecord:
     fields, error = {}, None
     for name, value in cells.items():
-        fields[name], problem = decode_latin1(name, value) if value is not None else (None, None)
+        fields[name], problem = _decode(file, name, value) if value is not None else (None, None)
         error = error or problem
+        if name != file.source.text_column and fields[name] is not None:
+            fields[name] = csv_cell_value(fields[name])
     text = cells[file.source.text_column]
     if text is not None and text.startswith(MALFORMED_CSV_ROW):
         error = ("malformed_record", f"row has {text[len(MALFORMED_CSV_ROW):]} fields, the header has {width}")
     return _record_from_fields(file, row, fields, error)
+
+
+def csv_cell_value(cell: str) -> Any:
+    """A CSV id, label or split cell as the value JSONL would hold: CSV has no types, so a
+    cell that is a JSON number or a boolean is read as one ("2.0" -> 2.0, "7" -> 7,
+    "True" -> True); anything else stays the string it is ("007", "2.50 EUR", "yes")."""
+    number = JSON_NUMBER.fullmatch(cell)
+    if number:
+        return float(cell) if number.group(1) or number.group(2) else int(cell)
+    return CSV_BOOLEANS.get(cell, cell)
 
 
 def _used_columns(source: Source) -> set[str]:

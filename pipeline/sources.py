@@ -11,11 +11,8 @@ before anything is read); `readers.read_records` streams them through Hugging Fa
     RawRecord(source='corpus/notes.txt', row=1, local_id='notes.txt:1', text='café',
               doc_id=None, label=None, split=None, error=None)
 
-Invalid UTF-8 is found per record, not per file: text files, CSV and JSONL are decoded by
-`datasets` as Latin-1 (a lossless byte <-> character mapping that never fails, and keeps
-"\\n", "\\r" and CSV/JSON syntax, all ASCII, where they were), then each record's bytes are
-decoded as UTF-8 here, so one bad line costs that line only. Parquet strings are read as
-bytes and decoded the same way.
+Invalid UTF-8 (or invalid text in the source's `encoding`) is found per record, not per
+file: see decoding.py. Parquet strings are read as bytes and decoded as UTF-8 the same way.
 
 Some files are not read as text at all, and say why in every row they cost:
 - a file that `datasets` would decompress (a .zip, .gz, ... name, or zip/gzip/... first
@@ -41,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets.utils.file_utils import _get_extraction_protocol
 
+from .decoding import UNICODE_BOMS, decode_field, reads_as_bytes, reader_encoding
 from .errors import SourceNotFound, SourceSchemaError
 from .configs import Source  # noqa: F401  (defined once, in configs.py)
 
@@ -59,11 +57,6 @@ JSONL_PROBE_LINES = 1000   # the first lines of a JSONL file whose keys make its
 # only replace a row): random, so no real cell can collide with it.
 MALFORMED_CSV_ROW = f"\x00malformed-csv-row-{uuid.uuid4().hex}:"
 BINARY_PROBE_BYTES = 8000  # a NUL byte among a text file's first 8,000 bytes makes it binary (as in git)
-UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32-LE"), (b"\x00\x00\xfe\xff", "UTF-32-BE"),
-                (b"\xff\xfe", "UTF-16-LE"), (b"\xfe\xff", "UTF-16-BE"))   # UTF-32-LE before UTF-16-LE
-
-
-                                   # sources whose files have the same relative paths
 
 
 @dataclass(frozen=True)
@@ -73,6 +66,7 @@ class SourceFile:
     path: str                      # the file as found on disk
     rel: str                       # relative to the source's base directory, "/"-separated:
                                    # the root of positional ids, unchanged if the corpus moves
+    base: str                      # that base directory, as given ("" for the current one)
     format: FileFormat
     label: str | None              # the directory label (folder sources only)
     source: Source
@@ -97,15 +91,20 @@ class RawRecord(NamedTuple):
 def plan_files(source: Source) -> list[SourceFile]:
     """The source's files, sorted, each with its format; checks configured columns exist."""
     path = os.fspath(source.path)
-    if source.format == "folder" or (source.format == "auto" and _has_subdirectories(path)):
+    if is_folder_source(source):
         files = _folder_files(path, source)
     else:
         base, paths = _matching_files(path)
-        files = [SourceFile(p, _rel(p, base), _file_format(p, source), None, source) for p in paths]
+        files = [SourceFile(p, _rel(p, base), base, _file_format(p, source), None, source) for p in paths]
     for file in files:
         if file.format in ("lines", "files") or not unread_reason(file):
             _check_columns(file, columns_of(file))
     return files
+
+
+def is_folder_source(source: Source) -> bool:
+    """A folder source (<root>/<label>/<file>): named so, or "auto" on a directory with subdirectories."""
+    return source.format == "folder" or (source.format == "auto" and _has_subdirectories(source.path))
 
 
 def _has_subdirectories(path: str) -> bool:
@@ -118,7 +117,7 @@ def _folder_files(root: str, source: Source) -> list[SourceFile]:
     files = []
     for label in sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name)):
         for path in _walk(os.path.join(root, label)):
-            files.append(SourceFile(path, _rel(path, root), "files", label, source))
+            files.append(SourceFile(path, _rel(path, root), root, "files", label, source))
     if not files:
         raise SourceNotFound(root, "no <label>/<file> documents under this folder")
     return files
@@ -181,13 +180,13 @@ def columns_of(file: SourceFile) -> list[str]:
     if file.format in ("lines", "files"):
         return ["text", "label"] if file.label is not None else ["text"]
     if file.format == "csv":
-        return list(csv_header(file.path))
+        return list(csv_header(file.path, file.source.encoding))
     if file.format == "parquet":
         try:
             return pq.read_schema(file.path).names
         except pa.ArrowInvalid as e:     # no rows to count: the run fails, naming the file
             raise SourceSchemaError(file.path, f"not a readable Parquet file: {e}") from e
-    return _jsonl_keys(file.path)
+    return _jsonl_keys(file.path, file.source.encoding)
 
 
 def _check_columns(file: SourceFile, found: list[str]) -> None:
@@ -201,30 +200,30 @@ def _check_columns(file: SourceFile, found: list[str]) -> None:
                                                f"{file.format} columns found: {listed}")
 
 
-def csv_header(path: str) -> dict[str, str]:
-    """{decoded column name: name as pandas reads it in Latin-1}; BOM dropped."""
+def csv_header(path: str, encoding: str | None = None) -> dict[str, str]:
+    """{decoded column name: name as pandas reads it (`reader_encoding`)}; BOM dropped."""
     try:
-        raw_names = pd.read_csv(path, nrows=0, sep=csv_separator(path), encoding="latin-1",
-                                engine="python").columns
+        raw_names = pd.read_csv(path, nrows=0, sep=csv_separator(path), engine="python",
+                                **reader_encoding(encoding)).columns
     except pd.errors.EmptyDataError:
         return {}
     except (pd.errors.ParserError, csv.Error) as e:   # it peeks at the first row: an open quote there
         raise SourceSchemaError(path, f"CSV cannot be parsed at its start: {e} "
                                       "(an unterminated quoted field?)") from e
-    return {(decode_latin1("column", raw)[0] or raw).lstrip("\ufeff"): raw for raw in raw_names}
+    return {(decode_field("column", raw, encoding)[0] or raw).lstrip("\ufeff"): raw for raw in raw_names}
 
 
 def csv_separator(path: str) -> str:
     return "\t" if path.lower().endswith(".tsv") else ","
 
 
-def _jsonl_keys(path: str) -> list[str]:
+def _jsonl_keys(path: str, encoding: str | None = None) -> list[str]:
     """Union of the keys of the objects on the file's first lines (like pyarrow's inference)."""
     keys: dict[str, None] = {}
-    with open(path, "rb") as f:
+    with open(path, encoding=encoding or "utf-8", errors="replace") as f:
         for _, line in zip(range(JSONL_PROBE_LINES), f):
             try:
-                value = json.loads(line.decode("utf-8").lstrip("\ufeff"))
+                value = json.loads(line.lstrip("\ufeff"))
             except ValueError:      # bad lines are rejected when read, not here
                 continue
             if isinstance(value, dict):
@@ -241,7 +240,7 @@ def unread_reason(file: SourceFile) -> tuple[str, str] | None:
     if kind:
         return "compressed", (f"{kind} data (by the file's name or first bytes): compressed files "
                               "and archives are not read; extract them first")
-    if file.format in ("lines", "jsonl", "csv"):
+    if file.format in ("lines", "jsonl", "csv") and reads_as_bytes(file.source.encoding):
         marker = binary_marker(file.path)
         if marker:
             return "binary", marker
@@ -269,25 +268,10 @@ def binary_marker(path: str) -> str | None:
     nul = head.find(b"\x00")
     if nul < 0:
         return None
-    what = next((f"{name} text (BOM {mark.hex(' ')})" for mark, name in UNICODE_BOMS
-                 if head.startswith(mark)), "binary data or UTF-16/UTF-32 text")
-    return f"file has a NUL byte at byte {nul + 1:,}: {what}, not UTF-8; no line of it is read"
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def decode_latin1(name: str, value: str) -> tuple[str | None, tuple[str, str] | None]:
-    """(text, None) for a Latin-1-read value whose bytes are UTF-8; else (None, error)."""
-    raw = value.encode("latin-1")
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as e:
-        return None, ("invalid_utf8", utf8_error(name, raw, e))
-
-
-def utf8_error(name: str, raw: bytes, e: UnicodeDecodeError) -> str:
-    line_start = raw.rfind(b"\n", 0, e.start) + 1
-    line_number = raw.count(b"\n", 0, e.start) + 1
-    line = f"line {line_number:,}, " if b"\n" in raw else ""
-    return f"{name}: invalid UTF-8 byte 0x{raw[e.start]:02x} at {line}byte {e.start - line_start + 1:,}"
+    bom = next(((mark, name) for mark, name in UNICODE_BOMS if head.startswith(mark)), None)
+    if bom is None:
+        return (f"file has a NUL byte at byte {nul + 1:,}: binary data or UTF-16/UTF-32 text, "
+                "not UTF-8; no line of it is read")
+    codec = bom[1][:6].lower()            # "utf-16" / "utf-32": reads the BOM, then drops it
+    return (f"file has a NUL byte at byte {nul + 1:,}: {bom[1]} text (BOM {bom[0].hex(' ')}), not "
+            f"UTF-8; no line of it is read (pass --encoding {codec}, or encoding = \"{codec}\" in the source)")

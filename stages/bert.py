@@ -12,13 +12,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..pipeline.encode import EncodeConfig, encode
-from ..pipeline.model import load_model, load_tokenizer, model_digest, resolve_model
+from ..pipeline.model import (load_model, load_tokenizer, max_positions, model_digest, resolve_model,
+                              resolve_normalize)
 from ..pipeline.tokenize import TokenizeConfig, tokenize
 from ..storage import FeatureStore
 from .stage import Stage
@@ -62,10 +64,12 @@ def plan_bert(store_root: str, config: BertConfig, normalization: str = "NFC") -
     tokens = TOKENIZE.spec(config.tokenize, inputs={"documents": store.table("documents", docs).fingerprint},
                            digests={"tokenizer": digests["tokenizer"]})
     # EncodeConfig's speed-only fields (batch_tokens, threads) are not hashed: encode is
-    # batch-invariant within 1e-5 (tests/pipeline check it).
-    features = ENCODE.spec(config.encode, inputs={"bert_tokens": store.table("bert_tokens", tokens).fingerprint},
+    # batch-invariant within 1e-5 (tests/pipeline check it). normalize="auto" is decided by
+    # the model folder here, so the fingerprint (and the meta encode_query reads) says l2 or none.
+    encode = replace(config.encode, normalize=resolve_normalize(config.encode.normalize, path))
+    features = ENCODE.spec(encode, inputs={"bert_tokens": store.table("bert_tokens", tokens).fingerprint},
                            digests={"weights": digests["weights"], "config": digests["config"]})
-    return BertPlan(store_root, path, config.tokenize, config.encode, docs, tokens, features)
+    return BertPlan(store_root, path, config.tokenize, encode, docs, tokens, features)
 
 
 def tables(plan: BertPlan):
@@ -139,9 +143,31 @@ def encode_shard(plan: BertPlan, keys: list[str]) -> int:
 def encode_query(plan_meta: dict, texts: list[str]) -> np.ndarray:
     """Encode query texts exactly as a bert_features table was built (from its spec.json meta)."""
     tok = TokenizeConfig(**plan_meta["tokenize"])
-    enc = EncodeConfig(**plan_meta["encode"])
+    # a table written before EncodeConfig had `normalize` was not normalised
+    enc = EncodeConfig(**{"normalize": "none", **plan_meta["encode"]})
+    enc = replace(enc, normalize=resolve_normalize(enc.normalize, plan_meta["model"]))
     ids = tokenize(texts, cached_tokenizer(plan_meta["model"]), tok)["input_ids"]
     return encode(ids, cached_model(plan_meta["model"], enc.quantize), enc).astype(np.float32)
+
+
+def truncation(store: str | FeatureStore, corpus: str, tokens_fp: str | None = None) -> dict:
+    """How many of the corpus's distinct texts tokenization cut, and where.
+
+    Reads only the `truncated` column of bert_tokens (`tokens_fp`, by default the table last
+    linked to the corpus) for the current snapshot's texts:
+
+    >>> truncation("./embcache-store", "bbc")                        # doctest: +SKIP
+    {'texts': 2126, 'truncated': 1863, 'max_length': 256, 'model_limit': 512}
+
+    model_limit: the most tokens the model takes (None when its files do not say).
+    """
+    fs = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    tokens = fs.open("bert_tokens", tokens_fp or fs.resolve_linked(corpus, "bert_tokens"))
+    keys = pc.unique(fs.corpus(corpus).read(columns=["text_sha"])["text_sha"])
+    cut = tokens.lookup(keys, ["truncated"], missing="skip")["truncated"]
+    meta = tokens.saved_spec()["meta"]
+    return {"texts": len(cut), "truncated": int(pc.sum(cut).as_py() or 0),
+            "max_length": int(meta["tokenize"]["max_length"]), "model_limit": max_positions(meta["model"])}
 
 
 def chunks(keys: list[str], size: int) -> list[list[str]]:

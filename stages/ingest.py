@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, iter_ingest
+from ..pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, check_ingest, iter_ingest
 from ..storage import FeatureStore
 
 from .bert import documents_spec
@@ -67,6 +67,7 @@ def reject_rows(corpus: str, snapshot: str, rejected: pa.Table, first: int) -> p
 
 def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: IngestConfig,
                   progress=None) -> IngestSummary:
+    check_ingest(sources, config)          # an option with no effect fails before the store is opened
     store = FeatureStore(store_root)
     texts = store.table("documents", documents_spec(config.normalization))
     rejected_table = store.table("rejected", REJECTED_SPEC, key="reject_key")

@@ -185,6 +185,30 @@ def documents_section(store: FeatureStore, corpus: str) -> str:
     return "".join(out)
 
 
+def percent(part: int, whole: int) -> str:
+    """88 % (whole percents; under 1 % and not zero reads "<1 %")."""
+    p = 100 * part / whole if whole else 0.0
+    return "<1 %" if 0 < p < 1 else f"{p:.0f} %"
+
+
+def truncation_section(store: FeatureStore, corpus: str) -> str:
+    """How many texts tokenization cut (bert_tokens' `truncated` column), and what to do about it."""
+    from .bert import truncation          # imports torch: only when a report is written
+    try:
+        cut = truncation(store, corpus)
+    except NotFound:
+        return missing("No BERT tokens for this corpus (embcache featurize bert).")
+    n, m, at, limit = cut["truncated"], cut["texts"], cut["max_length"], cut["model_limit"]
+    if not n:
+        return f"<p>None of the {m:,} texts was cut: all fit in {at:,} tokens.</p>"
+    out = f"<p><b>{n:,} of {m:,} texts ({esc(percent(n, m))}) were cut at {at:,} tokens</b>: their vectors see only the start.</p>"
+    chunk = "split long texts into chunks and pool their vectors (chunk-and-pool: not yet available in embcache)"
+    if limit is not None and at < limit:
+        return out + (f"<p>To keep more of each text, raise <code>--max-length</code> up to the model's limit of "
+                      f"{limit:,} tokens (encoding gets slower with length), or {chunk}.</p>")
+    return out + f"<p>{at:,} tokens is already the model's limit: to keep more of each text, {chunk}.</p>"
+
+
 def stages_section(run: dict | None, corpus: str) -> str:
     if run is None:
         return missing("No run record (runs/*.json): cache hits and timings are not known for this store.")
@@ -343,6 +367,7 @@ def run_section(run: dict | None, corpora: list[str]) -> str:
 
 def corpus_html(store: FeatureStore, corpus: str, run: dict | None, pngs: dict) -> str:
     parts = [("Documents", documents_section(store, corpus)),
+             ("Tokenization", truncation_section(store, corpus)),
              ("Stages: cache hits and timings", stages_section(run, corpus)),
              ("word2vec", word2vec_section(store, corpus, run, pngs)),
              ("Linear head", head_section(store, corpus, pngs)),

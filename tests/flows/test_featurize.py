@@ -15,6 +15,7 @@ from embcache.pipeline.model import load_model, load_tokenizer
 from embcache.pipeline.tokenize import TokenizeConfig
 from embcache.storage import FeatureStore
 from embcache.storage.query import as_matrix
+from tests.pipeline.test_encode import ST_MODULES, bert_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")
 
@@ -105,6 +106,46 @@ def test_a_config_change_makes_a_new_table_and_never_serves_old_vectors(tmp_path
     _, rebatched = run(store, corpus_dir, tiny_bert, pooling="cls", max_length=4, batch_tokens=8)
     assert rebatched["features_fingerprint"] == short["features_fingerprint"]
     assert rebatched["encode_computed"] == 0
+
+
+def test_normalize_is_resolved_into_the_fingerprint_and_applied_to_queries(tmp_path, corpus_dir, tiny_bert):
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.stages.bert import encode_query
+    normed = bert_copy(tiny_bert, tmp_path / "normed", ST_MODULES)       # same files + a Normalize module
+    store = str(tmp_path / "store")
+    tok16 = TokenizeConfig(max_length=16)
+    plans = {name: plan_bert(store, BertConfig(path, tok16)) for name, path in (("normed", normed), ("plain", tiny_bert))}
+    assert (plans["normed"].encode.normalize, plans["plain"].encode.normalize) == ("l2", "none")
+    assert plans["normed"].tokens_spec == plans["plain"].tokens_spec                # same tokenizer files
+    assert plans["normed"].features_spec != plans["plain"].features_spec            # never one table
+    explicit = plan_bert(store, BertConfig(normed, tok16, EncodeConfig(normalize="l2")))
+    assert explicit.features_spec == plans["normed"].features_spec                  # auto is what it resolves to
+    ingest_flow("news", [Source(str(corpus_dir), format="files")], store=store)
+    feats = {}
+    for name, path in (("normed", normed), ("plain", tiny_bert)):
+        r = featurize_bert_flow("news", path, tok16, store=store)
+        meta = FeatureStore(store).open("bert_features", r["features_fingerprint"]).saved_spec()["meta"]
+        assert meta["encode"]["normalize"] == plans[name].encode.normalize
+        feats[name] = stored_vectors(store)
+        queried = encode_query(meta, list(TEXTS.values()))                           # the same as the table
+        np.testing.assert_allclose(queried, np.stack([feats[name][k] for k in TEXTS]), atol=1e-5)
+    for k in TEXTS:
+        assert np.linalg.norm(feats["normed"][k]) == pytest.approx(1.0, abs=1e-5)
+        assert abs(np.linalg.norm(feats["plain"][k]) - 1.0) > 1e-2
+        np.testing.assert_allclose(feats["normed"][k], feats["plain"][k] / np.linalg.norm(feats["plain"][k]),
+                                   atol=1e-5)
+
+
+def test_the_result_counts_truncated_texts(tmp_path, corpus_dir, tiny_bert):
+    store = str(tmp_path / "store")
+    write_corpus(corpus_dir, {"dup.txt": TEXTS["a.txt"]})                # 6 documents, 5 distinct texts
+    tok = load_tokenizer(tiny_bert)
+    for max_length in (4, 8, 64):
+        _, r = run(store, corpus_dir, tiny_bert, max_length=max_length)
+        lengths = {t: len(tok(t)["input_ids"]) for t in TEXTS.values()}
+        want = sum(n > max_length for n in lengths.values())
+        assert (r["texts"], r["truncated"], r["max_length"], r["model_limit"]) == (5, want, max_length, 64)
+    assert 0 < sum(n > 8 for n in lengths.values()) < 5                   # 8 cuts some texts, not all
 
 
 def test_a_rerun_resumes_after_the_last_committed_shard(tmp_path, corpus_dir, tiny_bert):

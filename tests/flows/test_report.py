@@ -99,6 +99,7 @@ def test_report_shows_what_the_store_holds(built):
     assert "<script" not in page and "<link" not in page and "http" not in page      # nothing from outside
     assert page.index("Corpus topics") < page.index("Corpus notes")                   # the run's corpora
     # documents and rejected rows
+    assert "<h3>Tokenization</h3>" in page and "texts was cut: all fit in 16 tokens" in page
     assert f"<b>{snap.rows}</b> documents" in page and "<td>empty_text</td><td class=n>1</td>" in page
     # the run's stages, cache hits and timings
     assert "wall time <b>72.2 s</b>" in page or "wall time <b>72.3 s</b>" in page
@@ -139,6 +140,28 @@ def test_report_shows_what_the_store_holds(built):
                               "topics-projection.png"]
     for name in images:
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_says_how_many_texts_were_cut_and_what_to_do(tmp_path, tiny_bert):
+    from embcache.flows.featurize_flows import featurize_bert_flow, ingest_flow
+    from embcache.pipeline.ingest import Source
+    from embcache.pipeline.tokenize import TokenizeConfig
+    docs, store = tmp_path / "docs", str(tmp_path / "store")
+    docs.mkdir()
+    texts = ["the cat sat on the mat", "the cat sat", "the team won the game in the new year",
+             " ".join(["the bank rate"] * 30)]                            # 90 words: over the model's 64
+    for i, text in enumerate(texts):
+        (docs / f"{i}.txt").write_text(text)
+    ingest_flow("cut", [Source(str(docs), format="files")], store=store)
+    r = featurize_bert_flow("cut", tiny_bert, TokenizeConfig(max_length=6), store=store)
+    assert (r["truncated"], r["texts"], r["max_length"]) == (3, 4, 6)     # 8, 5, 11 and 92 tokens
+    page = Path(write_report(store, corpora=["cut"])).read_text()
+    assert "<b>3 of 4 texts (75 %) were cut at 6 tokens</b>" in page
+    assert "raise <code>--max-length</code> up to the model's limit of 64 tokens" in page
+    assert "chunk-and-pool: not yet available in embcache" in page
+    featurize_bert_flow("cut", tiny_bert, TokenizeConfig(max_length=64), store=store)
+    page = Path(write_report(store, corpora=["cut"])).read_text()
+    assert "<b>1 of 4 texts (25 %) were cut at 64 tokens</b>" in page and "already the model's limit" in page
 
 
 def test_cli_and_flow(built):

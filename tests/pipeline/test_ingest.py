@@ -47,7 +47,7 @@ def test_lines_one_document_per_line_with_exact_line_numbers(tmp_path):
         (1, "notes.txt:1", "café"), (4, "notes.txt:4", "lÅst\u2028end"), (5, "notes.txt:5", "after CR")]
     assert [(r["row"], r["doc_id"], r["reason"]) for r in rejected] == [
         (2, "notes.txt:2", "empty_text"), (3, "notes.txt:3", "invalid_utf8")]
-    assert rejected[1]["detail"] == "text: invalid UTF-8 byte 0xff at byte 5"
+    assert rejected[1]["detail"].startswith("text: invalid UTF-8 byte 0xff at byte 5; the file decodes as")
     assert {d["source"] for d in docs} == {str(tmp_path / "notes.txt")}
 
 
@@ -90,7 +90,7 @@ def test_csv_cells_stay_strings_and_bad_rows_keep_their_place(tmp_path):
     docs, rejected = run(Source(str(tmp_path / "d.csv"), id_column="id", label_column="label",
                                 split_column="split"))
     assert [(d["row"], d["doc_id"], d["text"], d["label"], d["split"]) for d in docs] == [
-        (1, "007", "two\nlines", "1", "train"), (2, "2", "NA", "1.0", "test"),
+        (1, "007", "two\nlines", "1", "train"), (2, "2", "NA", "1", "test"),   # 1.0 as in JSONL
         (7, "7", "Ångström", "a", "train")]
     assert [(r["row"], r["doc_id"], r["reason"]) for r in rejected] == [
         (3, "3", "malformed_record"), (4, "4", "empty_text"), (5, "5", "null_text"),
@@ -149,17 +149,25 @@ def test_globs_several_sources_and_id_prefix(tmp_path):
                          Source(str(tmp_path / "b" / "*.txt"), id_prefix="b/"),
                          Source(str(tmp_path / "weird")))
     assert [(d["doc_id"], d["text"]) for d in docs] == [
-        ("deep/y.txt:1", "a3"), ("x.txt:1", "a1"), ("x.txt:2", "a2"), ("b/x.txt:1", "b1"),
-        ("f[1].txt:1", "w1")]
+        ("a/deep/y.txt:1", "a3"), ("a/x.txt:1", "a1"), ("a/x.txt:2", "a2"), ("b/x.txt:1", "b1"),
+        ("weird/f[1].txt:1", "w1")]
     assert rejected == []
 
 
-def test_same_relative_ids_in_two_sources_conflict_visibly(tmp_path):
+def test_same_relative_paths_in_two_sources_get_distinct_ids(tmp_path):
     write(tmp_path / "a" / "x.txt", "from a\n")
     write(tmp_path / "b" / "x.txt", "from b\n")
     docs, rejected = run(Source(str(tmp_path / "a" / "x.txt")), Source(str(tmp_path / "b" / "x.txt")))
+    assert [(d["doc_id"], d["text"]) for d in docs] == [("a/x.txt:1", "from a"), ("b/x.txt:1", "from b")]
+    assert rejected == []
+
+
+def test_same_id_column_value_in_two_sources_still_conflicts(tmp_path):
+    write(tmp_path / "a" / "x.jsonl", '{"id": "1", "text": "from a"}\n')
+    write(tmp_path / "b" / "x.jsonl", '{"id": "1", "text": "from b"}\n')
+    docs, rejected = run(*(Source(str(tmp_path / d / "x.jsonl"), id_column="id") for d in "ab"))
     assert [d["text"] for d in docs] == ["from a"]
-    assert [(r["doc_id"], r["reason"]) for r in rejected] == [("x.txt:1", "duplicate_id_conflict")]
+    assert [(r["doc_id"], r["reason"]) for r in rejected] == [("1", "duplicate_id_conflict")]
 
 
 # ---------------------------------------------------------------- reject reasons
@@ -262,7 +270,7 @@ def test_ids_are_stable_across_runs_and_after_moving_the_corpus(tmp_path, monkey
     assert ids_and_shas(Path(moved)) == first
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert ids_and_shas(Path("renamed")) == first                  # relative paths too
-    assert [i for i, _ in first] == ["a.txt", "b.txt", "lines.txt:1", "lines.txt:2"]
+    assert [i for i, _ in first] == ["lab/a.txt", "lab/b.txt", "lines.txt:1", "lines.txt:2"]
 
 
 def test_text_sha_ignores_crlf_bom_and_unicode_form(tmp_path):

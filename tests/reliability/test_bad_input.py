@@ -245,7 +245,7 @@ def test_every_reject_reason_in_jsonl_csv_and_parquet_through_the_cli(tmp_path):
     assert [r["doc_id"] for r in result.rejected if r["source"] == str(csv)] == [
         "c2", "c3", "c4", "c5", "c6", None, "c8", "j15", "c1"]
     assert result.detail(csv, 2) == "row has 5 fields, the header has 4"
-    assert result.detail(csv, 5) == "text: invalid UTF-8 byte 0xe9 at byte 4"
+    assert result.detail(csv, 5).startswith("text: invalid UTF-8 byte 0xe9 at byte 4; the file decodes as cp1252")
     assert result.detail(csv, 9).startswith(f"doc_id 'j15' already taken by {jsonl} row 15")
     assert result.detail(jsonl, 12) == f"same doc_id and text as {jsonl} row 1"
     assert result.detail(parquet, 3) == "text: invalid UTF-8 byte 0xff at byte 5"
@@ -410,9 +410,9 @@ def test_mixed_encodings_in_text_files(tmp_path):
     assert result.texts(path["utf8.txt"]) == {1: "naïve café", 2: "plain"}
     assert result.texts(path["utf8_nfd.txt"]) == {1: "café"}                 # NFC
     assert result.by_row(path["latin1.txt"]) == {1: "invalid_utf8", 2: "ok"}
-    assert result.detail(path["latin1.txt"], 1) == "text: invalid UTF-8 byte 0xe9 at byte 4"
+    assert result.detail(path["latin1.txt"], 1).startswith("text: invalid UTF-8 byte 0xe9 at byte 4; the file decodes as cp1252")
     assert result.by_row(path["cp1252.txt"]) == {1: "invalid_utf8", 2: "invalid_utf8"}
-    assert result.detail(path["cp1252.txt"], 1) == "text: invalid UTF-8 byte 0x93 at byte 1"
+    assert result.detail(path["cp1252.txt"], 1).startswith("text: invalid UTF-8 byte 0x93 at byte 1; the file decodes as cp1252:")
     assert result.texts(path["mojibake.txt"]) == {1: "été"}                  # read as UTF-8, not guessed
     for name, named in [("utf16le_bom.txt", "UTF-16-LE"), ("utf16be_bom.txt", "UTF-16-BE"),
                         ("utf16_no_bom.txt", "UTF-16"), ("utf32.txt", "UTF-32-LE")]:
@@ -444,7 +444,7 @@ def test_mixed_encodings_in_csv_jsonl_and_parquet(tmp_path):
     assert set(result.by_row(csv16).values()) == set(result.by_row(jsonl16).values()) == {"binary_content"}
     assert "UTF-16-LE" in result.detail(csv16, 1)
     assert result.by_row(jsonl) == {1: "ok", 2: "invalid_utf8", 3: "invalid_utf8"}
-    assert result.detail(jsonl, 3) == "line: invalid UTF-8 byte 0xe9 at byte 31"
+    assert result.detail(jsonl, 3).startswith("line: invalid UTF-8 byte 0xe9 at byte 31; the file decodes as cp1252")
     assert result.by_row(parquet) == {1: "ok", 2: "invalid_utf8"}
     assert result.detail(parquet, 2) == "label: invalid UTF-8 byte 0xe9 at byte 4"  # names the column
 
@@ -502,12 +502,13 @@ def test_100k_lines_with_one_percent_bad_rows(tmp_path):
 
 
 def test_mixed_type_labels_become_strings_one_way(tmp_path):
-    """A string stays as it is ("1.0" stays "1.0", "True" stays "True"); an integer, or a
+    """A JSONL/Parquet string stays as it is ("1.0" stays "1.0", "True" stays "True"); an integer, or a
     float with an integral value, is written as an integer (1, 1.0, -0.0 -> "1", "1", "0");
     another float as Python writes it (1.5, inf); booleans "true"/"false"; null, NaN and the
     empty string (an empty CSV cell is CSV's null) -> null, i.e. unlabelled; lists and
     objects -> rejected (invalid_field). Ids follow the same rule (7, "7" and 7.0 are one id).
-    So CSV, which has only strings, keeps "1.0" where JSONL and Parquet 1.0 become "1"."""
+    CSV has only strings: a cell that is a JSON number or boolean is typed first, so CSV
+    "1.0" and "True" give "1" and "true" as JSONL and Parquet 1.0 and true do."""
     d = tmp_path / "lab"
     jsonl_labels = [1, "1", 1.0, "1.0", 1.5, True, "true", False, None, "", float("nan"), "NA",
                     [1], {"a": 1}, 10**20, -0.0, "  x  ", float("inf")]
@@ -518,7 +519,7 @@ def test_mixed_type_labels_become_strings_one_way(tmp_path):
                   + '{"id": 7, "text": "seven"}\n{"id": "7", "text": "seven"}\n{"id": 7.0, "text": "other"}\n'
                     '{"id": true, "text": "bool id"}\n')
     csv_cells = ["1", "1.0", "1.5", "true", "True", "", "NA", "null", " x "]
-    csv_expected = ["1", "1.0", "1.5", "true", "True", None, "NA", "null", " x "]
+    csv_expected = ["1", "1", "1.5", "true", "true", None, "NA", "null", " x "]   # cells typed as JSON
     csv = write(d / "labels.csv",
                 "id,text,label\n" + "".join(f"c{i},csv {i},{v}\n" for i, v in enumerate(csv_cells, 1)))
     columns = {
@@ -561,13 +562,13 @@ def test_mixed_type_labels_become_strings_one_way(tmp_path):
     assert all(isinstance(x["label"], (str, type(None))) for x in result.docs)
 
     # A declared label set is compared with the normalized strings: JSONL 1.0 is "1" and
-    # passes, CSV "1.0" does not; unlabelled rows (null, NaN, "") always pass.
+    # passes, and so does CSV "1.0"; unlabelled rows (null, NaN, "") always pass.
     flow_ingest(store, "declared", sources[:2], IngestConfig(labels=("1", "true")))
     declared = read_back(store, "declared")
     check_accounting(declared, {jsonl: inputs[jsonl], csv: inputs[csv]})
     assert {x["label"] for x in declared.docs} == {"1", "true", None}
-    assert declared.by_row(csv) == {1: "ok", 2: "label_not_allowed", 3: "label_not_allowed", 4: "ok",
-                                    5: "label_not_allowed", 6: "ok", 7: "label_not_allowed",
+    assert declared.by_row(csv) == {1: "ok", 2: "ok", 3: "label_not_allowed", 4: "ok",
+                                    5: "ok", 6: "ok", 7: "label_not_allowed",
                                     8: "label_not_allowed", 9: "label_not_allowed"}
 
 

@@ -7,7 +7,9 @@ and the tests).
 
 from __future__ import annotations
 
-from . import pipeline_cmds, report, run as run_cmds, server, train, word2vec  # noqa: F401  (register commands)
+# in the order `embcache --help` lists the top-level commands (the groups follow them)
+from . import store, ingest, query, featurize, train, predict, evaluate, export  # noqa: F401,I001 (register commands)
+from . import run as run_cmds, report, server  # noqa: F401,I001
 from .app import app
 
 __all__ = ["app", "run"]

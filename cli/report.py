@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ..flows.errors import FlowError
-from ..pipeline.errors import PipelineError
-from ..storage import StoreError
-
-from .app import app, fail, out
+from .app import app, out
 
 
 @app.command()
@@ -31,10 +27,7 @@ def report(ctx: typer.Context,
     Example: `embcache report --corpus bbc --open`
     """
     from ..stages.report import write_report
-    try:
-        where = write_report(ctx.obj["store"], run, corpus or None)
-    except (StoreError, PipelineError, FlowError) as e:
-        raise fail(e)
+    where = write_report(ctx.obj["store"], run, corpus or None)
     out.print(f"report: {where}", soft_wrap=True, highlight=False)
     if open_browser:
         import webbrowser

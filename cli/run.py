@@ -7,12 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ..flows.errors import FlowError
-from ..pipeline.errors import PipelineError
-from ..storage import StoreError
-
-from .app import app, fail, out, runs_flows
-from .pipeline_cmds import progress_bars
+from .app import app, out, runs_flows
+from .progress import progress_bars
 
 
 def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict:
@@ -22,13 +18,10 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict
     """
     from ..flows import runners
     from ..flows.run import load_config, pipeline_flow
-    try:
-        cfg = load_config(config)                   # errors in the file surface before the first flow call
-        store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
-        with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
-            record = pipeline_flow(config_path=str(config) if config else None, store=store)
-    except (StoreError, PipelineError, FlowError) as e:
-        raise fail(e)
+    cfg = load_config(config)                       # errors in the file surface before the first flow call
+    store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
+    with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
+        record = pipeline_flow(config_path=str(config) if config else None, store=store)
     if as_json:
         print(json.dumps(record, default=str))
         return record

@@ -8,23 +8,20 @@ from pathlib import Path
 
 import typer
 
-from ..flows.errors import FlowError
-from ..pipeline.errors import PipelineError
-from ..storage import StoreError
-
-from .app import app, fail, out
-from ..flows.serve import ScheduleConfig, ServeError, ServerConfig
+from ..flows.serve import ScheduleConfig, ServerConfig
+from .app import app, out
+from .options import option
 
 
 @app.command()
-def server(host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback only, unless "
-                                                     "--allow-remote."),
-           port: int = typer.Option(4200, help="Port for the API and the UI."),
-           allow_remote: bool = typer.Option(False, "--allow-remote",
-                                             help="Allow a non-loopback --host. The Prefect server has no "
-                                                  "authentication: anyone who can reach the port can read "
-                                                  "flow logs and parameters and trigger or cancel runs. "
-                                                  "Use only on a trusted network.")):
+def server(host: str = option(ServerConfig, "host", help="Address to listen on; loopback only, unless "
+                                                       "--allow-remote."),
+           port: int = option(ServerConfig, "port", help="Port for the API and the UI."),
+           allow_remote: bool = option(ServerConfig, "allow_remote", "--allow-remote",
+                                       help="Allow a non-loopback --host. The Prefect server has no "
+                                            "authentication: anyone who can reach the port can read "
+                                            "flow logs and parameters and trigger or cancel runs. "
+                                            "Use only on a trusted network.")):
     """Start a Prefect server with its UI on loopback; stay in the foreground until Ctrl-C.
 
     It prints the UI URL and the `export PREFECT_API_URL=...` line: with it set, the flows,
@@ -45,10 +42,7 @@ def server(host: str = typer.Option("127.0.0.1", help="Address to listen on; loo
         out.print("Ctrl-C stops the server.", highlight=False)
         sys.stdout.flush()
 
-    try:
-        run_server(ServerConfig(host=host, port=port, allow_remote=allow_remote), announce)
-    except ServeError as e:
-        raise fail(e)
+    run_server(ServerConfig(host=host, port=port, allow_remote=allow_remote), announce)
     out.print("Prefect server stopped.", highlight=False)
 
 
@@ -57,8 +51,8 @@ def schedule(ctx: typer.Context,
              config: Path = typer.Argument(None, exists=True, dir_okay=False,
                                            help="TOML or YAML run config, re-read by every run "
                                                 "(default: the embedded BBC demo)."),
-             cron: str = typer.Option(None, "--cron", help='A cron line, in UTC: "*/15 * * * *".'),
-             interval: float = typer.Option(None, "--interval", help="Seconds between runs."),
+             cron: str = option(ScheduleConfig, "cron", "--cron", help='A cron line, in UTC: "*/15 * * * *".'),
+             interval: float = option(ScheduleConfig, "interval", "--interval", help="Seconds between runs."),
              name: str = typer.Option(None, "--name", help="Deployment name: embcache-run/NAME "
                                                            "(default: the config file's stem, else 'default').")):
     """Serve the end-to-end run on a schedule against the Prefect server at $PREFECT_API_URL.
@@ -78,12 +72,9 @@ def schedule(ctx: typer.Context,
                        config_path=str(config.resolve()) if config else None,
                        store=ctx.obj["store"] if ctx.obj["store_given"] else None,
                        cron=cron, interval=interval)
-    try:
-        check_schedule(s)
-        cfg = load_config(config)                 # errors in the file surface before anything is served
-        url = api_url_of_server()
-    except (StoreError, PipelineError, FlowError) as e:
-        raise fail(e)
+    check_schedule(s)
+    cfg = load_config(config)                     # errors in the file surface before anything is served
+    url = api_url_of_server()
     when = f"cron {cron!r} (UTC)" if cron else f"every {interval:g} s"
     out.print(f"serving [bold]embcache-run/{s.name}[/bold] {when} against {url} · config "
               f"{s.config_path or 'embedded default'} · store {s.store or cfg.store}", highlight=False,

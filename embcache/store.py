@@ -37,11 +37,7 @@ def open(root: str | os.PathLike | None = None) -> Store:    # noqa: A001 - embc
     root: default $EMBCACHE_STORE, else ./embcache-store (as the CLI). A missing store is
     an error (NotFound): reading never creates one; `embcache.run` or the CLI do.
     """
-    store = FeatureStore(root if root is not None else default_root())
-    if not any(store.fs.exists(store.fs.path(part)) for part in ("tables", "corpora")):
-        raise NotFound(store.root, "no embcache store here (no tables/ or corpora/): build one with "
-                                   "`embcache run` or embcache.run(), or give the store's path or URL")
-    return Store(store)
+    return Store(FeatureStore(root if root is not None else default_root()).require())
 
 
 class Store:
@@ -82,7 +78,8 @@ class Store:
     def features(self, corpus: str, format: Literal["dataset"], *, fingerprint: str | None = ...,
                  split_seed: int = ...) -> datasets.Dataset: ...
 
-    def features(self, corpus, format="numpy", *, fingerprint=None, split_seed=0):
+    def features(self, corpus: str, format: Format = "numpy", *, fingerprint: str | None = None,
+                 split_seed: int = 0):
         """The corpus's current documents with their BERT vectors, labels and splits, in snapshot order.
 
         format: "numpy" (a Features), "torch" (a Features holding tensors), "arrow" (a pyarrow

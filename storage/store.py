@@ -57,6 +57,17 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({self.root!r})"
 
+    def exists(self) -> bool:
+        """True once anything was committed here (a table or a corpus)."""
+        return any(self.fs.exists(self.fs.path(part)) for part in ("tables", "corpora"))
+
+    def require(self) -> "FeatureStore":
+        """This store, or NotFound when there is none at its root (reading never creates one)."""
+        if not self.exists():
+            raise NotFound(self.root, "no embcache store here (no tables/ or corpora/): check --store / "
+                                      "$EMBCACHE_STORE, or build one with `embcache ingest` or `embcache run`")
+        return self
+
     # -- tables ----------------------------------------------------------
     def table(self, name: str, spec: dict, key: str = "text_sha", meta: dict | None = None) -> Table:
         """Handle for writing (and reading) `name` under the fingerprint of `spec`.

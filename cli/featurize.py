@@ -1,0 +1,110 @@
+"""`embcache featurize bert|word2vec`: precompute features into the store (only what is missing)."""
+
+from __future__ import annotations
+
+import typer
+
+from ..flows.run_config import RunConfig, Word2VecStage
+from ..pipeline.configs import EncodeConfig, SkipGramConfig, TokenizeConfig, WordConfig
+from .app import featurize_app, out, runs_flows, store_of
+from .options import option
+from .progress import progress_bars
+
+
+@featurize_app.command("bert")
+@runs_flows("featurize_flows")
+def featurize_bert(ctx: typer.Context,
+                   corpus: str = typer.Argument(..., help="An ingested corpus."),
+                   model: str = option(RunConfig, "model",
+                                       help="HF id or local path (default: the packaged MiniLM)."),
+                   pooling: str = option(EncodeConfig, "pooling", help="mean (default), cls, or the model's "
+                                                                       "pooler output (untrained in MiniLM)."),
+                   max_length: int = option(TokenizeConfig, "max_length",
+                                            help="Tokens per text; longer texts are truncated."),
+                   batch_tokens: int = option(EncodeConfig, "batch_tokens", help="Padded tokens per forward batch."),
+                   quantize: str = option(EncodeConfig, "quantize",
+                                          help="int8: dynamic quantization of Linear layers."),
+                   dtype: str = option(EncodeConfig, "dtype", help="Stored vector dtype."),
+                   shard_docs: int = typer.Option(None, help="Documents per encode task "
+                                                             "(default: the flow's encode_shard_docs).")):
+    """Tokenize and encode CORPUS's documents into bert_tokens / bert_features (only what is missing).
+
+    A changed model, pooling, max length, dtype or quantization makes a new table;
+    nothing cached under another configuration is ever served.
+
+    Example: `embcache featurize bert bbc --pooling cls --max-length 128`
+    """
+    from ..flows import runners
+    from ..flows.featurize_flows import featurize_bert_flow
+    shards = {} if shard_docs is None else {"encode_shard_docs": shard_docs}
+    with progress_bars(), runners.session(ctx.obj["runner"]):
+        r = runners.on(featurize_bert_flow)(corpus, model, TokenizeConfig(max_length=max_length),
+                                            EncodeConfig(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens,
+                                                         quantize=quantize),
+                                            store=store_of(ctx).root, **shards)
+    out.print(f"{r['texts']:,} texts: tokenized {r['tokenize_computed']:,} (cached {r['tokenize_cached']:,}), "
+              f"encoded {r['encode_computed']:,} (cached {r['encode_cached']:,})")
+    out.print(f"bert_features@{r['features_fingerprint'][:12]}  model {r['model']}")
+    if r.get("truncated"):
+        room = (f"raise --max-length (the model takes {r['model_limit']})"
+                if r.get("model_limit") and r["model_limit"] > r["max_length"] else "the model takes no more")
+        out.print(f"{r['truncated']:,} of {r['texts']:,} texts ({r['truncated'] / max(r['texts'], 1):.0%}) were cut "
+                  f"at {r['max_length']} tokens: {room}")
+    if quantize == "int8":
+        report_quantization(ctx, corpus, r)
+
+
+def report_quantization(ctx: typer.Context, corpus: str, r: dict) -> None:
+    """Fidelity of int8 vs fp32 on a sample of the corpus, measured and printed."""
+    import numpy as np
+    from ..pipeline.encode import encode, quantization_fidelity
+    from ..stages import bert
+    store = store_of(ctx)
+    sample = store.corpus(corpus).read(columns=["text_sha"])["text_sha"].to_pylist()[:128]
+    meta = store.open("bert_features", r["features_fingerprint"]).saved_spec()["meta"]
+    ids = store.open("bert_tokens", r["tokens_fingerprint"]).lookup(sorted(set(sample)), ["input_ids"])["input_ids"]
+    enc = EncodeConfig(**meta["encode"])
+    q = encode(ids, bert.cached_model(meta["model"], "int8"), enc)
+    f = encode(ids, bert.cached_model(meta["model"], "none"), EncodeConfig(**{**meta["encode"], "quantize": "none"}))
+    fid = quantization_fidelity(np.asarray(f, np.float32), np.asarray(q, np.float32))
+    out.print(f"int8 fidelity vs fp32 on {len(ids)} texts: mean cosine {fid['mean_cosine']:.4f}, "
+              f"min {fid['min_cosine']:.4f}")
+
+
+@featurize_app.command("word2vec")
+@runs_flows("word2vec_flows")
+def featurize_word2vec(ctx: typer.Context,
+                       corpus: str = typer.Argument(..., help="An ingested corpus."),
+                       min_count: int = option(WordConfig, "min_count", help="Occurrences a word needs to get an id."),
+                       window: int = option(SkipGramConfig, "max_window",
+                                            "--window", help="Max context window; each center draws 1..window."),
+                       negatives: int = option(SkipGramConfig, "negatives",
+                                               help="Noise words per context word (∝ count^0.75)."),
+                       subsample: float = option(SkipGramConfig, "subsample",
+                                                 help="t in keep = min(1, sqrt(t/f)); 0 turns it off."),
+                       subsample_formula: str = option(
+                           SkipGramConfig, "subsample_formula",
+                           help="d2l: min(1, sqrt(t/f)); gensim: word2vec.c's softer "
+                                "(sqrt(f/t)+1)·t/f, which keeps more words."),
+                       epochs_of_examples: int = option(Word2VecStage, "epochs_of_examples",
+                                                        help="Independently sampled copies of the examples."),
+                       seed: int = option(Word2VecStage, "seed",
+                                          help="Seed (with the fingerprint and shard) of the sampling."),
+                       extend: bool = typer.Option(False, "--extend", help="Grow the corpus's last vocabulary "
+                                                                           "(existing ids never move).")):
+    """Build the vocabulary and precompute skip-gram examples into w2v_examples (only missing documents).
+
+    Example: `embcache featurize word2vec bbc --window 5 --negatives 5 --epochs-of-examples 2`
+    """
+    from ..flows import runners
+    from ..flows.word2vec_flows import featurize_word2vec_flow
+    with progress_bars(), runners.session(ctx.obj["runner"]):
+        r = runners.on(featurize_word2vec_flow)(corpus, WordConfig(min_count=min_count),
+                                                SkipGramConfig(subsample=subsample or None, max_window=window,
+                                                               negatives=negatives,
+                                                               subsample_formula=subsample_formula),
+                                                epochs_of_examples, seed, extend, store=store_of(ctx).root)
+    v = r["vocab"]
+    out.print(f"vocabulary v{v['version']}: {v['words']:,} words ({v['added_words']:,} new); examples for "
+              f"{r['computed']:,} documents ({r['cached']:,} cached): {r['rows']:,} rows")
+    out.print(f"w2v_examples@{r['examples_fingerprint'][:12]}")

@@ -1,0 +1,54 @@
+"""`embcache ingest`: sources into a new snapshot of a corpus (Prefect imported when it runs)."""
+
+from __future__ import annotations
+
+import typer
+
+from ..pipeline.configs import IngestConfig, Source
+from .app import EXIT_REJECTED, app, out, runs_flows, store_of
+from .options import option
+from .progress import progress_bars
+
+
+@app.command()
+@runs_flows("featurize_flows")
+def ingest(ctx: typer.Context,
+           corpus: str = typer.Argument(..., help="Corpus name (lowercase identifier)."),
+           sources: list[str] = typer.Argument(..., help="Files, directories or globs."),
+           fmt: str = option(Source, "format", "--format", help="Source format."),
+           text_column: str = option(Source, "text_column", help="Column / JSON field with the text."),
+           label_column: str = option(Source, "label_column", help="Column with the label."),
+           id_column: str = option(Source, "id_column", help="Column with a document id (default: path and row)."),
+           split_column: str = option(Source, "split_column", help="Column with the split (train/test/…)."),
+           encoding: str = option(Source, "encoding", help="Text encoding of the files (default UTF-8): any "
+                                                          "Python codec name, e.g. cp1252, latin-1, utf-16."),
+           labels: str = option(IngestConfig, "labels",
+                                help="Declared label set, comma-separated; others are rejected."),
+           max_bytes: int = option(IngestConfig, "max_bytes", help="Reject texts above this many UTF-8 bytes."),
+           normalization: str = option(IngestConfig, "normalization", help="Unicode normalization.")):
+    """Read sources into a new snapshot of CORPUS; bad rows go to the `rejected` table.
+
+    Exits 3 when rows were rejected (counts per reason are printed), 2 on errors.
+
+    Example: `embcache ingest bbc ./bbc --format folder`  ·  `embcache ingest reviews 'data/*.csv' --label-column stars`
+    """
+    from ..flows.featurize_flows import ingest_flow
+    from ..pipeline.ingest import check_ingest
+    try:                                      # IngestConfig checks its values with ValueError
+        config = IngestConfig(max_bytes=max_bytes, normalization=normalization,
+                              labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    srcs = [Source(s, format=fmt, text_column=text_column, label_column=label_column,
+                   id_column=id_column, split_column=split_column, encoding=encoding) for s in sources]
+    check_ingest(srcs, config)                # options that would have no effect are errors
+    with progress_bars():
+        r = ingest_flow(corpus, srcs, config, store=store_of(ctx, create=True).root)
+    out.print(f"corpus [bold]{corpus}[/bold] snapshot {r['snapshot']}: {r['documents']:,} documents "
+              f"({r['new_texts']:,} new texts), {r['rejected_total']:,} rejected of {r['inputs']:,} rows")
+    for reason, n in sorted(r["rejected"].items(), key=lambda kv: -kv[1]):
+        out.print(f"  rejected {n:>8,}  {reason}")
+    if r["rejected_total"]:
+        out.print("  details: embcache query sql \"SELECT source, row, reason, detail FROM rejected "
+                  f"WHERE corpus = '{corpus}'\"")
+        raise typer.Exit(EXIT_REJECTED)

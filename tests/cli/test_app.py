@@ -60,18 +60,6 @@ def test_a_store_error_is_one_red_line_and_exit_2(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_an_os_error_is_one_line_too(tmp_path, monkeypatch):
-    import embcache.cli.store as store_cmds
-
-    class Unreadable:
-        def status(self):
-            raise PermissionError(13, "Permission denied", str(tmp_path))
-
-    monkeypatch.setattr(store_cmds, "store_of", lambda ctx: Unreadable())
-    r = runner.invoke(app, ["--store", str(tmp_path), "status"])
-    assert r.exit_code == 2 and "Permission denied" in r.stderr and "Traceback" not in r.output
-
-
 @pytest.mark.parametrize("args", [["status"], ["verify"], ["gc", "--dry-run"], ["query", "sql", "SELECT 1"]])
 def test_a_store_that_does_not_exist_is_an_error(tmp_path, args):
     """`status --store /typo` used to print empty tables and exit 0; only commands that create a store accept one."""

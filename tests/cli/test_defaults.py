@@ -59,6 +59,7 @@ def flows(monkeypatch):
 
 
 def invoke(tmp_path, *args):
+    (tmp_path / "corpora").mkdir(exist_ok=True)          # a store (commands refuse one that does not exist)
     r = runner.invoke(app, ["--store", str(tmp_path), *args])
     assert r.exit_code == 2 and "recorded" in r.stderr, r.output
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,16 +10,8 @@ import pytest
 from embcache.pipeline.errors import IngestOptionError, PipelineError
 from embcache.pipeline.ingest import IngestConfig, Source, check_ingest, ingest
 
+from .test_ingest import run, write
 
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return path
-
-
-def run(*sources: Source, **config) -> tuple[list[dict], list[dict]]:
-    batch = ingest(list(sources), IngestConfig(**config))
-    return batch.documents.to_pylist(), batch.rejected.to_pylist()
 
 
 # ---------------------------------------------------------------- ids across sources

@@ -38,8 +38,8 @@ def read_records(files: list[SourceFile], batch_rows: int = 2048,
         yield from _read_documents(documents, batch_rows, max_file_bytes)
     for file in files:
         unread = unread_reason(file) if file.format != "files" else None
-        if unread and unread[0] == "compressed":
-            yield [_unread_record(file, unread[1])]
+        if unread and unread[0] != "binary":
+            yield [_unread_record(file, unread[1], unread_reject_reason(unread[0]))]
         elif unread:                     # binary: its lines are counted, none is parsed
             yield from _read_line_records(file, batch_rows, binary=unread[1])
         elif file.format in ("lines", "jsonl"):
@@ -102,10 +102,10 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
     limit = max_file_bytes if max_file_bytes is not None else float("inf")
     unread, readable = [], []
     for f in files:
-        size, skipped = os.path.getsize(f.path), unread_reason(f)   # files: only "compressed"
+        skipped = unread_reason(f)       # files: "compressed", or a problem found when planning
         if skipped:                      # an archive's members would shift every later text
-            unread.append(_unread_record(f, skipped[1]))
-        elif size > limit:
+            unread.append(_unread_record(f, skipped[1], unread_reject_reason(skipped[0])))
+        elif (size := os.path.getsize(f.path)) > limit:
             unread.append(_unread_record(f, f"file is {size:,} bytes > {UNREAD_SIZE_FACTOR} x max_bytes "
                                             f"({limit:,}); not read", "too_large"))
         else:
@@ -128,6 +128,12 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
 def _document_record(file: SourceFile, content: str) -> RawRecord:
     text, error = _decode(file, "text", content)
     return RawRecord(file.path, 1, file.rel, text, label=file.label, error=error)
+
+
+def unread_reject_reason(kind: str) -> str:
+    """The reject reason of a file `unread_reason` gives `kind` for: a compressed or binary
+    file's is binary_content; a path that cannot be read (broken_link, link_loop) is its own."""
+    return "binary_content" if kind in ("compressed", "binary") else kind
 
 
 def _unread_record(file: SourceFile, detail: str, reason: str = "binary_content") -> RawRecord:

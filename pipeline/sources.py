@@ -26,12 +26,11 @@ Some files are not read as text at all, and say why in every row they cost:
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -40,6 +39,7 @@ from datasets.utils.file_utils import _get_extraction_protocol
 
 from .decoding import UNICODE_BOMS, decode_field, reads_as_bytes, reader_encoding
 from .errors import SourceNotFound, SourceSchemaError
+from .walk import Found, broken_link, glob_files, hidden, walk
 from .configs import Source  # noqa: F401  (defined once, in configs.py)
 
 FileFormat = Literal["lines", "files", "csv", "jsonl", "parquet"]   # how one file is read
@@ -52,7 +52,6 @@ EXTENSION_FORMATS: dict[str, FileFormat] = {
 # never shrinks text to under a quarter of its bytes (NFKC maps the 4-byte U+1D400 to "A";
 # CRLF -> LF halves; NFC composition at most thirds), so they could not pass anyway.
 UNREAD_SIZE_FACTOR = 5
-JSONL_PROBE_LINES = 1000   # the first lines of a JSONL file whose keys make its schema
 # Put in the text column of a CSV row with too many fields (pandas' on_bad_lines hook can
 # only replace a row): random, so no real cell can collide with it.
 MALFORMED_CSV_ROW = f"\x00malformed-csv-row-{uuid.uuid4().hex}:"
@@ -70,6 +69,8 @@ class SourceFile:
     format: FileFormat
     label: str | None              # the directory label (folder sources only)
     source: Source
+    problem: tuple[str, str] | None = None   # (reject reason, detail): a path found but not read,
+                                             # such as a broken link or a link loop (walk.py)
 
 
 class RawRecord(NamedTuple):
@@ -88,15 +89,21 @@ class RawRecord(NamedTuple):
 # ---------------------------------------------------------------- planning
 
 
-def plan_files(source: Source) -> list[SourceFile]:
-    """The source's files, sorted, each with its format; checks configured columns exist."""
+def plan_files(source: Source, trusted: Callable[[str], bool] | None = None) -> list[SourceFile]:
+    """The source's files, sorted, each with its format; checks configured columns exist.
+
+    trusted(path) True: the file is unchanged since an ingest that checked it
+    (stages/source_state.py), so it is not opened again here."""
     path = os.fspath(source.path)
     if is_folder_source(source):
         files = _folder_files(path, source)
     else:
-        base, paths = _matching_files(path)
-        files = [SourceFile(p, _rel(p, base), base, _file_format(p, source), None, source) for p in paths]
+        base, found = _matching_files(path)
+        files = [SourceFile(f.path, _rel(f.path, base), base, "files" if f.problem else _file_format(f.path, source),
+                            None, source, f.problem) for f in found]
     for file in files:
+        if trusted is not None and trusted(file.path):
+            continue
         if file.format in ("lines", "files") or not unread_reason(file):
             _check_columns(file, columns_of(file))
     return files
@@ -115,36 +122,29 @@ def _folder_files(root: str, source: Source) -> list[SourceFile]:
     if not os.path.isdir(root):
         raise SourceNotFound(root, "a folder source must be a directory of <label>/ directories")
     files = []
-    for label in sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name)):
-        for path in _walk(os.path.join(root, label)):
-            files.append(SourceFile(path, _rel(path, root), root, "files", label, source))
+    labels = sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name))
+    for label, found in zip(labels, walk([os.path.join(root, label) for label in labels])):
+        files += [SourceFile(f.path, _rel(f.path, root), root, "files", label, source, f.problem) for f in found]
     if not files:
         raise SourceNotFound(root, "no <label>/<file> documents under this folder")
     return files
 
 
-def _matching_files(path: str) -> tuple[str, list[str]]:
-    """(base directory, sorted non-hidden files) of a file, directory or glob."""
+def _matching_files(path: str) -> tuple[str, list[Found]]:
+    """(base directory, sorted non-hidden files and reports) of a file, directory or glob."""
     if os.path.isfile(path):
-        return os.path.dirname(path), [path]
+        return os.path.dirname(path), [Found(path)]
+    if os.path.islink(path) and not os.path.isdir(path):
+        return os.path.dirname(path), [Found(path, broken_link(path))]
     if os.path.isdir(path):
-        files = _walk(path)
+        files = walk([path])[0]
         base = path
     else:
-        files = sorted(p for p in glob.glob(path, recursive=True)
-                       if os.path.isfile(p) and not _hidden(os.path.basename(p)))
+        files = glob_files(path)
         base = _glob_base(path)
-    if not files:
+    if not any(f.problem is None or f.problem[0] == "broken_link" for f in files):
         raise SourceNotFound(path, "matches no file")
     return base, files
-
-
-def _walk(directory: str) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = [d for d in dirnames if not _hidden(d)]
-        found += [os.path.join(dirpath, f) for f in filenames if not _hidden(f)]
-    return sorted(found)
 
 
 def _glob_base(pattern: str) -> str:
@@ -161,8 +161,7 @@ def _rel(path: str, base: str) -> str:
     return os.path.relpath(path, base or ".").replace(os.sep, "/")
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(".")
+_hidden = hidden
 
 
 def _file_format(path: str, source: Source) -> FileFormat:
@@ -186,7 +185,7 @@ def columns_of(file: SourceFile) -> list[str]:
             return pq.read_schema(file.path).names
         except pa.ArrowInvalid as e:     # no rows to count: the run fails, naming the file
             raise SourceSchemaError(file.path, f"not a readable Parquet file: {e}") from e
-    return _jsonl_keys(file.path, file.source.encoding)
+    return _jsonl_keys(file.path, file.source.encoding, _wanted_columns(file.source))
 
 
 def _check_columns(file: SourceFile, found: list[str]) -> None:
@@ -196,7 +195,8 @@ def _check_columns(file: SourceFile, found: list[str]) -> None:
     for field, column in wanted.items():
         if column is not None and column not in found:
             listed = ", ".join(repr(c) for c in found) or "none"
-            raise SourceSchemaError(file.path, f"{field} {column!r} not found; "
+            flag = "--" + field.replace("_", "-")
+            raise SourceSchemaError(file.path, f"no column {column!r} ({flag}; {field} in a run config); "
                                                f"{file.format} columns found: {listed}")
 
 
@@ -217,17 +217,26 @@ def csv_separator(path: str) -> str:
     return "\t" if path.lower().endswith(".tsv") else ","
 
 
-def _jsonl_keys(path: str, encoding: str | None = None) -> list[str]:
-    """Union of the keys of the objects on the file's first lines (like pyarrow's inference)."""
+def _wanted_columns(source: Source) -> set[str]:
+    return {c for c in (source.text_column, source.label_column, source.id_column, source.split_column)
+            if c is not None}
+
+
+def _jsonl_keys(path: str, encoding: str | None = None, wanted: set[str] = frozenset()) -> list[str]:
+    """Union of the keys of the file's objects, read until every `wanted` key was seen (so
+    a column is missing only if no record has it: keys first seen late, after blank or
+    unlabelled lines, count; a record without one is judged on its own when read)."""
     keys: dict[str, None] = {}
     with open(path, encoding=encoding or "utf-8", errors="replace") as f:
-        for _, line in zip(range(JSONL_PROBE_LINES), f):
+        for line in f:
             try:
                 value = json.loads(line.lstrip("\ufeff"))
             except ValueError:      # bad lines are rejected when read, not here
                 continue
             if isinstance(value, dict):
                 keys.update(dict.fromkeys(value))
+                if wanted and wanted <= keys.keys():
+                    break
     return list(keys)
 
 
@@ -235,7 +244,10 @@ def _jsonl_keys(path: str, encoding: str | None = None) -> list[str]:
 
 
 def unread_reason(file: SourceFile) -> tuple[str, str] | None:
-    """("compressed" | "binary", detail) for a file not parsed as records, else None."""
+    """(kind, detail) for a file not parsed as records, else None: kind is "compressed",
+    "binary", or a reject reason of a path found but not readable (see SourceFile.problem)."""
+    if file.problem:
+        return file.problem
     kind = compressed_kind(file.path)
     if kind:
         return "compressed", (f"{kind} data (by the file's name or first bytes): compressed files "

@@ -23,9 +23,12 @@ from ..pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, check_inge
 from ..storage import FeatureStore
 
 from .bert import documents_spec
+from .source_state import SourceState
 from .stage import Stage
 
 REJECT_SHARD_ROWS = 100_000
+TEXT_SHARD_ROWS = 50_000             # new texts are checked and committed this many documents at a time
+TEXT_SHARD_BYTES = 64 * 2**20        # ... or this many bytes of text, whichever comes first
 REJECTED = Stage("rejected", 2)    # 2: rows name their snapshot; one row per rejected record
 REJECTED_SPEC = REJECTED.spec({})
 
@@ -71,14 +74,18 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
     store = FeatureStore(store_root)
     texts = store.table("documents", documents_spec(config.normalization))
     rejected_table = store.table("rejected", REJECTED_SPEC, key="reject_key")
+    state = SourceState(store, corpus, sources, config)     # plans; knows files unchanged since the last ingest
+    if state.unchanged:
+        store.corpus(corpus).link("documents", texts.fingerprint)
+        return unchanged_summary(corpus, state.snapshot)
     snapshot_parts, rejects, counts, new_texts = [], [], Counter(), 0
-    for batch in iter_ingest(sources, config):
+    pending: list[pa.Table] = []          # read documents whose texts are not checked against the store yet
+    for batch in iter_ingest(sources, config, plans=state.plans, reuse=state.reuse):
         docs = batch.documents
-        unseen = texts.missing(pc.unique(docs["text_sha"]))
-        if len(unseen):
-            fresh = first_per_key(docs.filter(pc.is_in(docs["text_sha"], value_set=unseen)), "text_sha")
-            shard = texts.write(fresh.select(["text_sha", "text"]))
-            new_texts += shard.rows if shard else 0
+        pending.append(docs.filter(pc.is_valid(docs["text"])))     # reused rows (text null) are stored
+        if sum(t.num_rows for t in pending) >= TEXT_SHARD_ROWS or sum(t.nbytes for t in pending) >= TEXT_SHARD_BYTES:
+            new_texts += commit_texts(texts, pending)
+            pending = []
         snapshot_parts.append(docs.drop_columns(["text"]))
         rej = batch.rejected
         if rej.num_rows:
@@ -86,26 +93,59 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
             rejects.append(rej)
         if progress:
             progress(docs.num_rows + rej.num_rows)
+    new_texts += commit_texts(texts, pending)
     snapshot_docs = (pa.concat_tables(snapshot_parts) if snapshot_parts
                      else DOCUMENTS_SCHEMA.empty_table().drop_columns(["text"]))
     stats = {"documents": snapshot_docs.num_rows, "new_texts": new_texts, "rejected": dict(counts),
              "normalization": config.normalization, "sources": [asdict(s) for s in sources]}
     stats["content_sha256"] = content_digest(snapshot_docs, stats)
     handle = store.corpus(corpus)
+    rejected = pa.concat_tables(rejects).combine_chunks() if rejects else None
+
+    def commit_rejects(snapshot_id: str) -> None:          # idempotent: keys are per snapshot id
+        for first in range(0, rejected.num_rows if rejected is not None else 0, REJECT_SHARD_ROWS):
+            rejected_table.write(reject_rows(corpus, snapshot_id, rejected.slice(first, REJECT_SHARD_ROWS), first))
+
     current = handle.manifest().snapshots[-1:]
     if current and current[0].stats.get("content_sha256") == stats["content_sha256"]:
         snap = current[0]                  # same documents, labels and rejects: no new snapshot
+        commit_rejects(snap.id)            # (a store whose ingest was cut before them gets them now)
     else:
-        snap = handle.commit_snapshot(snapshot_docs, stats=stats, same_as_current="content_sha256")
-    # After the snapshot, whose id they carry: a run cut in between finds the same content
-    # on its re-run, keeps that snapshot and writes the missing rows (keys are per snapshot).
-    if rejects:
-        rejected = pa.concat_tables(rejects).combine_chunks()
-        for first in range(0, rejected.num_rows, REJECT_SHARD_ROWS):
-            rejected_table.write(reject_rows(corpus, snap.id, rejected.slice(first, REJECT_SHARD_ROWS), first))
+        # The rejects first, under the id reserved for the snapshot: a run cut in between
+        # leaves rows under a held id that no other content gets (its re-run gets it back),
+        # never a snapshot whose stats count rejects that `rejected` lacks.
+        reserved = handle.reserve_id(stats["content_sha256"])
+        commit_rejects(reserved)
+        snap = handle.commit_snapshot(snapshot_docs, stats=stats, same_as_current="content_sha256",
+                                      snapshot_id=reserved)
+        if snap.id != reserved:            # another writer committed this content first
+            commit_rejects(snap.id)
     handle.link("documents", texts.fingerprint)
+    state.save(snap)
     return IngestSummary(corpus, snap.id, snapshot_docs.num_rows, new_texts, dict(counts),
                          snapshot_docs.num_rows + sum(counts.values()))
+
+
+def commit_texts(texts, pending: list[pa.Table]) -> int:
+    """The texts of `pending` documents that the store lacks, committed as one shard; how many.
+
+    Checking committed keys costs O(texts in the store), so it is done once per
+    TEXT_SHARD_ROWS documents, not per read batch (which made ingest quadratic)."""
+    read = pa.concat_tables(pending) if pending else None
+    if read is None or read.num_rows == 0:
+        return 0
+    unseen = texts.missing(pc.unique(read["text_sha"]))
+    if not len(unseen):
+        return 0
+    fresh = first_per_key(read.filter(pc.is_in(read["text_sha"], value_set=unseen)), "text_sha")
+    shard = texts.write(fresh.select(["text_sha", "text"]))
+    return shard.rows if shard else 0
+
+
+def unchanged_summary(corpus: str, snap) -> IngestSummary:
+    """What an ingest that read nothing reports: the current snapshot's own counts."""
+    rejected = dict(snap.stats.get("rejected", {}))
+    return IngestSummary(corpus, snap.id, snap.rows, 0, rejected, snap.rows + sum(rejected.values()))
 
 
 def content_digest(snapshot_docs: pa.Table, stats: dict) -> str:

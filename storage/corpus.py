@@ -37,18 +37,50 @@ class Corpus:
     def exists(self) -> bool:
         return self.fs.exists(self.manifest_path)
 
+    def require(self) -> "Corpus":
+        """This corpus, or NotFound when nothing was ever ingested under its name."""
+        if not self.exists():
+            raise NotFound(self.dir, f"no corpus {self.name!r} in this store: ingest it first "
+                                     f"(embcache ingest {self.name} SOURCES...)")
+        return self
+
     def manifest(self) -> mf.CorpusManifest:
         if not self.exists():
             return mf.CorpusManifest(corpus=self.name)
         return mf.CorpusManifest.from_json(self.manifest_path, self.fs.read_bytes(self.manifest_path))
 
+    def reserve_id(self, content: str, stat: str = "content_sha256") -> str:
+        """An id for the next snapshot of `content` (a digest, kept in its stats[`stat`]), held
+        until that snapshot is committed with `commit_snapshot(snapshot_id=…)`: rows that name
+        the snapshot (its rejects) can be committed first, so no snapshot is ever without
+        them. A run cut in between leaves the id held; the same content, re-run, gets it
+        back, other content never does. When the current snapshot already has this content
+        (another writer was first), its id is returned."""
+        def found(m: mf.CorpusManifest) -> str | None:
+            if m.current and m.current.stats.get(stat) == content:
+                return m.current.id
+            last = max((int(s.id) for s in m.snapshots if s.id.isdigit()), default=0)
+            return next((i for i, c in m.held.items() if c == content and i.isdigit() and int(i) > last), None)
+
+        if (known := found(self.manifest())) is not None:
+            return known
+        with commit_lock(self.fs, f"{self.dir}/.lock"):
+            m = self.manifest()
+            if (known := found(m)) is not None:
+                return known
+            snapshot_id = m.next_id()
+            self.fs.write_atomic(self.manifest_path, mf.CorpusManifest(
+                self.name, m.snapshots, m.links, {**m.held, snapshot_id: content}).to_json())
+        return snapshot_id
+
     def commit_snapshot(self, docs: pa.Table, note: str = "", stats: dict | None = None,
-                        same_as_current: str | None = None) -> mf.Snapshot:
+                        same_as_current: str | None = None, snapshot_id: str | None = None) -> mf.Snapshot:
         """Make `docs` (doc_id, text_sha, any extra columns) the current document set.
 
         same_as_current: a key of `stats`; when the current snapshot's stats hold the same
         value there, it stays current and is returned (checked under the lock, so two
         writers ingesting the same content at once commit one snapshot, not two).
+        snapshot_id: one `reserve_id` gave (default: the next free id).
         """
         for col in REQUIRED:
             if col not in docs.column_names:
@@ -68,10 +100,17 @@ class Corpus:
             if value is not None and m.current and m.current.stats.get(same_as_current) == value:
                 self.fs.delete(f"{self.dir}/snapshots/{file}")
                 return m.current
-            snap = mf.Snapshot(id=f"{len(m.snapshots) + 1:06d}", file=file, rows=docs.num_rows,
+            # Ids follow every committed and held one (never the count: `repair` may have dropped
+            # a snapshot), and a held id goes only to the content it was held for.
+            held = dict(m.held)
+            if snapshot_id not in held or any(s.id == snapshot_id for s in m.snapshots):
+                snapshot_id = m.next_id()       # none reserved (or another writer took it meanwhile)
+            held.pop(snapshot_id, None)
+            snap = mf.Snapshot(id=snapshot_id, file=file, rows=docs.num_rows,
                                bytes=len(data), sha256=sha, created=mf.utcnow(), note=note,
                                stats=dict(stats or {}))
-            new = mf.CorpusManifest(corpus=self.name, snapshots=m.snapshots + (snap,), links=m.links)
+            new = mf.CorpusManifest(corpus=self.name, snapshots=m.snapshots + (snap,), links=m.links,
+                                    held=held)
             self.fs.write_atomic(self.manifest_path, new.to_json())
         return snap
 
@@ -116,4 +155,4 @@ class Corpus:
             links = {k: [fp for fp in v if not (k == table and fp == fingerprint)] for k, v in m.links.items()}
             links.setdefault(table, []).append(fingerprint)
             self.fs.write_atomic(self.manifest_path,
-                                 mf.CorpusManifest(self.name, m.snapshots, links).to_json())
+                                 mf.CorpusManifest(self.name, m.snapshots, links, m.held).to_json())

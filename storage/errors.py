@@ -27,6 +27,12 @@ class FormatError(StoreError):
 class CorruptShard(StoreError):
     """A committed shard is missing, truncated, or its bytes do not match the manifest checksum."""
 
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason)
+        if "/tables/" in self.path or "/corpora/" in self.path:   # what `embcache repair` can fix
+            self.args = (f"{self.path}: {reason} (`embcache repair` moves it aside; the next run recomputes "
+                         "what it held)",)
+
 
 class SchemaMismatch(StoreError):
     """Rows written to a table do not have the schema its first shard fixed."""
@@ -46,3 +52,7 @@ class LockLost(StoreError):
 
 class QueryRefused(StoreError):
     """A SQL statement that is not a read-only query over the store."""
+
+
+class QueryLimit(QueryRefused):
+    """A SQL statement that ran past its time, memory or row limit (storage.sql.QueryLimits)."""

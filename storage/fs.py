@@ -85,6 +85,15 @@ class StoreFS:
             return []
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
+    def sizes(self, path: str) -> dict[str, int]:
+        """{base name: size in bytes} of the files in a directory (one listing); absent: empty."""
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("size") for e in entries
+                if e.get("type") != "directory"}
+
     def info(self, path: str) -> dict:
         return self.fs.info(path)
 
@@ -130,6 +139,17 @@ class StoreFS:
             pass
         except OSError as e:  # a read-only store, say: name the path, not a traceback
             raise StoreError(path, f"delete failed: {e.strerror or e}") from e
+
+    def move(self, path: str, to: str) -> None:
+        """Move a file within the store (repair moves damaged files aside; nothing is deleted)."""
+        try:
+            self.makedirs(to.rsplit("/", 1)[0])
+            if self.local:
+                os.replace(path, to)
+            else:
+                self.fs.mv(path, to)
+        except OSError as e:
+            raise StoreError(path, f"move to {to} failed: {e.strerror or e}") from e
 
     def walk_files(self, path: str):
         """Every file under `path` (recursively), as absolute paths."""

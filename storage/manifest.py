@@ -135,6 +135,16 @@ class CorpusManifest:
     corpus: str
     snapshots: tuple[Snapshot, ...] = ()
     links: dict[str, list[str]] = field(default_factory=dict)  # table name -> fingerprints used
+    # Snapshot ids held back: id -> the content digest it is held for. An ingest reserves its
+    # snapshot's id (and commits its rejects under it) before committing the snapshot; repair
+    # holds the id of a snapshot it dropped. Another content never gets a held id; the same
+    # content gets it back (so a cut or repaired ingest, re-run, ends as a clean one).
+    held: dict[str, str] = field(default_factory=dict)
+
+    def next_id(self) -> str:
+        """The id after every committed and held one."""
+        ids = [s.id for s in self.snapshots] + list(self.held)
+        return f"{max((int(i) for i in ids if i.isdigit()), default=0) + 1:06d}"
 
     @property
     def current(self) -> Snapshot | None:
@@ -149,7 +159,8 @@ class CorpusManifest:
         d = load(path, data, CORPUS_FORMAT, "corpus manifest")
         try:
             m = cls(corpus=d["corpus"], snapshots=tuple(Snapshot(**s) for s in d["snapshots"]),
-                    links={k: list(v) for k, v in d.get("links", {}).items()})
+                    links={k: list(v) for k, v in d.get("links", {}).items()},
+                    held={str(k): str(v) for k, v in d.get("held", {}).items()})
         except (KeyError, TypeError) as e:
             raise FormatError(path, f"corpus manifest is missing or has a bad field: {e}") from e
         check_file_names(path, "snapshot", [s.file for s in m.snapshots])

@@ -94,14 +94,25 @@ class Models:
         for file, expect in info.files.items():
             path = f"{where}/{file}"
             data = self.fs.read_bytes(path)
-            if len(data) != expect["bytes"] or hashlib.sha256(data).hexdigest() != expect["sha256"]:
-                raise CorruptShard(path, f"model file does not match its listing ({len(data)} bytes, "
-                                         f"expected {expect['bytes']})")
+            if len(data) != expect["bytes"]:
+                raise CorruptShard(path, f"model file is {len(data)} bytes, its listing says {expect['bytes']} "
+                                         "(truncated?)")
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expect["sha256"]:
+                raise CorruptShard(path, f"model file checksum failed: sha256 {actual[:12]}… does not match its "
+                                         f"listing's {expect['sha256'][:12]}… (bytes changed on disk)")
             files[file] = data
         return files, info
 
     def exists(self, kind: str, name: str) -> bool:
         return self.fs.exists(f"{self.dir(kind, name)}/current.json")
+
+    def require(self, kind: str, name: str) -> None:
+        """NotFound, naming the saved ones, unless a `kind` model `name` is saved."""
+        if not self.exists(kind, name):
+            saved = ", ".join(self.names(kind)) if self.fs.exists(self.fs.path("models", kind)) else ""
+            raise NotFound(self.dir(kind, name), f"no saved {kind} named {name!r} "
+                                                 f"({'saved: ' + saved if saved else f'no {kind} is saved yet'})")
 
     def kinds(self) -> list[str]:
         return [k for k in self.fs.listdir(self.fs.path("models")) if self.fs.is_dir(self.fs.path("models", k))]

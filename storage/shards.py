@@ -28,6 +28,10 @@ CODECS = ("none", "snappy", "zstd")
 MIN_GAIN = 0.10          # a codec must save at least 10 % over 'none' to be used
 SAMPLE_ROWS = 2048
 ROW_GROUP_ROWS = 8192    # row groups small enough for selective reads of a shard
+# Shards are decoded on the calling thread: with Arrow's thread pool, a process that read
+# Parquet sometimes aborts as it exits (status 134, "terminate called without an active
+# exception": apache/arrow#34314, pyarrow 26.0.1). benchmarks/verify_exit.py counts both.
+READ_THREADS = False
 
 
 def _is_float_column(t: pa.DataType) -> bool:
@@ -118,7 +122,7 @@ def decode_shard(path: str, data: bytes, expected_size: int, expected_sha256: st
         if actual != expected_sha256:
             raise CorruptShard(path, f"sha256 {actual[:12]}… does not match manifest "
                                      f"{expected_sha256[:12]}… (bytes changed on disk)")
-    try:
-        return pq.read_table(pa.BufferReader(data), columns=columns, filters=filters)
+    try:   # one thread: Arrow's pool can abort the process at exit (apache/arrow#34314; benchmarks/verify_exit.py)
+        return pq.read_table(pa.BufferReader(data), columns=columns, filters=filters, use_threads=READ_THREADS)
     except (pa.ArrowException, OSError) as e:
         raise CorruptShard(path, f"not a readable Parquet file: {e}") from e

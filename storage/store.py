@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .corpus import Corpus
-from .errors import NotFound
+from .errors import NotFound, StoreError
 from .fingerprint import fingerprint_of
 from .fs import NAME_RE, FINGERPRINT_RE, StoreFS, check_fingerprint
 from .models import Models
@@ -37,12 +37,13 @@ def default_root() -> str:
 class TableInfo:
     name: str
     fingerprint: str
-    current: bool        # what `name` means by default (in SQL, in lookups)
+    current: bool | None  # what `name` means by default (in SQL, in lookups); None: its pointer is damaged
     rows: int
     shards: int
     bytes: int
     key: str
     stage: str | None    # from spec.json, when present
+    damaged: str | None = None   # why it cannot be read in full (manifest unreadable, shard files missing)
 
 
 class FeatureStore:
@@ -114,24 +115,45 @@ class FeatureStore:
     def fingerprints(self, name: str) -> list[str]:
         return [f for f in self.fs.listdir(self.fs.path("tables", name)) if FINGERPRINT_RE.match(f)]
 
-    def tables(self) -> list[TableInfo]:
-        """Every committed table under every fingerprint."""
+    def tables(self, damaged: list[StoreError] | None = None) -> list[TableInfo]:
+        """Every committed table under every fingerprint. A damaged one is listed with
+        `damaged` saying why (and no rows) instead of failing the listing; a damaged
+        current pointer is appended to `damaged` when given, and leaves `current` None."""
         out = []
         for name in self.table_names():
-            current = read_current(self.fs, name)
+            try:
+                current = read_current(self.fs, name)
+            except StoreError as e:
+                current = ...
+                if damaged is not None:
+                    damaged.append(e)
             for fp in self.fingerprints(name):
                 t = Table(self.fs, name, fp)
-                if not t.exists():
-                    continue
-                m = t.manifest()
-                out.append(TableInfo(name, fp, fp == current, m.rows, len(m.shards), m.bytes, m.key,
-                                     self._stage(t)))
+                if t.exists():
+                    out.append(self._info(t, None if current is ... else fp == current))
         return out
 
+    def _info(self, t: Table, current: bool | None) -> TableInfo:
+        try:
+            m = t.manifest()
+        except StoreError as e:
+            return TableInfo(t.name, t.fingerprint, current, 0, 0, 0, t.key, self._stage(t), str(e))
+        on_disk = self.fs.sizes(f"{t.dir}/shards")        # one listing: status stays cheap
+        missing = sum(on_disk.get(s.file) is None for s in m.shards)
+        wrong = sum(on_disk.get(s.file) not in (None, s.bytes) for s in m.shards)
+        problems = [f"{n} of {len(m.shards)} shard files {what}" for n, what in
+                    ((missing, "missing"), (wrong, "of the wrong size")) if n]
+        return TableInfo(t.name, t.fingerprint, current, m.rows, len(m.shards), m.bytes, m.key, self._stage(t),
+                         "; ".join(problems) + " (embcache verify names them, embcache repair fixes)"
+                         if problems else None)
+
     def _stage(self, t: Table) -> str | None:
-        if not self.fs.exists(f"{t.dir}/spec.json"):
+        try:
+            if not self.fs.exists(f"{t.dir}/spec.json"):
+                return None
+            return t.saved_spec()["spec"].get("stage")
+        except (StoreError, AttributeError):      # a damaged spec: verify names it
             return None
-        return t.saved_spec()["spec"].get("stage")
 
     # -- corpora ---------------------------------------------------------
     def corpus(self, name: str) -> Corpus:
@@ -169,17 +191,38 @@ class FeatureStore:
     # -- overview --------------------------------------------------------
     def status(self) -> dict:
         """What `embcache status --json` prints."""
+        damaged: list[StoreError] = []
         tables = [{"name": t.name, "fingerprint": t.fingerprint, "current": t.current,
-                   "stage": t.stage, "rows": t.rows, "shards": t.shards, "bytes": t.bytes}
-                  for t in self.tables()]
+                   "stage": t.stage, "rows": t.rows, "shards": t.shards, "bytes": t.bytes, "damaged": t.damaged}
+                  for t in self.tables(damaged)]
         corpora = []
         for name in self.corpora():
-            m = self.corpus(name).manifest()
+            c = self.corpus(name)
+            try:
+                m = c.manifest()
+            except StoreError as e:
+                corpora.append({"name": name, "snapshots": 0, "current_snapshot": None, "documents": 0,
+                                "created": None, "stats": {}, "tables": {}, "damaged": str(e)})
+                continue
             cur = m.current
             corpora.append({"name": name, "snapshots": len(m.snapshots),
                             "current_snapshot": cur.id if cur else None,
                             "documents": cur.rows if cur else 0,
                             "created": cur.created if cur else None,
                             "stats": cur.stats if cur else {},
-                            "tables": m.links})
-        return {"store": self.root, "tables": tables, "corpora": corpora}
+                            "tables": m.links,
+                            "damaged": _snapshot_damage(self.fs, c, cur)})
+        return {"store": self.root, "tables": tables, "corpora": corpora,
+                "damaged": [{"path": e.path, "reason": e.reason} for e in damaged]}
+
+
+def _snapshot_damage(fs: StoreFS, corpus: Corpus, snap) -> str | None:
+    """Why the current snapshot's file cannot be read (missing, wrong size), or None; cheap: one stat."""
+    if snap is None:
+        return None
+    size = fs.sizes(f"{corpus.dir}/snapshots").get(snap.file)
+    if size is None:
+        return f"current snapshot {snap.id} file {snap.file} is missing"
+    if size != snap.bytes:
+        return f"current snapshot {snap.id} file {snap.file} is {size} bytes, the manifest says {snap.bytes}"
+    return None

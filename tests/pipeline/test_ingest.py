@@ -189,16 +189,20 @@ def test_every_reject_reason_with_its_source_and_row(tmp_path):
         json.dumps({"id": "a", "text": "kept", "label": "x"}),            # 12 duplicate_row
     ]) + "\n")
     lines = write(tmp_path / "r.txt", b"ok\n\xc3(\n")                     # 2 invalid_utf8
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "gone.txt").symlink_to(tmp_path / "nowhere")     # broken_link
+    (tmp_path / "links" / "here").symlink_to(".")                          # link_loop
     source = dict(id_column="id", label_column="label", split_column="split")
-    docs, rejected = run(Source(str(jsonl), **source), Source(str(lines)), max_bytes=10,
-                         labels=("x", "y"))
+    docs, rejected = run(Source(str(jsonl), **source), Source(str(lines)),
+                         Source(str(tmp_path / "links"), format="lines"), max_bytes=10, labels=("x", "y"))
     found = {(Path(r["source"]).name, r["row"]): r["reason"] for r in rejected}
     assert found == {("r.jsonl", 2): "malformed_record", ("r.jsonl", 3): "null_text",
                      ("r.jsonl", 4): "not_string", ("r.jsonl", 5): "empty_text",
                      ("r.jsonl", 6): "binary_content", ("r.jsonl", 7): "too_large",
                      ("r.jsonl", 8): "missing_id", ("r.jsonl", 9): "invalid_field",
                      ("r.jsonl", 10): "label_not_allowed", ("r.jsonl", 11): "duplicate_id_conflict",
-                     ("r.jsonl", 12): "duplicate_row", ("r.txt", 2): "invalid_utf8"}
+                     ("r.jsonl", 12): "duplicate_row", ("r.txt", 2): "invalid_utf8",
+                     ("gone.txt", 1): "broken_link", ("here", 1): "link_loop"}
     assert set(found.values()) == set(REJECT_REASONS)
     assert [(d["doc_id"], d["row"]) for d in docs] == [("a", 1), ("r.txt:1", 1)]
     detail = {r["row"]: r["detail"] for r in rejected if r["source"] == str(jsonl)}
@@ -303,7 +307,7 @@ def test_missing_column_names_the_file_and_lists_found_columns(tmp_path):
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "d.parquet")
     with pytest.raises(SourceSchemaError, match="columns found: 'body'"):
         ingest([Source(str(tmp_path / "d.parquet"))], IngestConfig())
-    with pytest.raises(SourceSchemaError, match="id_column 'id' not found; lines columns found: 'text'"):
+    with pytest.raises(SourceSchemaError, match=r"no column 'id' \(--id-column; id_column in a run config\); lines columns found: 'text'"):
         ingest([Source(str(write(tmp_path / "t.txt", "x")), id_column="id")], IngestConfig())
 
 

@@ -166,5 +166,8 @@ def unaccounted_files(root: Path) -> list[str]:
         c = store.corpus(name)
         allowed.update(f"{c.dir}/{f}" for f in ("manifest.json", ".lock"))
         allowed.update(c.snapshot_path(s) for s in c.manifest().snapshots)
+        allowed.update(f"{c.dir}/sources/{s.file}" for s in c.manifest().snapshots)   # stages/source_state.py
+    # derived/ (the store's ONNX exports) and tables/<name>/<fp>/derived/ (a table's matrix and
+    # index): rebuildable caches, each checked against its own checksums before use
     return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*")
-                  if p.is_file() and str(p) not in allowed)
+                  if p.is_file() and str(p) not in allowed and "derived" not in p.relative_to(root).parts)

@@ -47,7 +47,7 @@ from typer.testing import CliRunner
 
 from embcache.cli.main import app
 from embcache.stages.ingest import ingest_corpus
-from embcache.pipeline.ingest import REJECT_REASONS, IngestConfig, Source
+from embcache.pipeline.ingest import RECORD_REJECT_REASONS, REJECT_REASONS, IngestConfig, Source
 from embcache.storage import FeatureStore
 from embcache.storage.query import sql
 
@@ -230,7 +230,7 @@ def test_every_reject_reason_in_jsonl_csv_and_parquet_through_the_cli(tmp_path):
         6: "binary_content", 7: "too_large", 8: "missing_id", 9: "invalid_field",
         10: "label_not_allowed", 11: "duplicate_id_conflict", 12: "duplicate_row",
         13: "invalid_utf8", 14: "malformed_record", 15: "ok"}
-    assert set(result.by_row(jsonl).values()) == {"ok", *REJECT_REASONS}
+    assert set(result.by_row(jsonl).values()) == {"ok", *RECORD_REJECT_REASONS}
     assert result.by_row(csv) == {
         1: "ok", 2: "malformed_record", 3: "null_text", 4: "empty_text", 5: "invalid_utf8",
         6: "too_large", 7: "missing_id", 8: "label_not_allowed", 9: "duplicate_id_conflict",
@@ -480,9 +480,9 @@ def big_line(i: int, kind: str | None) -> bytes:
 
 def test_100k_lines_with_one_percent_bad_rows(tmp_path):
     rng = random.Random(20240607)
-    kinds = sorted(REJECT_REASONS)
+    kinds = sorted(RECORD_REJECT_REASONS)
     planted = {row: rng.choice(kinds) for row in rng.sample(range(2, BIG_ROWS + 1), BIG_BAD)}
-    assert set(planted.values()) == set(REJECT_REASONS)
+    assert set(planted.values()) == set(RECORD_REJECT_REASONS)
     data = b"\r\n".join(big_line(i, planted.get(i)) for i in range(1, BIG_ROWS + 1)) + b"\r\n"
     path = write(tmp_path / "big.jsonl", data)
     store = tmp_path / "store"
@@ -619,3 +619,43 @@ def test_rejected_rows_are_those_of_the_current_snapshot(tmp_path):
     earlier = sql(FeatureStore(str(store)), "SELECT snapshot, row, reason FROM rejected ORDER BY row").to_pylist()
     assert earlier == [{"snapshot": "000001", "row": 2, "reason": "empty_text"},
                        {"snapshot": "000001", "row": 3, "reason": "invalid_utf8"}]
+
+
+# ---------------------------------------------------------------- links and late keys (issue 18)
+
+
+def test_link_cycles_and_broken_links_through_the_cli(tmp_path):
+    """A glob over two folder cycles finishes with each file once; a dangling and a
+    self-pointing link are rejected rows (broken_link); each loop a link_loop row; exit 3."""
+    root = tmp_path / "L"
+    write(root / "sport" / "001.txt", "A football match report.\n")
+    write(root / "tech" / "001.txt", "A new phone.\n")
+    os.symlink("..", root / "sport" / "again")
+    os.symlink("../sport", root / "tech" / "sideways")
+    os.symlink(tmp_path / "gone.txt", root / "tech" / "gone.txt")
+    os.symlink("self.txt", root / "tech" / "self.txt")
+    store = tmp_path / "store"
+    r = cli_ingest(store, "g", str(root / "**" / "*.txt"))
+    assert r.exit_code == 3 and "Traceback" not in r.output, r.output
+    result = read_back(store, "g")
+    assert sorted(d["text"] for d in result.docs) == ["A football match report.", "A new phone."]
+    assert sorted((os.path.basename(x["source"]), x["reason"]) for x in result.rejected) == [
+        ("again", "link_loop"), ("gone.txt", "broken_link"), ("self.txt", "broken_link"),
+        ("sideways", "link_loop")]
+    r = cli_ingest(store, "f", str(root), "--format", "folder")        # a folder source: the same
+    assert r.exit_code == 3 and "broken_link" in r.output, r.output
+    assert len(read_back(store, "f").docs) == 2
+
+
+def test_jsonl_keys_first_seen_late_through_the_cli(tmp_path):
+    """1,000 blank lines then a record, and 1,000 unlabelled records before the first label:
+    rows are judged one by one (empty_text), never the whole file (issue 18 item 6)."""
+    late = write(tmp_path / "late.jsonl", "\n" * 1000 + json.dumps({"text": "late", "label": "pos"}) + "\n")
+    unlabelled = write(tmp_path / "unlabelled.jsonl", "".join(json.dumps({"text": f"unlabelled {i}"}) + "\n"
+                                                              for i in range(1000)) + json.dumps({"text": "x", "label": "pos"}))
+    store = tmp_path / "store"
+    r = cli_ingest(store, "j", str(late), str(unlabelled), "--label-column", "label")
+    result = read_back(store, "j")
+    check_accounting(result, {late: 1001, unlabelled: 1001})
+    check_cli_summary(r, result, 2002)
+    assert result.by_row(late)[1001] == "ok" and set(result.by_row(unlabelled).values()) == {"ok"}

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from embcache.cli.app import EXIT_STORE
 from embcache.cli.main import app
 from embcache.pipeline.encode import EncodeConfig, encode_texts
 from embcache.pipeline.model import load_model, load_tokenizer
@@ -299,12 +300,12 @@ def test_disk_full_through_the_cli_then_resume(tmp_path, store_copy, tiny_bert):
         leave_free(disk, 0)
         r = cli(root, "featurize", "bert", "more", "--model", tiny_bert, "--max-length", str(MAX_LENGTH),
                 "--shard-docs", "16")
-        assert r.exit_code == 2, r.output
+        assert r.exit_code == 6, r.output
         # Prefect logs the failed task's traceback; the command's own last word is the error.
         assert f"error: {root}/tables/bert_tokens/" in one_line(r.stderr)
         assert "write failed: No space left on device" in one_line(r.stderr)
         r = cli(root, "ingest", "third", str(tmp_path / "third"), "--format", "folder")
-        assert r.exit_code == 2 and "No space left on device" in one_line(r.stderr), r.output
+        assert r.exit_code == 6 and "No space left on device" in one_line(r.stderr), r.output
         store = FeatureStore(root)
         assert "third" not in store.corpora()
         assert_clean(store)
@@ -383,7 +384,7 @@ def test_file_size_limit_makes_writes_fail_cleanly(tmp_path):
 
     r = subprocess.run([EMBCACHE, "--store", str(root), "report"], capture_output=True, text=True,
                        preexec_fn=limit_file_size(512), timeout=300)
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 6, r.stdout + r.stderr
     assert "File too large" in r.stderr and f"{root}/reports/" in one_line(r.stderr)
     assert "Traceback" not in r.stderr
     assert_clean(store)
@@ -442,10 +443,10 @@ def test_read_only_mount_refuses_writes_and_still_answers_reads(tmp_path, store_
             store.corpus("news").link("bert_features", features.fingerprint)    # already the default
             # Writes through the CLI: a clear message, no traceback.
             r = cli(root, "gc", "--grace", "0")
-            assert r.exit_code == 2 and "Read-only file system" in r.stderr and "Traceback" not in r.output
+            assert r.exit_code == 6 and "Read-only file system" in r.stderr and "Traceback" not in r.output
             assert "part-orphan.parquet" in one_line(r.stderr)
             r = cli(root, "ingest", "other", str(tmp_path / "docs"), "--format", "folder")
-            assert r.exit_code == 2, r.output
+            assert r.exit_code == 6, r.output
             assert "Read-only file system" in r.stderr and str(root) in one_line(r.stderr)
         finally:
             remount(disk, "rw")
@@ -503,7 +504,7 @@ def test_read_only_permissions_refuse_writes_and_still_answer_reads(store_copy):
             assert r.returncode == 0, (args, r.stderr)
         for args, where in ((["gc", "--grace", "0"], "part-orphan.parquet"), (["report"], f"{root}/reports")):
             r = run_unprivileged(EMBCACHE, "--store", str(root), *args)
-            assert r.returncode == 2, (args, r.stdout, r.stderr)
+            assert r.returncode == 6, (args, r.stdout, r.stderr)
             assert "Permission denied" in r.stderr and where in one_line(r.stderr), r.stderr
             assert "Traceback" not in r.stderr
         code = textwrap.dedent(f"""
@@ -581,7 +582,6 @@ def test_damaged_feature_shard_is_named_and_never_read(store_copy, how):
         "top-k": lambda: topk_cosine(store, "bert_features", np.ones((1, 32), np.float32), k=3),
         "sql": lambda: sql(store, "SELECT text_sha, vector FROM bert_features"),
         "sql by fingerprint": lambda: sql(store, f'SELECT vector FROM "bert_features@{t.fingerprint[:12]}"'),
-        "sql via query_table": lambda: sql(store, "SELECT vector FROM query_table('bert_features')"),
     }
     for what, read in reads.items():
         with pytest.raises(CorruptShard) as e:
@@ -591,7 +591,7 @@ def test_damaged_feature_shard_is_named_and_never_read(store_copy, how):
                  ["query", "features", "bert_features", "--ids", hit[0]],
                  ["query", "sql", "SELECT avg(vector[1]) FROM corpora.news JOIN bert_features USING (text_sha)"]):
         r = cli(root, *args)
-        assert r.exit_code == 2 and str(victim) in one_line(r.stderr), (args, r.output)
+        assert r.exit_code == EXIT_STORE and str(victim) in one_line(r.stderr), (args, r.output)
         assert "Traceback" not in r.output
 
     # Never a wrong vector: what can still be read is exactly what was committed.
@@ -620,7 +620,7 @@ def test_damaged_snapshot_is_named_and_never_read(store_copy, how):
             read()
         assert e.value.path == str(victim)
     r = cli(root, "query", "features", "bert_features", "--corpus", "news", "--ids", "money/000.txt")
-    assert r.exit_code == 2 and str(victim) in one_line(r.stderr)
+    assert r.exit_code == EXIT_STORE and str(victim) in one_line(r.stderr)
     assert sql(store, "SELECT count(*) AS n FROM bert_features")["n"].to_pylist() == [24]
 
 
@@ -634,12 +634,12 @@ def test_flows_reading_a_damaged_table_fail_naming_the_file(store_copy, tiny_ber
     tokens_shard = Path(tokens.shard_path(tokens.manifest().shards[0]))
     damage(tokens_shard, "bit-flipped")
     r = cli(root, "featurize", "bert", "news", "--model", tiny_bert, "--max-length", str(MAX_LENGTH))
-    assert r.exit_code == 2 and str(tokens_shard) in one_line(r.stderr), r.output
+    assert r.exit_code == EXIT_STORE and str(tokens_shard) in one_line(r.stderr), r.output
     assert "sha256" in r.stderr
     feature_shard = Path(features.shard_path(features.manifest().shards[2]))
     damage(feature_shard, "bit-flipped")
     r = cli(root, "train", "head", "news", "--name", "topics")
-    assert r.exit_code == 2 and str(feature_shard) in one_line(r.stderr), r.output
+    assert r.exit_code == EXIT_STORE and str(feature_shard) in one_line(r.stderr), r.output
     assert not store.models.exists("head", "topics")
     assert features.manifest().shards == store.open("bert_features").manifest().shards
     assert {p for p, _ in verify(store).bad} == {str(tokens_shard), str(feature_shard)}
@@ -661,7 +661,7 @@ def test_deleted_manifest_is_reported_then_recomputed(store_copy, tiny_bert):
                            f"names fingerprint {t.fingerprint[:12]}…, which has no manifest.json")]
     assert cli(root, "verify").exit_code == 1
     r = cli(root, "query", "features", "bert_features", "--corpus", "news", "--ids", "money/000.txt")
-    assert r.exit_code == 2 and "no committed manifest" in r.stderr
+    assert r.exit_code == EXIT_STORE and "no committed manifest" in r.stderr
     r = cli(root, "featurize", "bert", "news", "--model", tiny_bert, "--max-length", str(MAX_LENGTH),
             "--shard-docs", "8")
     assert r.exit_code == 0 and "encoded 24 (cached 0)" in r.stdout, r.output
@@ -703,9 +703,12 @@ def test_damaged_manifests_specs_and_pointers_are_named(store_copy):
     assert "not valid JSON" in bad[str(pointer)]
     r = cli(root, "verify")
     assert r.exit_code == 1 and all(p in one_line(r.stderr) for p in bad)
-    for args in (["status"], ["query", "sql", "SELECT count(*) FROM bert_features"]):
+    r = cli(root, "status")                 # the damaged tables marked, the rest shown (issue 18)
+    assert r.exit_code == 1 and "Traceback" not in r.output and "DAMAGED" in r.output, r.output
+    assert tokens.manifest_path in one_line(r.stderr) and "documents" in r.stdout
+    for args in (["query", "sql", "SELECT count(*) FROM bert_features"],):
         r = cli(root, *args)
-        assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
+        assert r.exit_code == EXIT_STORE and "Traceback" not in r.output, (args, r.output)
     # A lookup locates keys through every shard's key column: the mismatching shard stops it.
     r = cli(root, "query", "features", "bert_features", "--ids", sha(0))
-    assert r.exit_code == 2 and features.shard_path(m["shards"][0]["file"]) in one_line(r.stderr), r.output
+    assert r.exit_code == EXIT_STORE and features.shard_path(m["shards"][0]["file"]) in one_line(r.stderr), r.output

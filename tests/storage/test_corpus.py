@@ -77,3 +77,18 @@ def test_links_record_tables_built_for_a_corpus(store, features_spec):
     c.link("bert_features", t.fingerprint)             # idempotent
     assert c.manifest().links == {"bert_features": [t.fingerprint]}
     assert store.status()["corpora"][0]["tables"] == {"bert_features": [t.fingerprint]}
+
+
+def test_a_reserved_id_goes_back_to_its_content_only(tmp_path):
+    """Issue 18 item 3: ingest commits its rejects under a reserved id before its snapshot."""
+    from embcache.storage import FeatureStore
+    c = FeatureStore(tmp_path / "s").corpus("news")
+    docs = pa.table({"doc_id": ["a"], "text_sha": ["x" * 64]})
+    first = c.reserve_id("digest-1")
+    assert first == "000001" and c.reserve_id("digest-1") == first     # a cut run, re-run: the same id
+    assert c.reserve_id("digest-2") == "000002"                         # other content never gets it
+    snap = c.commit_snapshot(docs, stats={"content_sha256": "digest-2"}, same_as_current="content_sha256",
+                             snapshot_id="000002")
+    assert snap.id == "000002" and c.manifest().held == {"000001": "digest-1"}
+    assert c.reserve_id("digest-2") == "000002"                         # already current: its id
+    assert c.reserve_id("digest-1") == "000003"                         # older than the current: not given back

@@ -43,10 +43,14 @@ def test_corrupt_file_is_named_by_get_and_verify(tmp_path):
     info = store.models.put("static", "glove", {"model.safetensors": b"x" * 100, "static.json": b"{}"})
     path = tmp_path / "models" / "static" / "glove" / info.version / "model.safetensors"
     path.write_bytes(b"x" * 99 + b"y")                                    # same size, one byte flipped
-    with pytest.raises(CorruptShard, match="model.safetensors"):
+    with pytest.raises(CorruptShard, match="model.safetensors") as e:
         store.models.get("static", "glove")
+    assert "checksum failed" in e.value.reason and "sha256" in e.value.reason   # not only the size (issue 18)
     report = verify(store)
     assert not report.ok and any("model.safetensors" in p for p, _ in report.bad)
+    path.write_bytes(b"x" * 90)                                             # truncated: the size says so
+    with pytest.raises(CorruptShard, match="90 bytes, its listing says 100"):
+        store.models.get("static", "glove")
 
 
 def test_gc_removes_old_versions_after_the_grace_only(tmp_path):

@@ -1,7 +1,9 @@
-"""Query commands: sql, features (by id), similar (documents), neighbors (words).
+"""Query commands: sql, features (by id), similar (documents), neighbors (words); `index`.
 
-They read the store only and never import Prefect; `similar` loads the encoder of the
-features it searches, `neighbors` gensim's KeyedVectors.
+They read the store only and never import Prefect. Vectors come from each table's warm,
+memory-mapped matrix (built once per shard set and kept in the store), so only `similar`
+imports torch (to encode its query text with the table's own model); `neighbors` is a
+numpy cosine, and DuckDB loads only for `sql`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import typer
 from rich.table import Table as RichTable
 
 from ..storage import StoreError
-from .app import out, query_app, store_of
+from ..storage.ann import AnnConfig
+from .app import app, out, query_app, store_of
+from .options import option
 
 SqlFormat = Literal["table", "json", "csv"]
 FeatureFormat = Literal["json", "npy", "parquet"]
@@ -28,8 +32,8 @@ def query_sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One
               limit: int = typer.Option(50, help="Rows shown in table format (all rows in json/csv).")):
     """Read-only DuckDB SQL over the store's committed shards.
 
-    Views: each table by name (current fingerprint), "name@<fp12>" for any
-    fingerprint, corpora.<name> (current snapshot), embcache_tables (catalog),
+    Views: each table by name (current fingerprint), `"NAME@FP12"` for any
+    fingerprint, `corpora.NAME` (current snapshot), embcache_tables (catalog),
     embcache_snapshots (every corpus's snapshots; `rejected` rows name theirs).
     Statements that write, attach, install or read files outside the store are refused.
 
@@ -90,16 +94,12 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
     import numpy as np
     import pyarrow as pa
     from ..storage.query import as_matrix
+    from ..search import text_shas
     wanted = [i for chunk in ids for i in chunk.split(",") if i]
     s = store_of(ctx)
     t = s.open(table, fingerprint)
     if corpus:
-        docs = s.corpus(corpus).read(columns=["doc_id", "text_sha"])
-        index = dict(zip(docs["doc_id"].to_pylist(), docs["text_sha"].to_pylist()))
-        unknown = [i for i in wanted if i not in index]
-        if unknown:
-            raise StoreError(corpus, f"doc_id(s) not in the current snapshot: {', '.join(unknown[:5])}")
-        rows = t.lookup([index[i] for i in wanted])
+        rows = t.lookup(text_shas(s, corpus, wanted))
         rows = rows.append_column("doc_id", pa.array(wanted))
     else:
         rows = t.lookup(wanted)
@@ -122,50 +122,38 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
 def query_similar(ctx: typer.Context,
                   corpus: str = typer.Argument(..., help="Corpus whose documents to search."),
                   text: str = typer.Argument(..., help="Query text."),
-                  k: int = typer.Option(5, "--k", help="How many documents."),
-                  fingerprint: str = typer.Option(None, help="bert_features fingerprint (default: current)."),
+                  k: int = typer.Option(5, "--k", min=1, help="How many documents."),
+                  fingerprint: str = typer.Option(None, help="bert_features fingerprint (default: the corpus's)."),
+                  exact: bool = typer.Option(False, "--exact", help="Scan every vector, even where "
+                                             "`embcache index bert_features` built an HNSW index."),
                   as_json: bool = typer.Option(False, "--json")):
     """Nearest documents to TEXT by cosine over cached vectors (the query is encoded with the same model).
 
     Example: `embcache query similar bbc "interest rates rise" --k 5`
     """
-    import pyarrow.compute as pc
-    from ..storage.query import topk_cosine
-    from ..stages import bert
-    store = store_of(ctx)
-    features = store.open("bert_features", fingerprint)
-    meta = features.saved_spec()["meta"]
-    docs = store.corpus(corpus).read()
-    query = bert.encode_query(meta, [text])
-    keys, scores = topk_cosine(store, "bert_features", query, k=k, fingerprint=features.fingerprint,
-                               restrict_to=pc.unique(docs["text_sha"]))
-    texts = store.open("documents", store.resolve_linked(corpus, "documents")).lookup(keys[0], ["text"])
-    by_sha = {}
-    for row in docs.select(["doc_id", "text_sha"] + (["label"] if "label" in docs.column_names else [])).to_pylist():
-        by_sha.setdefault(row["text_sha"], row)
-    hits = [{"doc_id": by_sha[key]["doc_id"], "label": by_sha[key].get("label"), "score": float(s),
-             "text": t[:160]} for key, s, t in zip(keys[0], scores[0], texts["text"].to_pylist())]
+    import embcache
+    hits = embcache.open(store_of(ctx).root).similar(corpus, text, k=k, fingerprint=fingerprint, exact=exact)
     if as_json:
-        print(json.dumps(hits))
+        print(json.dumps([{"doc_id": h.doc_id, "label": h.label, "score": h.score, "text": h.text[:160]}
+                          for h in hits]))
         return
     for h in hits:
-        out.print(f"{h['score']:.4f}  {h['doc_id']}  [{h['label'] or ''}]  {h['text'][:100]!r}",
+        out.print(f"{h.score:.4f}  {h.doc_id}  [{h.label or ''}]  {h.text[:100]!r}",
                   highlight=False, markup=False)
 
 
 @query_app.command("neighbors")
 def query_neighbors(ctx: typer.Context, word: str = typer.Argument(..., help="A word in the vocabulary."),
-                    k: int = typer.Option(10, "--k", help="How many neighbours."),
+                    k: int = typer.Option(10, "--k", min=1, help="How many neighbours."),
                     fingerprint: str = typer.Option(None, help="word_vectors fingerprint (default: current)."),
                     as_json: bool = typer.Option(False, "--json")):
     """Nearest words by cosine over the trained word vectors.
 
     Example: `embcache query neighbors market --k 10`
     """
-    from ..stages.word2vec_eval import keyed_vectors, neighbours
-    kv = keyed_vectors(store_of(ctx), fingerprint)
+    import embcache
     try:
-        hits = neighbours(kv, word.lower(), k)
+        hits = embcache.open(store_of(ctx).root).neighbours(word, k, fingerprint=fingerprint)
     except KeyError:
         raise StoreError("word_vectors", f"{word!r} is not in the vocabulary") from None
     if as_json:
@@ -173,3 +161,39 @@ def query_neighbors(ctx: typer.Context, word: str = typer.Argument(..., help="A 
         return
     for w, s in hits:
         out.print(f"{s:.4f}  {w}", highlight=False, markup=False)
+
+
+@app.command("index")
+def index(ctx: typer.Context, table: str = typer.Argument(..., help="Table whose vectors to index, e.g. bert_features."),
+          column: str = typer.Option("vector", help="Vector column."),
+          fingerprint: str = typer.Option(None, help="A fingerprint (8+ hex digits); default: current."),
+          rebuild: bool = typer.Option(False, "--rebuild", help="Build from scratch instead of extending."),
+          m: int = option(AnnConfig, "m", "--m", min=2, help="HNSW graph degree: recall vs memory and build time."),
+          ef_construction: int = option(AnnConfig, "ef_construction", "--ef-construction", min=1,
+                                        help="Candidates while inserting."),
+          ef_search: int = option(AnnConfig, "ef_search", "--ef-search", min=1, help="Candidates per query."),
+          storage: str = option(AnnConfig, "storage", "--storage",
+                                help="Vectors inside the index: flat (float32) or sq8 (8-bit, 1/4 the memory)."),
+          min_rows: int = option(AnnConfig, "min_rows", "--min-rows", min=0,
+                                 help="Smaller tables are still searched exactly.")):
+    """Build (or extend) a table's HNSW vector index, for `query similar` and `embcache serve`.
+
+    Needs faiss (`pip install 'embcache[ann]'`). Later commits extend it with only their
+    rows (`--rebuild` starts over); until then new rows are searched exactly. Results
+    are re-ranked by exact cosine; `query similar --exact` skips the index.
+
+    Example: `embcache index bert_features`
+    """
+    from ..storage.ann import build_index, require_faiss
+    from ..storage.matrix import WARM
+    require_faiss()
+    t = store_of(ctx).open(table, fingerprint)
+    config = AnnConfig(m=m, ef_construction=ef_construction, ef_search=ef_search, storage=storage,
+                       min_rows=min_rows)
+    done = build_index(t, WARM.get(t, column), config, rebuild=rebuild)
+    out.print(f"{table}@{t.fingerprint[:12]}: index {done['action']} ({done['rows']:,} rows"
+              f"{', +' + format(done['added'], ',') if done['action'] == 'extended' else ''}) "
+              f"in {done['seconds']:.1f} s", highlight=False)
+    if done["rows"] < min_rows:
+        out.print(f"{done['rows']:,} rows < --min-rows {min_rows:,}: queries stay exact (fast enough at this size)",
+                  highlight=False)

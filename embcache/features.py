@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from .pipeline.errors import PipelineError
 from .storage import FeatureStore
-from .storage.query import as_matrix
+from .storage.matrix import WARM
 
 if TYPE_CHECKING:
     import datasets
@@ -87,13 +87,12 @@ def read_features(store: FeatureStore, corpus: str, fingerprint: str, split_seed
                   snapshot: str | None = None) -> Features:
     """The snapshot's documents joined with bert_features@fingerprint (NotFound if any lacks a vector)."""
     snap = store.corpus(corpus).snapshot(snapshot).id
-    joined = store.corpus_features(corpus, "bert_features", fingerprint, columns=["vector"], snapshot=snap)
+    joined = store.corpus(corpus).read(snap)
     n = joined.num_rows
     labels = _column(joined, "label", n)
     names, label_ids = _label_ids(labels)
-    vectors = as_matrix(joined["vector"])                                               # (N, H)
-    if not vectors.flags.writeable:      # a view of Arrow's buffers: make it the caller's own
-        vectors = vectors.copy()
+    matrix = WARM.get(store.open("bert_features", fingerprint))      # the table's warm, checked matrix
+    vectors = np.array(matrix.vectors[matrix.rows_of(joined["text_sha"])])              # (N, H), own copy
     return Features(corpus=corpus, snapshot=snap, fingerprint=fingerprint,
                     doc_ids=_column(joined, "doc_id", n), text_sha=_column(joined, "text_sha", n),
                     labels=labels, label_names=names, label_ids=label_ids,

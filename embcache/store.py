@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Literal, overload
 import numpy as np
 import pyarrow as pa
 
-from .errors import NotFound, UnknownKeys
 from .features import Features, Format, convert, read_features
-from .search import Hit, similar_documents
+from . import search
+from .search import Hit
 from .storage import FeatureStore, TableInfo, default_root
-from .storage.query import lookup_vectors, sql
+from .storage.query import sql
 
 if TYPE_CHECKING:
     import datasets
@@ -41,11 +41,11 @@ def open(root: str | os.PathLike | None = None) -> Store:    # noqa: A001 - embc
 
 
 class Store:
-    """Read access to one store. Cheap to keep around: word vectors are loaded once per fingerprint."""
+    """Read access to one store. Cheap to keep around: each table's vectors are mapped once per process
+    (its warm matrix), each corpus snapshot read once."""
 
     def __init__(self, feature_store: FeatureStore):
         self.feature_store = feature_store       # the storage layer underneath (embcache.storage)
-        self._keyed_vectors: dict[str, object] = {}
 
     @property
     def root(self) -> str:
@@ -109,23 +109,26 @@ class Store:
         ids = [ids] if isinstance(ids, str) else list(ids)
         fp = self._features_fingerprint(corpus, fingerprint)
         keys = self._text_shas(corpus, ids) if corpus is not None else ids
-        absent = self.feature_store.open("bert_features", fp).missing(pa.array(keys, pa.string()))
-        if len(absent):
-            raise UnknownKeys("bert_features", absent.to_pylist(), "text_sha(s) not in bert_features")
-        return lookup_vectors(self.feature_store, "bert_features", keys, fingerprint=fp, to=format)
+        vectors = search.vectors(self.feature_store, fp, keys)            # (N, H), the warm matrix's rows
+        if format == "torch":
+            import torch
+            return torch.from_numpy(vectors)
+        return vectors
 
     def similar(self, corpus: str, text: str | None = None, *, vector=None, k: int = 5,
-                fingerprint: str | None = None) -> list[Hit]:
+                fingerprint: str | None = None, exact: bool = False) -> list[Hit]:
         """The k documents of the corpus nearest a query `text` (encoded as the corpus was) or `vector` (H,).
 
-        Cosine over the cached vectors; one hit per distinct text, best first.
+        Cosine over the cached vectors; one hit per distinct text, best first. Through the
+        table's HNSW index when `embcache index bert_features` built one (scores exact, recall
+        approximate); exact=True (or no index) scans every vector.
         """
         if (text is None) == (vector is None):
             raise ValueError("give exactly one of text= or vector=")
         _check_k(k)
         fp = self._features_fingerprint(corpus, fingerprint)
         query = self.encode([text], fingerprint=fp)[0] if text is not None else self._check_vector(vector, fp)
-        return similar_documents(self.feature_store, corpus, fp, query, k)
+        return search.similar_documents(self.feature_store, corpus, fp, query, k, exact=exact)
 
     def encode(self, texts: str | Sequence[str], corpus: str | None = None, *,
                fingerprint: str | None = None) -> np.ndarray:
@@ -144,44 +147,28 @@ class Store:
         Which vectors: `fingerprint`, else those trained for `corpus`, else the current ones.
         A word missing as given is tried lowercased; UnknownKeys (a KeyError) if neither is known.
         """
-        from .stages.word2vec_eval import neighbours
         _check_k(k)
-        kv = self._word_vectors(corpus, fingerprint)
-        for candidate in dict.fromkeys([word, word.lower()]):
-            if candidate in kv.key_to_index:
-                return neighbours(kv, candidate, k)
-        raise UnknownKeys("word_vectors", [word], "not in the vocabulary")
+        fp = self._linked_or_current("word_vectors", corpus, fingerprint)
+        return search.neighbours(self.feature_store, fp, word, k)
 
     neighbors = neighbours
 
     # -- helpers ---------------------------------------------------------
     def _check_corpus(self, corpus: str) -> None:
-        if not self.feature_store.corpus(corpus).exists():
-            raise NotFound(self.root, f"no corpus {corpus!r} in this store (corpora: "
-                                      f"{', '.join(self.corpora()) or 'none'})")
+        search.corpus_manifest(self.feature_store, corpus)          # NotFound names the corpora there are
 
     def _linked_or_current(self, table: str, corpus: str | None, fingerprint: str | None) -> str:
         """`fingerprint` (a prefix of 8+ hex digits), else the one linked to `corpus`, else the current one."""
-        fs = self.feature_store
-        if fingerprint is not None:
-            return fs.resolve(table, fingerprint)
         if corpus is not None:
             self._check_corpus(corpus)
-            linked = fs.corpus(corpus).manifest().links.get(table)
-            if linked:
-                return linked[-1]
-        return fs.resolve(table)
+        return search.fingerprint_for(self.feature_store, table, corpus, fingerprint)
 
     def _features_fingerprint(self, corpus: str | None, fingerprint: str | None) -> str:
         return self._linked_or_current("bert_features", corpus, fingerprint)
 
     def _text_shas(self, corpus: str, doc_ids: list[str]) -> list[str]:
-        docs = self.feature_store.corpus(corpus).read(columns=["doc_id", "text_sha"])
-        index = dict(zip(docs["doc_id"].to_pylist(), docs["text_sha"].to_pylist()))
-        unknown = [d for d in doc_ids if d not in index]
-        if unknown:
-            raise UnknownKeys(corpus, unknown, "doc_id(s) not in the current snapshot")
-        return [index[d] for d in doc_ids]
+        self._check_corpus(corpus)
+        return search.text_shas(self.feature_store, corpus, doc_ids)
 
     def _check_vector(self, vector, fingerprint: str) -> np.ndarray:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)                      # (H,)
@@ -190,13 +177,6 @@ class Store:
         if len(query) != width:
             raise ValueError(f"vector has {len(query)} values; bert_features@{fingerprint[:12]} has {width}")
         return query
-
-    def _word_vectors(self, corpus: str | None, fingerprint: str | None):
-        from .stages.word2vec_eval import keyed_vectors
-        fp = self._linked_or_current("word_vectors", corpus, fingerprint)
-        if fp not in self._keyed_vectors:          # a fingerprint's vectors never change once trained
-            self._keyed_vectors[fp] = keyed_vectors(self.feature_store, fp)
-        return self._keyed_vectors[fp]
 
 
 def _check_k(k: int) -> None:

@@ -8,13 +8,13 @@ if __name__ != "embcache.storage":   # imported as a top-level `storage`, e.g. f
 
 from .corpus import Corpus
 from .errors import (CorruptShard, FingerprintError, FormatError, InvalidName, LockTimeout, NotFound,
-                     QueryRefused, SchemaMismatch, StoreError)
+                     QueryLimit, QueryRefused, SchemaMismatch, StoreError)
 from .fingerprint import canonical_json, fingerprint, fingerprint_of, spec
 from .store import FeatureStore, TableInfo, default_root
 from .table import Table
 
 __all__ = [
     "Corpus", "CorruptShard", "FeatureStore", "FingerprintError", "FormatError", "InvalidName",
-    "LockTimeout", "NotFound", "QueryRefused", "SchemaMismatch", "StoreError", "Table", "TableInfo",
+    "LockTimeout", "NotFound", "QueryLimit", "QueryRefused", "SchemaMismatch", "StoreError", "Table", "TableInfo",
     "canonical_json", "default_root", "fingerprint", "fingerprint_of", "spec",
 ]

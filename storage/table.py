@@ -28,6 +28,8 @@ from .fingerprint import fingerprint_of
 from .fs import StoreFS, check_fingerprint, check_name
 from .lock import commit_lock
 from .shards import choose_codecs, decode_shard, encode_shard
+from .keyset import read_key_column
+from .verified import VERIFIED
 
 CURRENT_FORMAT = ("embcache.current", 1)   # tables/<name>/current.json
 
@@ -215,7 +217,9 @@ class Table:
             data = self.fs.read_bytes(path)
         except NotFound as e:
             raise CorruptShard(path, "committed shard is missing: the manifest lists it, the file does not exist") from e
-        return decode_shard(path, data, shard.bytes, shard.sha256, list(columns) if columns else None, filters)
+        rows = decode_shard(path, data, shard.bytes, shard.sha256, list(columns) if columns else None, filters)
+        VERIFIED.note(self.fs, path, shard.bytes, shard.sha256)   # its bytes matched: the warm path may trust it
+        return rows
 
     def iter_shards(self, columns: Sequence[str] | None = None, filters=None) -> Iterator[pa.Table]:
         """Committed shards one at a time, so memory stays at one shard; `filters` as in decode_shard."""
@@ -245,8 +249,9 @@ class Table:
         """The shard's keys, each once (cached like shard_keys)."""
         path = self.shard_path(shard)
         keys = SHARD_DISTINCT_KEYS.get(path, shard.sha256)
-        if keys is None:
-            keys = pc.unique(self.shard_keys(shard))
+        if keys is None:       # planning reads the key column only, no vectors (storage/keyset.py)
+            cached = SHARD_KEYS.get(path, shard.sha256)
+            keys = pc.unique(cached if cached is not None else read_key_column(self.fs, path, self.key, shard.bytes))
             SHARD_DISTINCT_KEYS.put(path, shard.sha256, keys)
         return keys
 

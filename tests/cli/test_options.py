@@ -24,6 +24,7 @@ CLI_ONLY = {
     ("query features", "fmt"): "output format (json, npy, parquet)",
     ("query similar", "k"): "hits printed",
     ("query neighbors", "k"): "hits printed",
+    ("index", "column"): "the vector column indexed (like query features --column)",
     ("evaluate word2vec", "restrict_vocab"): "an argument of stages.word2vec_eval.evaluate, no config's field",
     ("export vectors", "fmt"): "output format; its choices are stages.word2vec_eval.EXPORT_FORMATS",
     ("finetune", "name"): "finetune_flow's model name; the run config has no finetune section",

@@ -1,0 +1,310 @@
+"""Read-only DuckDB SQL over the store: the checked views are the only way in.
+
+    bert_features                  the table's current fingerprint
+    "bert_features@3f2a1b9c0d1e"   a given fingerprint (first 12 hex digits)
+    corpora.<name>                 a corpus's current snapshot (doc_id, text_sha, …)
+    embcache_tables                the catalog: name, fingerprint, current, rows, shards, bytes, error
+    embcache_snapshots             every corpus's snapshots: corpus, snapshot, current, rows, created, error
+
+How it is kept honest:
+- DuckDB never opens a file. Each view is a pyarrow dataset over the table's committed
+  shards, registered by this module; external access is off and the configuration
+  locked, so `read_parquet('<store>/tables/…')`, `FROM 'x.parquet'` or `read_csv` find
+  nothing to read (orphan and damaged files included): table functions other than
+  range/generate_series/unnest and query_table('<view name>') are refused before
+  anything runs.
+- Only what the statement reads is opened: its table names come from DuckDB's own parse
+  tree (json_serialize_sql). The shards behind each view are checked against the
+  manifest once per process (storage/verified.py: sha256 and size the first time, a
+  stat afterwards), so a statement costs a manifest read, not a re-hash of every shard.
+- A table or corpus whose manifest or current.json cannot be read fails only the
+  statements that read it; the catalogs list it with its error.
+- Every statement is bounded: a timeout (interrupt), DuckDB's memory limit (spilling to
+  a private, size-capped temp directory) and a row limit on the result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from .errors import QueryLimit, QueryRefused, StoreError
+from .store import FeatureStore
+from .table import Table, read_current
+from .verified import VERIFIED
+
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}      # generate rows; read no file
+CATALOGS = ("embcache_tables", "embcache_snapshots")
+# EXPLAIN ANALYZE runs the statement it wraps (a COPY would write): what follows the
+# keyword (and an option list) must itself be one SELECT.
+_EXPLAIN = re.compile(r"\s*explain\s+(?:analy[sz]e\s+)?(?P<rest>.*)\Z", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Bounds on one SQL statement (the CLI and the API use the defaults; `embcache serve` tighter ones)."""
+    timeout_s: float = 60.0            # interrupted after this long (QueryLimit)
+    memory_limit: str = "2GB"          # DuckDB's buffer pool; beyond it operators spill to temp files
+    temp_limit: str = "4GB"            # at most this much spilled to the private temp directory
+    max_rows: int | None = 1_000_000   # a longer result is refused (QueryLimit: add a LIMIT)
+    threads: int = 2                   # DuckDB worker threads
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse anything but one SELECT (or EXPLAIN of one), before it runs."""
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as e:
+        raise QueryRefused("sql", f"cannot parse query: {e}") from e
+    if len(statements) != 1:
+        raise QueryRefused("sql", f"expected one SELECT statement, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in ALLOWED:
+        raise QueryRefused("sql", f"{kind.name} statements are refused: the SQL surface is read-only "
+                                  "(SELECT over the store's tables only)")
+    if kind == duckdb.StatementType.EXPLAIN and _explained(con, statements[0].query) is None:
+        raise QueryRefused("sql", "EXPLAIN is accepted only of a SELECT statement (EXPLAIN ANALYZE runs it)")
+
+
+def _explained(con: duckdb.DuckDBPyConnection, statement: str) -> str | None:
+    """The SELECT an EXPLAIN statement wraps, or None."""
+    m = _EXPLAIN.match(statement)
+    if m is None:
+        return None
+    rest = m.group("rest")
+    candidates = [rest] + ([rest.split(")", 1)[1]] if rest.startswith("(") and ")" in rest else [])
+    for text in candidates:          # as written, then after an option list such as (FORMAT json)
+        try:
+            inner = con.extract_statements(text)
+        except duckdb.Error:
+            continue
+        return text if len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT else None
+    return None
+
+
+def references(con: duckdb.DuckDBPyConnection, query: str) -> set[str] | None:
+    """Lower-cased names the statement reads ('bert_features', 'corpora.bbc', …); None if DuckDB
+    cannot serialize its parse tree. Refuses table functions that could read files."""
+    select = _explained(con, query) if con.extract_statements(query)[0].type == duckdb.StatementType.EXPLAIN \
+        else query
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [select]).fetchall()[0][0])
+    if tree.get("error"):
+        return None
+    names: set[str] = set()
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") == "BASE_TABLE":
+            schema, name = node.get("schema_name", "").lower(), node.get("table_name", "").lower()
+            names.add(f"{schema}.{name}" if schema else name)
+        elif node.get("type") == "TABLE_FUNCTION":
+            fn = str((node.get("function") or {}).get("function_name", "")).lower()
+            if fn == "query_table":          # views by name: those names are what it reads
+                named = _string_constants(node.get("function"))
+                if named:
+                    names.update(n.lower() for n in named)
+                    continue
+            if fn not in TABLE_FUNCTIONS:
+                raise QueryRefused("sql", f"refused by the sandbox: table function {fn}() is not allowed; "
+                                          "the store's views (tables by name, corpora.<name>, embcache_tables) "
+                                          "are the only way in")
+        todo.extend(node.values())
+    return names
+
+
+def _string_constants(node) -> list[str]:
+    """Every string literal under a parse-tree node (query_table's table names)."""
+    found, todo = [], [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, list):
+            todo.extend(n)
+        elif isinstance(n, dict):
+            literal = n.get("literal") if n.get("type") == "VALUE_CONSTANT" else None
+            if isinstance(literal, dict) and literal.get("kind") == "STRING":
+                found.append(literal.get("text", ""))
+            todo.extend(n.values())
+    return found
+
+
+class Views:
+    """Which views a statement needs: by its parse tree, else by name occurring in its text."""
+
+    def __init__(self, query: str | None, names: set[str] | None):
+        self.text = None if query is None else query.lower()
+        self.names = names
+
+    def wants(self, view: str) -> bool:
+        view = view.lower()
+        if self.text is None:
+            return True
+        if self.names is not None:
+            return view in self.names
+        return view.rsplit(".", 1)[-1] in self.text
+
+
+def _dataset(store: FeatureStore, paths: list[str], schema: pa.Schema | None):
+    fs = store.fs
+    filesystem = None
+    if not fs.local:
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+        filesystem = PyFileSystem(FSSpecHandler(fs.fs))
+    if not paths:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pads.dataset(paths, schema=schema, format="parquet", filesystem=filesystem)
+
+
+def _register(con, view: str, data, schema: str | None = None) -> None:
+    hidden = f"embcache_{uuid.uuid4().hex}"
+    con.register(hidden, data)
+    con.execute(f"CREATE VIEW {schema + '.' if schema else ''}{_quote(view)} AS SELECT * FROM {_quote(hidden)}")
+
+
+def _add_tables(con, store: FeatureStore, views: Views) -> list[tuple]:
+    """A view per wanted table (its shards checked first); catalog rows for every table."""
+    catalog, want_catalog = [], views.wants("embcache_tables")
+    for name in store.table_names():
+        try:
+            current, current_error = read_current(store.fs, name), None
+        except StoreError as e:
+            current, current_error = None, e
+            if views.wants(name):
+                raise
+        for fp in store.fingerprints(name):
+            t = Table(store.fs, name, fp)
+            names = [n for n in [f"{name}@{fp[:12]}"] + ([name] if fp == current else []) if views.wants(n)]
+            if not names and not want_catalog:
+                continue
+            try:
+                if not t.exists():
+                    continue
+                m = t.manifest()
+            except StoreError as e:
+                if names:
+                    raise
+                catalog.append((name, fp, fp == current, None, None, None, f"{e.path}: {e.reason}"))
+                continue
+            error = None if current_error is None else f"{current_error.path}: {current_error.reason}"
+            catalog.append((name, fp, fp == current, m.rows, len(m.shards), m.bytes, error))
+            if not names:
+                continue
+            for s in m.shards:
+                VERIFIED.check(store.fs, t.shard_path(s), s.bytes, s.sha256)
+            data = _dataset(store, [t.shard_path(s) for s in m.shards], m.arrow_schema())
+            for view in names:
+                _register(con, view, data)
+    return catalog
+
+
+def _add_corpora(con, store: FeatureStore, views: Views) -> list[tuple]:
+    con.execute("CREATE SCHEMA corpora")
+    snapshots, want_catalog = [], views.wants("embcache_snapshots")
+    for name in store.corpora():
+        wanted = views.wants(f"corpora.{name}")
+        if not wanted and not want_catalog:
+            continue
+        corpus = store.corpus(name)
+        try:
+            m = corpus.manifest()
+        except StoreError as e:
+            if wanted:
+                raise
+            snapshots.append((name, None, None, None, None, f"{e.path}: {e.reason}"))
+            continue
+        snapshots += [(name, s.id, s is m.current, s.rows, s.created, None) for s in m.snapshots]
+        if wanted and m.current is not None:
+            path = corpus.snapshot_path(m.current)
+            VERIFIED.check(store.fs, path, m.current.bytes, m.current.sha256, "committed snapshot")
+            _register(con, name, _dataset(store, [path], None), schema="corpora")
+    return snapshots
+
+
+def connect(store: FeatureStore, query: str | None = None,
+            limits: QueryLimits = QueryLimits()) -> duckdb.DuckDBPyConnection:
+    """A sandboxed DuckDB connection with the views `query` reads (all of them when None)."""
+    con = duckdb.connect(":memory:")
+    try:
+        views = Views(query, None if query is None else references(con, query))
+        catalog = _add_tables(con, store, views)
+        snapshots = _add_corpora(con, store, views)
+        con.execute("CREATE TABLE embcache_snapshots (corpus VARCHAR, snapshot VARCHAR, current BOOLEAN, "
+                    "rows BIGINT, created VARCHAR, error VARCHAR)")
+        if snapshots:
+            con.executemany("INSERT INTO embcache_snapshots VALUES (?, ?, ?, ?, ?, ?)", snapshots)
+        con.execute("CREATE TABLE embcache_tables (name VARCHAR, fingerprint VARCHAR, current BOOLEAN, "
+                    "rows BIGINT, shards INTEGER, bytes BIGINT, error VARCHAR)")
+        if catalog:
+            con.executemany("INSERT INTO embcache_tables VALUES (?, ?, ?, ?, ?, ?, ?)", catalog)
+        # a fresh private temp directory (DuckDB's default, ./.tmp, would sit in the working
+        # directory), removed when the connection closes
+        con.execute(f"SET temp_directory='{tempfile.gettempdir()}/embcache-duckdb-{uuid.uuid4().hex}'")
+        con.execute(f"SET memory_limit='{limits.memory_limit}'")
+        con.execute(f"SET max_temp_directory_size='{limits.temp_limit}'")
+        con.execute(f"SET threads={int(limits.threads)}")
+        con.execute("SET python_enable_replacements=false")    # no scans of Python variables by name
+        con.execute("SET enable_external_access=false")
+        con.execute("SET autoinstall_known_extensions=false")
+        con.execute("SET autoload_known_extensions=false")
+        con.execute("SET lock_configuration=true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def sql(store: FeatureStore, query: str, limits: QueryLimits = QueryLimits()) -> pa.Table:
+    """Run one read-only SELECT over the store, within `limits`; returns an Arrow table.
+
+    >>> sql(store, "SELECT count(*) AS n FROM bert_features")  # doctest: +SKIP
+    """
+    parser = duckdb.connect(":memory:")   # parses only: refuse before reading anything
+    try:
+        check_read_only(parser, query)
+    finally:
+        parser.close()
+    con = connect(store, query, limits)
+    timer = threading.Timer(limits.timeout_s, con.interrupt)
+    timer.start()
+    try:
+        reader = con.sql(query).to_arrow_reader(8192)
+        batches, rows = [], 0
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if limits.max_rows is not None and rows > limits.max_rows:
+                raise QueryLimit("sql", f"the result has more than {limits.max_rows:,} rows: add a LIMIT")
+        return pa.Table.from_batches(batches, reader.schema)
+    except duckdb.InterruptException as e:
+        raise QueryLimit("sql", f"stopped after {limits.timeout_s:g} s (the statement's time limit)") from e
+    except duckdb.OutOfMemoryException as e:
+        raise QueryLimit("sql", f"needs more than the {limits.memory_limit} memory limit: {_first_line(e)}") from e
+    except duckdb.PermissionException as e:
+        raise QueryRefused("sql", f"refused by the sandbox (only the store's views are readable): "
+                                  f"{_first_line(e)}") from e
+    except duckdb.Error as e:
+        raise StoreError("sql", _first_line(e)) from e
+    finally:
+        timer.cancel()
+        con.close()
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0]

@@ -1,0 +1,135 @@
+"""The warm read path: a table's vectors as one checked, memory-mapped matrix, and its HNSW index."""
+
+import glob
+
+import numpy as np
+import pytest
+
+from embcache.storage import CorruptShard
+from embcache.storage.ann import AnnConfig, WARM_INDEXES, build_index, search
+from embcache.storage.matrix import WARM, open_matrix
+from embcache.storage.query import as_matrix, lookup_vectors, topk_cosine
+from embcache.storage.verified import VERIFIED
+
+from .conftest import feature_rows, sha
+
+
+@pytest.fixture
+def table(store, features_spec):
+    t = store.table("bert_features", features_spec)
+    t.write(feature_rows(range(0, 150)))
+    t.write(feature_rows(range(150, 300)))
+    VERIFIED.forget()
+    WARM.forget()
+    WARM_INDEXES.forget()
+    return t
+
+
+def brute(ids, queries, k):
+    m = as_matrix(feature_rows(ids)["vector"])
+    s = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (m / np.linalg.norm(m, axis=1, keepdims=True)).T
+    order = np.argsort(-s, axis=1)[:, :k]
+    return [[sha(ids[j]) for j in row] for row in order], np.take_along_axis(s, order, 1)
+
+
+def derived(t, pattern="*"):
+    return sorted(glob.glob(f"{t.dir}/derived/{pattern}"))
+
+
+def test_the_matrix_is_built_once_and_mapped(store, table):
+    m = WARM.get(table)
+    assert m.vectors.shape == (300, 16) and isinstance(m.vectors, np.memmap)
+    assert len(derived(table, "matrix-vector-*.json")) == 1
+    assert WARM.get(table) is m                                   # same manifest: no re-read, no re-hash
+    np.testing.assert_array_equal(lookup_vectors(store, "bert_features", [sha(299), sha(3)]),
+                                  as_matrix(feature_rows([299, 3])["vector"]))
+
+
+def test_a_commit_extends_the_matrix_and_is_seen_at_once(store, table):
+    first = WARM.get(table)
+    table.write(feature_rows(range(300, 330)))
+    m = WARM.get(table)
+    assert m is not first and len(m) == 330 and m.setkey != first.setkey
+    assert len(derived(table, "matrix-vector-*.json")) == 1       # the older shard set's files are gone
+    np.testing.assert_array_equal(np.asarray(m.vectors), as_matrix(feature_rows(range(330))["vector"]))
+    q = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    keys, scores = topk_cosine(store, "bert_features", q, k=5)
+    want_keys, want_scores = brute(list(range(330)), q, 5)
+    assert keys == want_keys
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_a_damaged_matrix_file_is_rebuilt_from_the_shards(table):
+    m = WARM.get(table)
+    expected = np.array(m.vectors)
+    (f32,) = derived(table, "*.f32")
+    with open(f32, "r+b") as f:
+        f.write(b"\0" * 64)
+    VERIFIED.forget()
+    WARM.forget()
+    np.testing.assert_array_equal(np.asarray(open_matrix(table).vectors), expected)
+
+
+def test_a_damaged_shard_is_never_served(table):
+    shard = sorted(glob.glob(f"{table.dir}/shards/*.parquet"))[0]
+    with open(shard, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xfe")
+    with pytest.raises(CorruptShard):
+        WARM.get(table)
+
+
+def test_indexed_search_agrees_with_exact_and_extends_incrementally(store, table):
+    pytest.importorskip("faiss")
+    config = AnnConfig(min_rows=0, ef_search=128)
+    assert build_index(table, WARM.get(table), config)["action"] == "built"
+    q = np.random.default_rng(2).standard_normal((8, 16)).astype(np.float32)
+    m = WARM.get(table)
+    rows, scores, how = search(table, m, q, 10)
+    exact_rows, exact_scores, _ = search(table, m, q, 10, exact=True)
+    assert how == "indexed"
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact_rows)])
+    assert recall >= 0.9
+    qn = m.normalized(q)
+    for i in range(len(q)):                                         # scores are exact cosines, re-ranked
+        np.testing.assert_allclose(scores[i], m.scores(qn[i:i + 1], rows[i])[0], rtol=1e-6)
+        assert list(scores[i]) == sorted(scores[i], reverse=True)
+    table.write(feature_rows(range(300, 310)))                     # new rows: searched exactly until indexed
+    m2 = WARM.get(table)
+    v = as_matrix(feature_rows([305])["vector"])
+    rows, scores, how = search(table, m2, v, 1)
+    assert how == "indexed" and m2.key_of(rows[0]) == [sha(305)] and scores[0, 0] == pytest.approx(1, abs=1e-5)
+    done = build_index(table, m2, config)
+    assert done["action"] == "extended" and done["added"] == 10
+    assert len(derived(table, "ann-vector-*.faiss")) == 1
+    assert build_index(table, m2, config, rebuild=True)["action"] == "built"
+
+
+def test_exact_search_of_unit_vectors_agrees_with_numpy(store, features_spec):
+    """Unit rows are scanned by faiss's brute-force kNN when it is installed: the same answer as numpy."""
+    import pyarrow as pa
+    rows = feature_rows(range(200))
+    x = as_matrix(rows["vector"])
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit = rows.set_column(1, "vector", pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 16))
+    t = store.table("bert_features", features_spec)
+    t.write(unit)
+    m = WARM.get(t)
+    assert m.unit
+    q = np.random.default_rng(3).standard_normal((4, 16)).astype(np.float32)
+    rows_, scores, how = search(t, m, q, 7, exact=True)
+    want_rows, want_scores = m.topk(q, 7)
+    assert how == "exact" and (rows_ == want_rows).all()
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.9])
+def test_a_restricted_search_returns_only_allowed_rows_best_first(table, share):
+    m = WARM.get(table)
+    allowed = np.sort(np.random.default_rng(4).choice(len(m), int(len(m) * share), replace=False))
+    q = np.random.default_rng(5).standard_normal((3, 16)).astype(np.float32)
+    rows, scores = m.topk(q, 6, allowed)
+    s = m.scores(m.normalized(q), allowed)
+    want = allowed[np.argsort(-s, axis=1)[:, :6]]
+    assert (rows == want).all() and set(rows.ravel()) <= set(allowed)
+    np.testing.assert_allclose(scores, np.take_along_axis(s, np.argsort(-s, axis=1)[:, :6], 1), rtol=1e-5)

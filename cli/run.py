@@ -7,21 +7,35 @@ from pathlib import Path
 
 import typer
 
-from .app import app, out, runs_flows
+from .app import app, out, prefect_api
 from .progress import progress_bars
 
 
-def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool) -> dict:
+def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan: bool = False,
+                 retrain: bool = False) -> dict:
     """Run flows.run.pipeline_flow with progress bars; print the summary and the report path.
 
-    Its commands are `runs_flows`: the temporary Prefect server starts while the stages import.
+    The config and its sources are checked first; then the temporary Prefect server starts
+    while the stages import (`prefect_api`).
     """
     from ..flows import runners
-    from ..flows.run import load_config, pipeline_flow
-    cfg = load_config(config)                       # errors in the file surface before the first flow call
+    from ..flows.run_config import load_config
+    from ..flows.unchanged import unchanged_record
+    from ..pipeline.ingest import check_ingest
+    from ..pipeline.sources import plan_files
+    cfg = load_config(config)                       # errors in the file surface before any flow starts
     store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
-    with progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
-        record = pipeline_flow(config_path=str(config) if config else None, store=store)
+    record = None if rescan or retrain else unchanged_record(cfg, store)   # nothing changed: no Prefect
+    if record is None:
+        for corpus in cfg.corpora:                  # sources that match nothing or lack a column
+            check_ingest(corpus.sources, cfg.ingest)
+            for source in corpus.sources:
+                plan_files(source)
+        with prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), progress_bars(), \
+                runners.session(ctx.obj["runner"] or cfg.runner):             # --runner beats [runner]
+            from ..flows.run import pipeline_flow
+            record = pipeline_flow(config_path=str(config) if config else None, store=store,
+                                   rescan=rescan, retrain=retrain)
     if as_json:
         print(json.dumps(record, default=str))
         return record
@@ -50,20 +64,22 @@ def print_summary(record: dict) -> None:
 
 
 @app.command()
-@runs_flows("featurize_flows", "word2vec_flows", "train_flows", "run")
 def run(ctx: typer.Context,
         config: Path = typer.Argument(None, exists=True, dir_okay=False,
                                       help="TOML or YAML run config (default: the embedded BBC demo)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON.")):
+        as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON."),
+        rescan: bool = typer.Option(False, "--rescan", help="Read every source file, even those unchanged "
+                                                            "since the last ingest."),
+        retrain: bool = typer.Option(False, "--retrain", help="Train every training stage whose inputs "
+                                                              "changed, whatever its retrain policy.")):
     """Ingest → tokenize → BERT features → word2vec → heads → evaluate → report, computing only what is new.
 
     Example: `embcache run pipeline.toml`  ·  `embcache run` (BBC news, MiniLM, GloVe, ./embcache-store)
     """
-    run_pipeline(ctx, config, as_json)
+    run_pipeline(ctx, config, as_json, rescan, retrain)
 
 
 @app.command()
-@runs_flows("featurize_flows", "word2vec_flows", "train_flows", "run")
 def demo(ctx: typer.Context):
     """`embcache run` on the embedded default (what `make demo` runs). Run it twice: the second computes nothing.
 

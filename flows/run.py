@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
-from ..stages import ledger, run_record
-from ..storage import FeatureStore
+from ..stages import ledger, retrain, run_record
+from ..storage import FeatureStore, NotFound
 
 from . import runners
 from .run_config import CorpusConfig, RunConfig, config_to_dict, load_config   # load_config: re-exported
@@ -41,10 +41,12 @@ class _Stages:
         self.log = log
 
     def add(self, stage: str, corpus: str, start: float, computed: int, cached: int, unit: str,
-            note: str = "") -> dict:
+            note: str = "", stale: dict | None = None) -> dict:
         rec = {"stage": stage, "corpus": corpus, "seconds": round(time.perf_counter() - start, 3),
                "computed": int(computed), "cached": int(cached), "unit": unit, "skipped": computed == 0,
                "note": note}
+        if stale is not None:             # a model kept by its retrain policy: how far behind it is
+            rec["stale"] = stale
         self.records.append(rec)
         what = (f"skipped: the store has all {cached:,} {unit}" if computed == 0 else
                 f"computed {computed:,} {unit}, {cached:,} from the cache")
@@ -59,19 +61,28 @@ def _labelled(fs: FeatureStore, corpus: str) -> bool:
 
 
 @flow(name="embcache-run")
-def pipeline_flow(config: dict | None = None, config_path: str | None = None, store: str | None = None) -> dict:
+def pipeline_flow(config: dict | None = None, config_path: str | None = None, store: str | None = None,
+                  rescan: bool = False, retrain: bool = False) -> dict:
     """Run every stage on every corpus of the config; compute only what the store lacks.
 
     config: a parsed config (the shape of the TOML file); config_path: a TOML/YAML file,
     re-read at each run (so a schedule picks up edits); neither: the embedded default.
-    store overrides the config's store.
+    store overrides the config's store. rescan: read every source file (IngestConfig.rescan);
+    retrain: train every training stage whose inputs changed, whatever its retrain policy.
     """
     log = get_run_logger()
     cfg = load_config(config_path if config_path else config)
+    if rescan:
+        cfg = replace(cfg, ingest=replace(cfg.ingest, rescan=True))
+    from .unchanged import unchanged_record      # a scheduled run that finds nothing changed: no subflows
+    quick = None if rescan or retrain else unchanged_record(cfg, store or cfg.store)
+    if quick is not None:
+        log.info("run %s: %s", quick["run_id"], quick["stages"][0]["note"] if quick["stages"] else "nothing changed")
+        return quick
     root = store or cfg.store
     fs = FeatureStore(root)
     started, t_run = datetime.now(timezone.utc), time.perf_counter()
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    run_id = run_record.new_run_id(started)
     stages, summary = _Stages(log), {}
     record = {"run_id": run_id,
               "flow_run_id": _flow_run_id(), "started": started.isoformat(), "store": root,
@@ -79,7 +90,8 @@ def pipeline_flow(config: dict | None = None, config_path: str | None = None, st
     try:
         with _subflows_without_heartbeats():
             for corpus in cfg.corpus_list():
-                summary[corpus.name] = _corpus_stages(cfg, root, fs, corpus, stages)
+                summary[corpus.name] = _corpus_stages(cfg, root, fs, corpus, stages, retrain)
+                _compact(fs, corpus.name, stages)
         record["status"] = "completed"
     finally:
         _save_record(fs, record, t_run)
@@ -89,8 +101,23 @@ def pipeline_flow(config: dict | None = None, config_path: str | None = None, st
         record["report"] = report_task(root, run_id, [c.name for c in cfg.corpus_list()])
         stages.add("report", "*", t, 1, 0, "reports")
         _save_record(fs, record, t_run)
-    log.info("run %s done in %.1f s: %s", run_id, record["wall_seconds"], json.dumps(summary))
+    if record["status"] == "completed":       # what the next run compares with (flows/unchanged.py)
+        from .unchanged import state_of
+        record["state"] = state_of(cfg, root)
+        _save_record(fs, record, t_run)
+    log.info("run %s done in %.1f s: %s", run_id, record["wall_seconds"], json.dumps(_rounded(summary)))
     return record
+
+
+def _rounded(value, digits: int = 4):
+    """`value` with every float rounded, for lines people read (the record keeps full precision)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def _subflows_without_heartbeats():
@@ -105,7 +132,8 @@ def _subflows_without_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages) -> dict:
+def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages,
+                   retrain: bool = False) -> dict:
     """Every enabled stage on one corpus, in order; its line of the run summary."""
     from ..stages import compare, heads, static
     from .featurize_flows import featurize_bert_flow, ingest_flow
@@ -125,7 +153,7 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
     stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
                f"bert_features@{feats['features_fingerprint'][:12]}")
     if cfg.word2vec.enabled:
-        _word2vec(cfg, root, fs, name, stages, s)
+        _word2vec(cfg, root, fs, name, stages, s, retrain)
     if not _labelled(fs, name):
         return s
 
@@ -134,7 +162,8 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
         identity = heads.identity(feats["features_fingerprint"], snapshot_sha, cfg.head, h.split_seed)
         r = _once(fs, stages, "train-head", name, h.name, identity, heads.HEAD_KIND,
                   lambda: train_head_flow(name, h.name, cfg.head, h.split_seed, store=root),
-                  lambda r: f"{r['train_seconds']:.2f} s training")
+                  lambda r: f"{r['train_seconds']:.2f} s training",
+                  Policy(h, heads.identity(feats["features_fingerprint"], "", cfg.head, h.split_seed), retrain))
         s["head_accuracy"] = r["metrics"].get("test", {}).get("accuracy")
 
     if cfg.static_stage.enabled:
@@ -145,7 +174,9 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
                   lambda: train_static_flow(name, st.name, st.vectors, cfg.static,
                                             vectors_format=st.vectors_format, split_seed=st.split_seed,
                                             store=root),
-                  lambda r: f"{r['train_seconds']:.1f} s training")
+                  lambda r: f"{r['train_seconds']:.1f} s training",
+                  Policy(st, static.identity(fs.resolve_linked(name, "documents"), "", st.vectors,
+                                             st.vectors_format, cfg.static, st.split_seed), retrain))
         s["static_accuracy"] = r["metrics"].get("test", {}).get("accuracy")
 
     if cfg.compare.enabled:
@@ -161,17 +192,35 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
     return s
 
 
+@dataclass(frozen=True)
+class Policy:
+    """A training stage's retrain policy (its *Stage config) and basis: its identity without the snapshot."""
+    stage: object          # Word2VecStage | HeadStage | StaticStage: retrain, retrain_threshold
+    basis: str
+    force: bool            # --retrain
+
+
 def _once(fs: FeatureStore, stages: _Stages, stage: str, corpus: str, name: str, identity: str,
-          model_kind: str | None, train, note) -> dict:
-    """A training stage's result: the stored one when its identity is unchanged, else train() now."""
+          model_kind: str | None, train, note, policy: Policy | None = None) -> dict:
+    """A training stage's result: the stored one when its identity is unchanged or its retrain
+    policy keeps it (stages/retrain.py), else train() now."""
     t = time.perf_counter()
     r = ledger.recall(fs, stage, corpus, name, identity, model_kind)
     if r is not None:
         stages.add(stage, corpus, t, 0, 1, "models", "inputs and config unchanged: stored result")
         return r
+    why = ""
+    if policy is not None:
+        d = retrain.decide(fs, stage, corpus, name, policy.basis, policy.stage.retrain,
+                           policy.stage.retrain_threshold, policy.force, model_kind)
+        if not d.train:
+            stages.add(stage, corpus, t, 0, 1, "models", f"stored result kept: {d.reason}", d.stale.as_dict())
+            return d.previous
+        why = f" ({d.reason})"
     r = {k: v for k, v in train().items() if k not in ("history", "markdown")}    # the bulky parts stay in the model
-    ledger.remember(fs, stage, corpus, name, identity, r)
-    stages.add(stage, corpus, t, 1, 0, "models", note(r))
+    ledger.remember(fs, stage, corpus, name, identity, r, policy.basis if policy else None,
+                    fs.corpus(corpus).snapshot().id)
+    stages.add(stage, corpus, t, 1, 0, "models", note(r) + why)
     return r
 
 
@@ -184,7 +233,8 @@ def _save_record(fs: FeatureStore, record: dict, t_run: float) -> None:
     run_record.save(fs, record)
 
 
-def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, s: dict) -> None:
+def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, s: dict,
+              force: bool = False) -> None:
     """featurize-word2vec, train-word2vec and (optionally) the gensim evaluations, each only if needed."""
     from ..stages import word2vec_eval
     from ..stages.word2vec_eval import evaluate, keyed_vectors
@@ -196,12 +246,7 @@ def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _S
                                              keep_vocabulary=w.vocabulary == "keep")
     stages.add("featurize-word2vec", name, t, ex["computed"], ex["cached"], "texts",
                f"w2v_examples@{ex['examples_fingerprint'][:12]}")
-    t = time.perf_counter()
-    trained_before = set(fs.fingerprints("word_vectors"))
-    tr = train_word2vec_flow(name, cfg.sgns, w.seed, store=root)
-    existed = tr["fingerprint"] in trained_before            # the flow re-links a trained table
-    stages.add("train-word2vec", name, t, 0 if existed else 1, 1 if existed else 0, "models",
-               f"word_vectors@{tr['fingerprint'][:12]}" + ("" if existed else f", {tr['pairs_per_s']:,.0f} pairs/s"))
+    tr = _train_word2vec(cfg, root, fs, name, stages, ex["examples_fingerprint"], force, train_word2vec_flow)
     if not w.evaluate:
         return
     identity = word2vec_eval.identity(tr["fingerprint"])
@@ -215,6 +260,53 @@ def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _S
         stages.add("evaluate-word2vec", name, t, 0, 1, "evaluations")
     s["wordsim353"] = r["pairs"].get("wordsim353.tsv", {}).get("spearman")
     s["analogy_accuracy"] = r["analogies"].get("accuracy")
+
+
+def _train_word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, examples_fp: str,
+                    force: bool, train_word2vec_flow) -> dict:
+    """train-word2vec unless its examples, config and snapshot are those of its last training,
+    or its retrain policy keeps the vectors it has (the corpus's linked word_vectors)."""
+    from ..stages.stage import hashed
+    from ..storage import fingerprint_of
+    w, t = cfg.word2vec, time.perf_counter()
+    basis = fingerprint_of({"w2v_examples": examples_fp, "sgns": hashed(cfg.sgns), "seed": w.seed})
+    snapshot = fs.corpus(name).snapshot()
+    identity = fingerprint_of({"basis": basis, "snapshot": snapshot.sha256})
+    linked = fs.corpus(name).manifest().links.get("word_vectors", [])[-1:]
+    tr = ledger.recall(fs, "train-word2vec", name, "default", identity, None)
+    if tr is not None and linked == [tr["fingerprint"]]:
+        stages.add("train-word2vec", name, t, 0, 1, "models", f"word_vectors@{tr['fingerprint'][:12]}: "
+                   "inputs and config unchanged: stored result")
+        return tr
+    d = retrain.decide(fs, "train-word2vec", name, "default", basis, w.retrain, w.retrain_threshold, force, None)
+    if not d.train and linked == [d.previous["fingerprint"]]:
+        stages.add("train-word2vec", name, t, 0, 1, "models", f"word_vectors@{d.previous['fingerprint'][:12]} "
+                   f"kept: {d.reason}", d.stale.as_dict())
+        return d.previous
+    trained_before = set(fs.fingerprints("word_vectors"))
+    tr = train_word2vec_flow(name, cfg.sgns, w.seed, store=root)
+    existed = tr["fingerprint"] in trained_before            # the flow re-links a trained table
+    ledger.remember(fs, "train-word2vec", name, "default", identity, tr, basis, snapshot.id)
+    stages.add("train-word2vec", name, t, 0 if existed else 1, 1 if existed else 0, "models",
+               f"word_vectors@{tr['fingerprint'][:12]}" + ("" if existed else f", {tr['pairs_per_s']:,.0f} pairs/s"
+                                                         f" ({d.reason})"))
+    return tr
+
+
+def _compact(fs: FeatureStore, corpus: str, stages: _Stages) -> None:
+    """Merge the small shards of the corpus's tables once they pile up (storage/compact.py)."""
+    from ..storage.compact import maybe_compact
+    t, merged, notes = time.perf_counter(), 0, []
+    for name, fps in fs.corpus(corpus).manifest().links.items():
+        try:
+            r = maybe_compact(fs.open(name, fps[-1]))
+        except NotFound:                   # a linked table removed by hand: nothing to compact
+            continue
+        if r is not None and r.merged:
+            merged += r.merged
+            notes.append(f"{name} {r.before:,} -> {r.after:,} shards")
+    if merged:                             # recorded when it merged something
+        stages.add("compact", corpus, t, merged, 0, "shards", "; ".join(notes))
 
 
 def _flow_run_id() -> str | None:

@@ -19,6 +19,7 @@ from typing import Literal, get_args
 from ..pipeline.configs import (EncodeConfig, FinetuneConfig, HeadConfig, IngestConfig, SGNSConfig, SkipGramConfig,
                                 Source, StaticConfig, TokenizeConfig, Trainable, VectorFormat, WordConfig)
 from ..pipeline.errors import PipelineError
+from ..stages.retrain import POLICIES, RetrainPolicy
 from ..storage.store import DEFAULT_ROOT
 from .errors import ConfigError, FlowError
 from .runners import RunnerConfig
@@ -47,6 +48,12 @@ def _check_choice(config, name: str, choices: tuple) -> None:
         raise ConfigError(name, f"must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
 
 
+def _check_retrain(stage) -> None:
+    _check_choice(stage, "retrain", POLICIES)
+    if not isinstance(stage.retrain_threshold, (int, float)) or not 0 <= stage.retrain_threshold <= 1:
+        raise ConfigError("retrain_threshold", f"must be a fraction in [0, 1], got {stage.retrain_threshold!r}")
+
+
 @dataclass(frozen=True)
 class Word2VecStage:
     """[word2vec]'s stage switches (its other keys set WordConfig, SkipGramConfig, SGNSConfig)."""
@@ -58,9 +65,15 @@ class Word2VecStage:
     #   dropped) | extend: grow it (examples are computed again) | rebuild: a new vocabulary
     #   whenever the corpus changes (all examples again).
     vocabulary: Literal["keep", "extend", "rebuild"] = "keep"
+    # when a change of the corpus alone trains it again (stages/retrain.py): "changed": more
+    # than retrain_threshold of the documents added, edited or removed since it trained;
+    # "always": any change; "never": only with `embcache run --retrain`
+    retrain: RetrainPolicy = "changed"
+    retrain_threshold: float = 0.05
 
     def __post_init__(self):
         _check_choice(self, "vocabulary", ("keep", "extend", "rebuild"))
+        _check_retrain(self)
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,14 @@ class HeadStage:
     enabled: bool = True
     name: str = "head"              # saved as models/head/<name>
     split_seed: int = 0             # seeds the 80/10/10 split when the corpus has no split column
+    # when a change of the corpus alone trains it again (stages/retrain.py): "changed": more
+    # than retrain_threshold of the documents added, edited or removed since it trained;
+    # "always": any change; "never": only with `embcache run --retrain`
+    retrain: RetrainPolicy = "changed"
+    retrain_threshold: float = 0.05
+
+    def __post_init__(self):
+        _check_retrain(self)
 
 
 @dataclass(frozen=True)
@@ -80,9 +101,15 @@ class StaticStage:
     vectors: str = "glove-6b-50d"
     vectors_format: VectorFormat = "auto"
     split_seed: int = 0
+    # when a change of the corpus alone trains it again (stages/retrain.py): "changed": more
+    # than retrain_threshold of the documents added, edited or removed since it trained;
+    # "always": any change; "never": only with `embcache run --retrain`
+    retrain: RetrainPolicy = "changed"
+    retrain_threshold: float = 0.05
 
     def __post_init__(self):
         _check_choice(self, "vectors_format", get_args(VectorFormat))
+        _check_retrain(self)
 
 
 @dataclass(frozen=True)

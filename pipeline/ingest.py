@@ -47,7 +47,7 @@ import math
 import os
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -56,11 +56,11 @@ from .readers import read_records
 from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, is_folder_source, plan_files
 from .configs import IngestConfig, Normalization  # noqa: F401  (defined once, in configs.py)
 
-__all__ = ["REJECT_REASONS", "IngestBatch", "IngestConfig", "Source", "check_ingest", "ingest",
-           "iter_ingest", "normalize", "text_sha"]
+__all__ = ["PATH_REJECT_REASONS", "RECORD_REJECT_REASONS", "REJECT_REASONS", "IngestBatch", "IngestConfig",
+           "Source", "check_ingest", "ingest", "iter_ingest", "normalize", "text_sha"]
 
 
-REJECT_REASONS = (
+RECORD_REJECT_REASONS = (   # what a record read from a file can be rejected for
     "malformed_record",        # the record itself cannot be parsed (bad JSON line, CSV row with extra fields)
     "invalid_utf8",            # bytes that are not UTF-8, or not the source's `encoding` when it
                                # has one (or a lone surrogate from a JSON "\ud800" escape)
@@ -76,6 +76,11 @@ REJECT_REASONS = (
     "duplicate_id_conflict",   # id already taken by a document with different text (first wins)
     "duplicate_row",           # same id and same text as an earlier document
 )
+PATH_REJECT_REASONS = (     # a path found but not read (pipeline/walk.py): one row, no record
+    "broken_link",             # a symbolic link whose target is missing, or that points to itself
+    "link_loop",               # a link to a folder already walked (a cycle): skipped, files read once
+)
+REJECT_REASONS = RECORD_REJECT_REASONS + PATH_REJECT_REASONS
 
 DOCUMENTS_SCHEMA = pa.schema([
     ("doc_id", pa.string()), ("text_sha", pa.string()), ("text", pa.string()),
@@ -117,29 +122,58 @@ def text_sha(text: str) -> str:
 
 
 def iter_ingest(sources: Source | Iterable[Source], config: IngestConfig = IngestConfig(),
-                batch_rows: int = 2048) -> Iterator[IngestBatch]:
+                batch_rows: int = 2048, plans: list[list[SourceFile]] | None = None,
+                reuse: Callable[[SourceFile], IngestBatch | None] | None = None) -> Iterator[IngestBatch]:
     """Stream batches covering `batch_rows` input records each (the last one fewer).
 
     Every source is planned first, so a missing path (SourceNotFound) or a missing column
     (SourceSchemaError) fails before any batch is yielded. Duplicate ids are tracked across
     all sources: memory grows by a few hundred bytes per accepted document.
+
+    plans: `plan_files` of each source, if the caller planned already. reuse: for a file
+    unchanged since the last ingest, its rows as that ingest left them (documents with a
+    null text, rejects), yielded as one batch instead of reading the file; None: read it.
+    Reused ids still count for duplicates; a reused file whose ids now collide with an
+    earlier file's is read again (stages/source_state.py).
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     sources = [sources] if isinstance(sources, Source) else list(sources)
     check_ingest(sources, config)
-    plans: list[list[SourceFile]] = [plan_files(source) for source in sources]
+    plans = plans if plans is not None else [plan_files(source) for source in sources]
     checker = _Checker(config)
     batch = _BatchBuilder()
     max_file_bytes = UNREAD_SIZE_FACTOR * config.max_bytes
     for source, files, root in zip(sources, plans, id_roots(plans)):
-        for records in read_records(files, batch_rows, max_file_bytes):
-            for record in records:
-                batch.add(record, *checker.check(record, source, root))
-                if batch.input_rows >= batch_rows:
-                    yield batch.flush()
+        for group, previous in _reuse_groups(files, reuse, checker):
+            if previous is not None:
+                if batch.input_rows:
+                    yield batch.flush()      # keeps input order
+                yield previous
+                continue
+            for records in read_records(group, batch_rows, max_file_bytes):
+                for record in records:
+                    batch.add(record, *checker.check(record, source, root))
+                    if batch.input_rows >= batch_rows:
+                        yield batch.flush()
     if batch.input_rows:
         yield batch.flush()
+
+
+def _reuse_groups(files: list[SourceFile], reuse, checker: "_Checker"):
+    """(files to read, None) for runs of files to read, ([], batch) for each reused file."""
+    pending: list[SourceFile] = []
+    for file in files:
+        previous = reuse(file) if reuse is not None else None
+        if previous is not None and pending:
+            yield pending, None          # read first: their ids come before this file's
+            pending = []
+        if previous is not None and checker.remember(previous.documents):
+            yield [], previous
+        else:
+            pending.append(file)
+    if pending:
+        yield pending, None
 
 
 def check_ingest(sources: Source | Iterable[Source], config: IngestConfig) -> None:
@@ -215,6 +249,17 @@ class _Checker:
             return None, (doc_id, *duplicate)
         self.seen[doc_id] = (sha, record.source, record.row)
         return (doc_id, sha, text, label, split), None
+
+    def remember(self, documents: pa.Table) -> bool:
+        """Take a reused file's accepted documents as seen; False (nothing taken) if one of
+        their ids is taken already: the file must be read again to decide its duplicates."""
+        ids = documents["doc_id"].to_pylist()
+        if any(i in self.seen for i in ids) or len(set(ids)) != len(ids):
+            return False
+        for doc_id, sha, source, row in zip(ids, documents["text_sha"].to_pylist(),
+                                            documents["source"].to_pylist(), documents["row"].to_pylist()):
+            self.seen[doc_id] = (sha, source, row)
+        return True
 
     def _not_allowed(self, label: str) -> str:
         declared = ", ".join(repr(l) for l in sorted(self.allowed)[:20])

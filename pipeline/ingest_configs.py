@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from .errors import PipelineError
 
@@ -25,6 +25,10 @@ class IngestConfig:
                                     # long-but-valid text is truncated later, at tokenization
     labels: tuple[str, ...] | None = None   # declared label set; a label outside it is rejected
     normalization: Normalization = "NFC"    # unicode form applied to every text before hashing
+    rescan: bool = False            # read every file, even those unchanged since the last ingest
+                                    # (stages/source_state.py); changes no row
+
+    speed_only: ClassVar[tuple[str, ...]] = ("rescan",)   # fields left out of fingerprints (configs.output_fields)
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0:

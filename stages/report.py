@@ -199,10 +199,17 @@ def truncation_section(store: FeatureStore, corpus: str) -> str:
     except NotFound:
         return missing("No BERT tokens for this corpus (embcache featurize bert).")
     n, m, at, limit = cut["truncated"], cut["texts"], cut["max_length"], cut["model_limit"]
+    if "split" in cut:                    # long_documents="windows"
+        s, w = cut["split"], cut["windows"] - m + cut["split"]
+        out = (f"<p>{s:,} of {m:,} texts ({esc(percent(s, m))}) were split into {w:,} windows of {at:,} tokens; "
+               f"each text's vector is the mean of its windows'.</p>")
+        return out + (f"<p><b>{n:,} texts were cut after their first windows</b> (<code>--max-windows</code>)."
+                      f"</p>" if n else "")
     if not n:
         return f"<p>None of the {m:,} texts was cut: all fit in {at:,} tokens.</p>"
     out = f"<p><b>{n:,} of {m:,} texts ({esc(percent(n, m))}) were cut at {at:,} tokens</b>: their vectors see only the start.</p>"
-    chunk = "split long texts into chunks and pool their vectors (chunk-and-pool: not yet available in embcache)"
+    chunk = ("encode every window and average their vectors (<code>--long-documents windows</code>, "
+             "optionally <code>--max-windows K</code>)")
     if limit is not None and at < limit:
         return out + (f"<p>To keep more of each text, raise <code>--max-length</code> up to the model's limit of "
                       f"{limit:,} tokens (encoding gets slower with length), or {chunk}.</p>")
@@ -227,6 +234,10 @@ def stage_table(stages: list[dict]) -> str:
             f'<span class="bar" style="width:{80 * cached / total:.0f}px"></span>'
             f'<span class="bar c" style="width:{80 * computed / total:.0f}px"></span> {100 * cached / total:.0f}%')
         note = ("skipped" + (": " if s.get("note") else "") if s.get("skipped") else "") + (s.get("note") or "")
+        if s.get("stale"):                 # a model its retrain policy kept: how far behind it is
+            st = s["stale"]
+            note += (f" · stale: {st['added']:,} documents added, {st['removed']:,} removed since snapshot "
+                     f"{st['trained_snapshot']} ({st['documents']:,} now)")
         rows.append([s.get("stage", "?"), computed, cached, s.get("unit", ""), bar,
                      num(float(s.get("seconds") or 0.0), 2), note])
     rows.append(["total", "", "", "", "", num(sum(float(s.get("seconds") or 0.0) for s in stages), 2), ""])

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from datetime import datetime, timezone
 
 from ..storage import FeatureStore, NotFound
 from ..storage.errors import FormatError
 
 FORMAT, FORMAT_VERSION = "embcache.run", 1
 RUN_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+
+
+def new_run_id(started: datetime) -> str:
+    """A run's id: its UTC start to the microsecond, then 6 random hex digits.
+
+    Ids sort in start order (the newest run is the greatest), also for runs that start
+    within the same second, as no-op runs do (20261204T181657.123456Z-3a31bc).
+    """
+    return f"{started.astimezone(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
 
 
 def save(fs: FeatureStore, record: dict) -> None:

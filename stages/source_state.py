@@ -1,0 +1,169 @@
+"""Change detection for ingest: a file unchanged since the last ingest is not read again.
+
+    corpora/<corpus>/sources/<snapshot file>.parquet    path, size, mtime_ns, inode (a row per file)
+        schema metadata: format "embcache.source_state" 1, the config digest, when stat-ed
+
+An ingest records, with the snapshot it leaves current, the (size, mtime, inode) of every
+file it planned and a digest of its sources and IngestConfig. The next ingest of the same
+corpus with the same digest (same sources, same options):
+- finds the same files, none changed: keeps the snapshot and reads no file (`unchanged`);
+- else reads only the files that are new or changed; an unchanged file's rows come from
+  the previous snapshot and its rejects from `rejected` (`reuse`), so the new snapshot is
+  the one a full read gives.
+A file whose previous rejects depend on other files (duplicate ids) is read again, and so
+is a file modified less than `RACY_NS` before it was stat-ed (its mtime cannot tell an edit
+in the same tick apart: git's "racy clean" rule). IngestConfig.rescan (`--rescan`) reads
+every file. Sources are local paths (pipeline/sources.py), so stat is what identifies a
+file version; an object-store source would record its ETag in the inode/size columns.
+
+Memory: the previous snapshot's rows without text (O(documents), ~100 bytes each) are
+read only when some file changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..pipeline.ingest import DOCUMENTS_SCHEMA, REJECTED_SCHEMA, IngestBatch, IngestConfig, Source
+from ..pipeline.sources import SourceFile, plan_files
+from ..storage import FeatureStore, NotFound, StoreError
+from ..storage.manifest import Snapshot
+
+FORMAT = ("embcache.source_state", 1)
+RACY_NS = 2_000_000_000          # a file modified within 2 s of its stat is read again next time
+STATE_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+                          ("inode", pa.int64())])
+DEPENDENT_REASONS = ("duplicate_id_conflict", "duplicate_row")   # rejects that depend on other files
+
+
+def config_digest(sources: list[Source], config: IngestConfig) -> str:
+    """What a file's rows depend on besides its bytes: every source's options and the config's."""
+    fields = {k: v for k, v in asdict(config).items() if k != "rescan"}
+    body = json.dumps({"sources": [asdict(s) for s in sources], "config": fields}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def stat_files(plans: list[list[SourceFile]]) -> pa.Table:
+    """(path, size, mtime_ns, inode) of every planned file, in plan order."""
+    rows = []
+    for files in plans:
+        for f in files:
+            st = os.stat(f.path) if f.problem is None else os.lstat(f.path)   # a broken link: the link itself
+            rows.append((f.path, st.st_size, st.st_mtime_ns, st.st_ino))
+    cols = list(zip(*rows)) if rows else [(), (), (), ()]
+    return pa.table([pa.array(c, type=t.type) for c, t in zip(cols, STATE_SCHEMA)], schema=STATE_SCHEMA)
+
+
+class SourceState:
+    """The last ingest's file states for a corpus, against the files planned now.
+
+    Plans the sources itself (`plans`): a file unchanged since the last ingest is not
+    opened to check its columns again (plan_files' `trusted`).
+    """
+
+    def __init__(self, store: FeatureStore, corpus: str, sources: list[Source], config: IngestConfig):
+        self.store, self.corpus = store, corpus
+        self.digest = config_digest(sources, config)
+        self.stat_ns = time.time_ns()
+        self.snapshot = store.corpus(corpus).manifest().current
+        self._before: dict[str, tuple] = {}       # path -> (size, mtime_ns, inode) as last recorded
+        self._previous_files = -1                 # how many files the last ingest recorded
+        self._recorded_ns = 0                     # when it stat-ed them
+        if not config.rescan and self.snapshot is not None:
+            self._load(self.snapshot)
+        self.plans = [plan_files(source, self.trusted) for source in sources]
+        self.now = stat_files(self.plans)
+        self.unchanged_paths = {p for p, s, m, i in zip(*(self.now[c].to_pylist() for c in STATE_SCHEMA.names))
+                                if self._same(p, (s, m, i))}
+        self._rows: dict[str, pa.Table] | None = None
+        self._rejects: dict[str, pa.Table] | None = None
+
+    def trusted(self, path: str) -> bool:
+        """Unchanged since the last ingest (which checked its columns)."""
+        if path not in self._before:
+            return False
+        st = os.stat(path)
+        return self._same(path, (st.st_size, st.st_mtime_ns, st.st_ino))
+
+    def _same(self, path: str, state: tuple) -> bool:
+        """Recorded with these (size, mtime, inode), and not modified near that stat (racy)."""
+        return self._before.get(path) == state and state[1] < self._recorded_ns - RACY_NS
+
+    @property
+    def unchanged(self) -> bool:
+        """Every planned file is unchanged and none was added or removed: nothing to read."""
+        return self.now.num_rows > 0 and len(self.unchanged_paths) == self.now.num_rows == self._previous_files
+
+    # -- reuse -------------------------------------------------------------
+    def reuse(self, file: SourceFile) -> IngestBatch | None:
+        """The file's rows as the last ingest left them, or None to read it (iter_ingest's `reuse`)."""
+        if file.path not in self.unchanged_paths:
+            return None
+        if self._rows is None:
+            self._rows = _by_source(self.store.corpus(self.corpus).read(self.snapshot.id))
+            self._rejects = _by_source(self._previous_rejects())
+        rejects = self._rejects.get(file.path, REJECTED_SCHEMA.empty_table())
+        if rejects.num_rows and pc.any(pc.is_in(rejects["reason"], pa.array(DEPENDENT_REASONS))).as_py():
+            return None
+        docs = self._rows.get(file.path)
+        docs = (DOCUMENTS_SCHEMA.empty_table() if docs is None else
+                docs.select([n for n in DOCUMENTS_SCHEMA.names if n != "text"])
+                    .add_column(2, "text", pa.nulls(docs.num_rows, pa.string())).cast(DOCUMENTS_SCHEMA))
+        return IngestBatch(docs, rejects)
+
+    def _previous_rejects(self) -> pa.Table:
+        from .ingest import REJECTED_SPEC
+        t = self.store.table("rejected", REJECTED_SPEC, key="reject_key")
+        parts = [p.select(REJECTED_SCHEMA.names) for p in t.iter_shards(
+            filters=[("corpus", "=", self.corpus), ("snapshot", "=", self.snapshot.id)])] if t.exists() else []
+        return pa.concat_tables(parts).cast(REJECTED_SCHEMA) if parts else REJECTED_SCHEMA.empty_table()
+
+    # -- the file ----------------------------------------------------------
+    def _path(self, snap: Snapshot) -> str:
+        return self.store.fs.path("corpora", self.corpus, "sources", snap.file)
+
+    def _load(self, snap: Snapshot) -> None:
+        """The states recorded with `snap` under this digest (none if absent, unreadable or another digest)."""
+        path = self._path(snap)
+        try:
+            table = pq.read_table(pa.BufferReader(self.store.fs.read_bytes(path)))
+        except (NotFound, pa.ArrowException, OSError):
+            return                                # a cache: absent or unreadable means read every file
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if (meta.get("format"), meta.get("format_version")) != (FORMAT[0], str(FORMAT[1])) \
+                or meta.get("digest") != self.digest or not table.schema.remove_metadata().equals(STATE_SCHEMA):
+            return
+        self._before = {p: (s, m, i) for p, s, m, i in zip(*(table[c].to_pylist() for c in STATE_SCHEMA.names))}
+        self._previous_files, self._recorded_ns = table.num_rows, int(meta["stat_ns"])
+
+    def save(self, snap: Snapshot) -> None:
+        """Record the files as stat-ed before reading them, with the snapshot they made current."""
+        meta = {"format": FORMAT[0], "format_version": str(FORMAT[1]), "digest": self.digest,
+                "stat_ns": str(self.stat_ns)}
+        buf = io.BytesIO()
+        pq.write_table(self.now.replace_schema_metadata(meta), buf, compression="zstd")
+        try:
+            self.store.fs.write_atomic(self._path(snap), buf.getvalue())
+        except StoreError:
+            pass                                  # a read-only store: the next run reads every file
+
+
+def _by_source(table: pa.Table) -> dict[str, pa.Table]:
+    """Rows per `source` value, each in its original order."""
+    if table.num_rows == 0:
+        return {}
+    src = table["source"].to_numpy(zero_copy_only=False)
+    order = np.argsort(src, kind="stable")
+    names, starts = np.unique(src[order], return_index=True)
+    ends = list(starts[1:]) + [len(order)]
+    return {name: table.take(pa.array(order[a:b])) for name, a, b in zip(names, starts, ends)}

@@ -113,7 +113,9 @@ def main() -> None:
     sentences = [t[i:i + MAX_DOC] for t in tokens for i in range(0, max(len(t), 1), MAX_DOC)]
     vocab = Vocabulary.build(sentences, args.min_count)
     ids, offsets = vocab.encode(sentences)
-    config = SGNSConfig(dim=args.dim, epochs=args.epochs, threads=args.threads)
+    # matched settings, gensim's alpha: this benchmark compares speed and the kernel at equal
+    #   settings; word2vec_flow.py compares both tools at their own defaults.
+    config = SGNSConfig(dim=args.dim, epochs=args.epochs, threads=args.threads, lr=0.025)
 
     start = time.perf_counter()
     examples = epoch_examples(ids, offsets, vocab.counts, args.sample, args.epochs, "gensim")

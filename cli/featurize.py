@@ -6,13 +6,12 @@ import typer
 
 from ..flows.run_config import RunConfig, Word2VecStage
 from ..pipeline.configs import EncodeConfig, SkipGramConfig, TokenizeConfig, WordConfig
-from .app import featurize_app, out, runs_flows, store_of
+from .app import featurize_app, out, prefect_api, store_of
 from .options import option
 from .progress import progress_bars
 
 
 @featurize_app.command("bert")
-@runs_flows("featurize_flows")
 def featurize_bert(ctx: typer.Context,
                    corpus: str = typer.Argument(..., help="An ingested corpus."),
                    model: str = option(RunConfig, "model",
@@ -20,11 +19,21 @@ def featurize_bert(ctx: typer.Context,
                    pooling: str = option(EncodeConfig, "pooling", help="mean (default), cls, or the model's "
                                                                        "pooler output (untrained in MiniLM)."),
                    max_length: int = option(TokenizeConfig, "max_length",
-                                            help="Tokens per text; longer texts are truncated."),
+                                            help="Tokens per text (per window); longer texts are truncated."),
+                   long_documents: str = option(TokenizeConfig, "long_documents",
+                                                help="truncate: keep the first --max-length tokens; windows: "
+                                                     "encode every --max-length window, average their vectors."),
+                   max_windows: int = option(TokenizeConfig, "max_windows",
+                                             help="With --long-documents windows: the first k windows per "
+                                                  "text (0 = all)."),
                    batch_tokens: int = option(EncodeConfig, "batch_tokens", help="Padded tokens per forward batch."),
                    quantize: str = option(EncodeConfig, "quantize",
-                                          help="int8: dynamic quantization of Linear layers."),
+                                          help="int8: torch's dynamic int8 Linear layers; int8-channel: "
+                                               "ONNX Runtime's, a scale per weight column (closer to fp32)."),
                    dtype: str = option(EncodeConfig, "dtype", help="Stored vector dtype."),
+                   backend: str = option(EncodeConfig, "backend",
+                                         help="auto: onnx when the onnx extra is installed, else torch "
+                                              "(same vectors within 1e-4: same table)."),
                    shard_docs: int = typer.Option(None, help="Documents per encode task "
                                                              "(default: the flow's encode_shard_docs).")):
     """Tokenize and encode CORPUS's documents into bert_tokens / bert_features (only what is missing).
@@ -32,25 +41,38 @@ def featurize_bert(ctx: typer.Context,
     A changed model, pooling, max length, dtype or quantization makes a new table;
     nothing cached under another configuration is ever served.
 
-    Example: `embcache featurize bert bbc --pooling cls --max-length 128`
+    Example: `embcache featurize bert bbc --pooling cls --max-length 128`,
+    `embcache featurize bert bbc --long-documents windows --max-windows 8`
     """
     from ..flows import runners
-    from ..flows.featurize_flows import featurize_bert_flow
     shards = {} if shard_docs is None else {"encode_shard_docs": shard_docs}
-    with progress_bars(), runners.session(ctx.obj["runner"]):
-        r = runners.on(featurize_bert_flow)(corpus, model, TokenizeConfig(max_length=max_length),
-                                            EncodeConfig(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens,
-                                                         quantize=quantize),
-                                            store=store_of(ctx).root, **shards)
+    tokenize, encode = (TokenizeConfig(max_length=max_length, long_documents=long_documents, max_windows=max_windows),
+                        EncodeConfig(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens, quantize=quantize,
+                                     backend=backend))
+    store = store_of(ctx)
+    store.corpus(corpus).require()
+    with prefect_api("featurize_flows"), progress_bars(), runners.session(ctx.obj["runner"]):
+        from ..flows.featurize_flows import featurize_bert_flow
+        r = runners.on(featurize_bert_flow)(corpus, model, tokenize, encode, store=store.root, **shards)
     out.print(f"{r['texts']:,} texts: tokenized {r['tokenize_computed']:,} (cached {r['tokenize_cached']:,}), "
               f"encoded {r['encode_computed']:,} (cached {r['encode_cached']:,})")
     out.print(f"bert_features@{r['features_fingerprint'][:12]}  model {r['model']}")
-    if r.get("truncated"):
-        room = (f"raise --max-length (the model takes {r['model_limit']})"
-                if r.get("model_limit") and r["model_limit"] > r["max_length"] else "the model takes no more")
+    for stage in ("tokenize", "encode"):
+        if r.get(f"{stage}_dropped"):
+            out.print(f"{stage}: {r[f'{stage}_dropped']:,} texts were computed here too, but another run "
+                      "committed them first: its rows are kept, ours were dropped")
+    if r.get("split"):
+        out.print(f"{r['split']:,} of {r['texts']:,} texts ({r['split'] / max(r['texts'], 1):.0%}) were split into "
+                  f"{r['windows'] - r['texts'] + r['split']:,} windows of {r['max_length']} tokens")
+    if r.get("truncated") and long_documents == "windows":
+        out.print(f"{r['truncated']:,} of {r['texts']:,} texts were cut after {max_windows} windows: raise "
+                  f"--max-windows (0 = all)")
+    elif r.get("truncated"):
+        room = (f"raise --max-length (the model takes {r['model_limit']}) or --long-documents windows"
+                if r.get("model_limit") and r["model_limit"] > r["max_length"] else "--long-documents windows")
         out.print(f"{r['truncated']:,} of {r['texts']:,} texts ({r['truncated'] / max(r['texts'], 1):.0%}) were cut "
                   f"at {r['max_length']} tokens: {room}")
-    if quantize == "int8":
+    if quantize != "none":
         report_quantization(ctx, corpus, r)
 
 
@@ -64,15 +86,15 @@ def report_quantization(ctx: typer.Context, corpus: str, r: dict) -> None:
     meta = store.open("bert_features", r["features_fingerprint"]).saved_spec()["meta"]
     ids = store.open("bert_tokens", r["tokens_fingerprint"]).lookup(sorted(set(sample)), ["input_ids"])["input_ids"]
     enc = EncodeConfig(**meta["encode"])
-    q = encode(ids, bert.cached_model(meta["model"], "int8"), enc)
-    f = encode(ids, bert.cached_model(meta["model"], "none"), EncodeConfig(**{**meta["encode"], "quantize": "none"}))
+    fp32 = EncodeConfig(**{**meta["encode"], "quantize": "none", "backend": "torch"})
+    q = encode(ids, bert.cached_encoder(store.root, meta["model"], enc, None), enc)
+    f = encode(ids, bert.cached_model(meta["model"], "none"), fp32)
     fid = quantization_fidelity(np.asarray(f, np.float32), np.asarray(q, np.float32))
-    out.print(f"int8 fidelity vs fp32 on {len(ids)} texts: mean cosine {fid['mean_cosine']:.4f}, "
+    out.print(f"{enc.quantize} fidelity vs fp32 on {len(ids)} texts: mean cosine {fid['mean_cosine']:.4f}, "
               f"min {fid['min_cosine']:.4f}")
 
 
 @featurize_app.command("word2vec")
-@runs_flows("word2vec_flows")
 def featurize_word2vec(ctx: typer.Context,
                        corpus: str = typer.Argument(..., help="An ingested corpus."),
                        min_count: int = option(WordConfig, "min_count", help="Occurrences a word needs to get an id."),
@@ -90,20 +112,29 @@ def featurize_word2vec(ctx: typer.Context,
                                                         help="Independently sampled copies of the examples."),
                        seed: int = option(Word2VecStage, "seed",
                                           help="Seed (with the fingerprint and shard) of the sampling."),
-                       extend: bool = typer.Option(False, "--extend", help="Grow the corpus's last vocabulary "
-                                                                           "(existing ids never move).")):
+                       vocabulary: str = option(Word2VecStage, "vocabulary",
+                                                help="keep: the corpus's vocabulary stays (new words are "
+                                                     "dropped); extend: grow it, existing ids never move; "
+                                                     "rebuild: a new one from the current snapshot."),
+                       extend: bool = typer.Option(False, "--extend", hidden=True,
+                                                   help="The same as --vocabulary extend.")):
     """Build the vocabulary and precompute skip-gram examples into w2v_examples (only missing documents).
 
     Example: `embcache featurize word2vec bbc --window 5 --negatives 5 --epochs-of-examples 2`
     """
     from ..flows import runners
-    from ..flows.word2vec_flows import featurize_word2vec_flow
-    with progress_bars(), runners.session(ctx.obj["runner"]):
-        r = runners.on(featurize_word2vec_flow)(corpus, WordConfig(min_count=min_count),
-                                                SkipGramConfig(subsample=subsample or None, max_window=window,
-                                                               negatives=negatives,
-                                                               subsample_formula=subsample_formula),
-                                                epochs_of_examples, seed, extend, store=store_of(ctx).root)
+    if extend:
+        vocabulary = "extend"
+    words, skipgram = (WordConfig(min_count=min_count),
+                       SkipGramConfig(subsample=subsample or None, max_window=window, negatives=negatives,
+                                      subsample_formula=subsample_formula))
+    store = store_of(ctx)
+    store.corpus(corpus).require()
+    with prefect_api("word2vec_flows"), progress_bars(), runners.session(ctx.obj["runner"]):
+        from ..flows.word2vec_flows import featurize_word2vec_flow
+        r = runners.on(featurize_word2vec_flow)(corpus, words, skipgram, epochs_of_examples, seed,
+                                                extend=vocabulary == "extend", store=store.root,
+                                                keep_vocabulary=vocabulary == "keep")
     v = r["vocab"]
     out.print(f"vocabulary v{v['version']}: {v['words']:,} words ({v['added_words']:,} new); examples for "
               f"{r['computed']:,} documents ({r['cached']:,} cached): {r['rows']:,} rows")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -19,6 +20,7 @@ from ..storage import FeatureStore
 
 from ..stages import bert
 from . import progress, runners
+from .retry import retryable
 from .run_config import DEFAULT_STORE
 from ..stages.ingest import ingest_corpus
 
@@ -42,14 +44,14 @@ def ingest_flow(corpus: str, sources: list[Source], config: IngestConfig = Inges
     return result
 
 
-@task(name="tokenize-shard", cache_policy=NO_CACHE, retries=1)
+@task(name="tokenize-shard", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retryable)
 def tokenize_task(plan: bert.BertPlan, keys: list[str], total: int) -> int:
     rows = bert.tokenize_shard(plan, keys)
     progress.advance("tokenize", len(keys), total)
     return rows
 
 
-@task(name="encode-shard", cache_policy=NO_CACHE, retries=1)
+@task(name="encode-shard", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retryable)
 def encode_task(plan: bert.BertPlan, keys: list[str], total: int) -> int:
     rows = bert.encode_shard(plan, keys)
     progress.advance("encode", len(keys), total)
@@ -68,7 +70,7 @@ def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: Tokeniz
     plan = bert.plan_bert(store, config, normalization)
     fs, _, tokens, features = bert.tables(plan)
     docs = fs.corpus(corpus).read(columns=["text_sha"])
-    wanted = sorted(set(docs["text_sha"].to_pylist()))
+    wanted = pc.unique(docs["text_sha"]).sort()          # Arrow, not 10^6 Python strings
     counts = {"documents": docs.num_rows, "texts": len(wanted)}
     for stage, table, fn, size in (("tokenize", tokens, tokenize_task, tokenize_shard_docs),
                                    ("encode", features, encode_task, encode_shard_docs)):
@@ -79,11 +81,19 @@ def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: Tokeniz
         done = runners.map_shards(fn, plan, shards, len(todo), stage)   # one after another, or on Dask
         counts[f"{stage}_computed"] = sum(done)
         counts[f"{stage}_cached"] = len(wanted) - len(todo)
+        counts[f"{stage}_dropped"] = len(todo) - sum(done)   # computed here, but another run committed them first
+        if counts[f"{stage}_dropped"]:
+            log.warning("%s: %d texts were computed here too, but another run committed them first: its rows "
+                        "are kept, these were dropped", stage, counts[f"{stage}_dropped"])
         fs.corpus(corpus).link(table.name, table.fingerprint)
     cut = bert.truncation(store, corpus, tokens.fingerprint)       # of counts["texts"], cut at max_length
+    if cut.get("split"):
+        log.info("%d of %d texts were split into %d windows", cut["split"], len(wanted),
+                 cut["windows"] - len(wanted) + cut["split"])
     if cut["truncated"]:
-        log.info("%d of %d texts were cut at %d tokens", cut["truncated"], len(wanted), cut["max_length"])
+        log.info("%d of %d texts were cut %s", cut["truncated"], len(wanted), f"after {tokenize.max_windows} "
+                 f"windows" if "split" in cut else f"at {cut['max_length']} tokens")
     counts.update(tokens_fingerprint=tokens.fingerprint, features_fingerprint=features.fingerprint,
                   model=plan.model_path, truncated=cut["truncated"], max_length=cut["max_length"],
-                  model_limit=cut["model_limit"])
+                  model_limit=cut["model_limit"], **{k: cut[k] for k in ("split", "windows") if k in cut})
     return counts

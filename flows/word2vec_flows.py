@@ -14,6 +14,7 @@ from ..pipeline.words import WordConfig
 from ..storage import FeatureStore
 
 from . import progress, runners
+from .retry import retryable
 from .run_config import DEFAULT_STORE, Word2VecStage
 from ..stages import word2vec as w2v
 from ..stages.bert import chunks
@@ -24,7 +25,7 @@ def vocab_task(store: str, corpus: str, words: WordConfig, extend: bool, keep: b
     return w2v.build_vocab(store, corpus, words, extend, keep)
 
 
-@task(name="w2v-examples-shard", cache_policy=NO_CACHE, retries=1)
+@task(name="w2v-examples-shard", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retryable)
 def examples_task(plan: w2v.ExamplesPlan, keys: list[str], total: int) -> int:
     rows = w2v.examples_shard(plan, keys)
     progress.advance("examples", len(keys), total)

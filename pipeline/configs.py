@@ -2,7 +2,8 @@
 
 Defined once here so that the CLI, the run config and the stages take their defaults and
 choices from the same place without importing torch. A config names the fields that change
-speed but not output in `speed_only`; `output_fields` is what a fingerprint hashes.
+speed but not output in `speed_only`, and fields added after stores existed, with the
+value that means the old behaviour, in `added_later`; `output_fields` is what a fingerprint hashes.
 """
 
 from __future__ import annotations
@@ -22,35 +23,45 @@ def output_fields(config) -> dict:
     """A config's fields that change a stage's output (nested configs too): what fingerprints hash.
 
     Fields a config lists in its `speed_only` class attribute (threads, batch sizes that
-    change no value) are left out, so changing them reuses the cache.
+    change no value) are left out, so changing them reuses the cache; so is a field of
+    `added_later` at its old-behaviour value, so a new option leaves existing caches valid.
 
     >>> output_fields(EncodeConfig(batch_tokens=512))
     {'pooling': 'mean', 'normalize': 'auto', 'dtype': 'float32', 'quantize': 'none'}
     """
-    skip = getattr(config, "speed_only", ())
+    skip, later = getattr(config, "speed_only", ()), getattr(config, "added_later", {})
     return {f.name: output_fields(v) if is_dataclass(v) and not isinstance(v, type) else v
-            for f in fields(config) if f.name not in skip for v in (getattr(config, f.name),)}
+            for f in fields(config) if f.name not in skip for v in (getattr(config, f.name),)
+            if not (f.name in later and v == later[f.name])}
 
 
 def _positive(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
 # -- TokenizeConfig (pipeline/tokenize.py) ---------------------------------------------
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    max_length: int = 256  # tokens kept per text, special tokens included; the rest is cut
+    max_length: int = 256  # tokens kept per text (per window), special tokens included; the rest is cut
+    # truncate: the first max_length tokens; windows: all, as max_length windows, vectors averaged (encode_windows)
+    long_documents: Literal["truncate", "windows"] = "truncate"
+    max_windows: int = 0   # windows: keep the first k windows per text (0 = all); past them it is cut
+    added_later: ClassVar[dict] = {"long_documents": "truncate", "max_windows": 0}   # stores before windows
 
     def __post_init__(self):
-        if not isinstance(self.max_length, int) or self.max_length < 1:
-            raise PipelineError("TokenizeConfig.max_length", f"must be a positive int, got {self.max_length!r}")
+        bad = {"max_length": not _positive(self.max_length),
+               "long_documents": self.long_documents not in ("truncate", "windows"),
+               "max_windows": not (self.max_windows == 0 or _positive(self.max_windows)  # needs windows
+                                   and self.long_documents == "windows")}
+        for name in (n for n, b in bad.items() if b):
+            raise PipelineError(f"TokenizeConfig.{name}", f"invalid value {getattr(self, name)!r}")
 
 
 # -- EncodeConfig (pipeline/encode.py) -------------------------------------------------
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    speed_only: ClassVar[tuple[str, ...]] = ("batch_tokens", "threads")   # encode is batch-invariant within 1e-5
+    # encode is batch-invariant within 1e-5; the fp32 backends agree within ~2e-7 (pipeline/backends.py)
+    speed_only: ClassVar[tuple[str, ...]] = ("batch_tokens", "threads", "backend")
     # mean: attention-masked mean of the last hidden states (the default; what
     #   sentence-transformers' MiniLM was trained for); cls: the [CLS] row;
     # pooler: the model's pooler_output (tanh(dense(CLS))). For the packaged MiniLM
@@ -71,18 +82,28 @@ class EncodeConfig:
     batch_tokens: int = 2048
     # torch intra-op threads for the forward pass; None = the cores this process may use.
     threads: int | None = None
-    # "int8": the model was loaded with dynamic int8 Linear layers (load_model(quantize=…)).
+    # "int8": the model was loaded with dynamic int8 Linear layers (load_model(quantize=…));
+    # "int8-channel": ONNX Runtime's dynamic int8 MatMuls with a scale per weight column (onnx
+    #   extra): mean cosine to fp32 0.993 where int8's is 0.94 (smoke run, BENCHMARKS.md).
     #   Recorded here so the fingerprint changes with it; encode checks it matches the model.
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8", "int8-channel"] = "none"
+    # what runs the forward pass: torch, or onnx (ONNX Runtime on the model exported from the
+    #   same safetensors; extra `onnx`), float32 only. auto: onnx when onnxruntime is installed
+    #   (1.3-1.7x torch on sentences, max abs diff ~2e-7: issue 21), else torch. int8 runs on torch,
+    #   int8-channel on onnx.
+    backend: Literal["auto", "torch", "onnx"] = "auto"
 
     def __post_init__(self):
         checks = {
+            "backend": self.backend in ("auto", "torch", "onnx")
+                       and not (self.backend == "onnx" and self.quantize == "int8")
+                       and not (self.backend == "torch" and self.quantize == "int8-channel"),
             "pooling": self.pooling in ("mean", "cls", "pooler"),
             "normalize": self.normalize in ("auto", "l2", "none"),
             "dtype": self.dtype in ("float32", "float16"),
             "batch_tokens": isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
             "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-            "quantize": self.quantize in ("none", "int8"),
+            "quantize": self.quantize in ("none", "int8", "int8-channel"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -113,8 +134,11 @@ class WordConfig:
 
 @dataclass(frozen=True)
 class SkipGramConfig:
-    # t in the keep probability, f = a word's share of all counted words. None: keep every word.
-    subsample: float | None = 1e-4
+    # t in the keep probability, f = a word's share of all counted words. None (the default): keep
+    #   every word: on ~1 M-token corpora, 5 epochs cannot spare the signal subsampling drops
+    #   (held-out halves, BBC, lr 0.05: benchmarks/word2vec_tune.py, BENCHMARKS.md). Much larger
+    #   corpora usually want it on (untested here; gensim's: 1e-3, gensim formula).
+    subsample: float | None = None
     max_window: int = 5  # each center's window size is uniform in 1..max_window (word2vec's "reduced window")
     negatives: int = 5   # noise words per context word, never equal to that context word
     # row width L; None means 2 * max_window * (1 + negatives), the widest possible row.
@@ -160,7 +184,10 @@ class SGNSConfig:
     # passes over the examples; train asks `batches(epoch)` for each in turn.
     epochs: int = 5
     # starting SGD step size (gensim's alpha): a pair's step is lr * (label - sigmoid(dot)).
-    lr: float = 0.025
+    #   0.05, twice gensim's 0.025: 5 epochs over ~1 M tokens leave vectors short of converged at
+    #   0.025 (held-out halves, BBC: WordSim353 0.30 vs 0.18, analogies higher too; 0.1 lifts
+    #   WordSim353 more but costs analogies: benchmarks/word2vec_tune.py, BENCHMARKS.md).
+    lr: float = 0.05
     # final step size (gensim's min_alpha); lr falls linearly over all rows of all epochs.
     min_lr: float = 1e-4
     # rows (centers) per kernel call: one lr value and one loss_curve point per batch.

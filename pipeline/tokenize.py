@@ -7,6 +7,14 @@
 ([4, 2], [True, False])
 
 No padding is stored: `encode` pads per batch, to that batch's longest row.
+
+Under `long_documents="windows"` a text keeps every max_length window (the first
+`max_windows` when that is set), each with its own special tokens: input_ids is the first
+(what "truncate" keeps, so readers of input_ids see the same rows), the rest follow:
+
+>>> table = tokenize(["a cat sits on a mat"], tokenizer, TokenizeConfig(4, "windows"))
+>>> table.column("windows").to_pylist(), table.column("more_windows").to_pylist()
+([3], [[[101, 7719, 2006, 102], [101, 1037, 13523, 102]]])
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from .configs import TokenizeConfig  # noqa: F401  (defined once, in configs.py)
 SCHEMA = pa.schema([
     ("input_ids", pa.list_(pa.int32())),  # token ids with the special tokens ([CLS] … [SEP])
     ("length", pa.int32()),               # len(input_ids), special tokens included
-    ("truncated", pa.bool_()),            # the text had more than max_length tokens
+    ("truncated", pa.bool_()),            # the text had more than max_length tokens (windows: than it kept)
 ])
+WINDOW_FIELDS = [                         # under long_documents="windows", after SCHEMA's
+    pa.field("windows", pa.int32()),      # windows kept for the text, input_ids included (≥ 1)
+    pa.field("more_windows", pa.list_(pa.list_(pa.int32()))),  # windows 2.. (each with special tokens)
+]
 
 
 
@@ -38,7 +50,7 @@ def tokenize(texts: Sequence[str], tokenizer, config: TokenizeConfig) -> pa.Tabl
     _check_fits(tokenizer, config)
     texts = list(texts)
     if not texts:
-        return SCHEMA.empty_table()
+        return schema(config).empty_table()
     if not all(isinstance(t, str) for t in texts):
         bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
         raise PipelineError(f"texts[{bad}]", f"expected str, got {type(texts[bad]).__name__}")
@@ -56,15 +68,23 @@ def _tokenize_call(texts: list[str], tokenizer, config: TokenizeConfig) -> pa.Ta
     sample = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)  # (rows,)
     first = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])           # (N,) first row per text
     rows_per_text = np.diff(np.r_[first, len(sample)])                        # (N,)
+    kept = rows_per_text if config.long_documents == "truncate" or not config.max_windows \
+        else np.minimum(rows_per_text, config.max_windows)                    # (N,) windows kept
     ids = [enc["input_ids"][i] for i in first]
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
     offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)].astype(np.int32)
     values = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=int(offsets[-1]))
-    return pa.Table.from_arrays([
-        pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
-        pa.array(lengths),
-        pa.array(rows_per_text > 1),
-    ], schema=SCHEMA)
+    columns = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)), pa.array(lengths)]
+    if config.long_documents == "truncate":
+        return pa.Table.from_arrays([*columns, pa.array(rows_per_text > 1)], schema=SCHEMA)
+    more = [enc["input_ids"][f + 1:f + k] for f, k in zip(first.tolist(), kept.tolist())]
+    return pa.Table.from_arrays([*columns, pa.array(rows_per_text > kept), pa.array(kept.astype(np.int32)),
+                                 pa.array(more, WINDOW_FIELDS[1].type)], schema=schema(config))
+
+
+def schema(config: TokenizeConfig) -> pa.Schema:
+    """tokenize()'s columns: SCHEMA, plus WINDOW_FIELDS under long_documents="windows"."""
+    return SCHEMA if config.long_documents == "truncate" else pa.schema([*SCHEMA, *WINDOW_FIELDS])
 
 
 def _check_fits(tokenizer, config: TokenizeConfig) -> None:

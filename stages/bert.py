@@ -12,13 +12,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import hashlib
+import json
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..pipeline.encode import EncodeConfig, encode
+from ..pipeline.backends import onnx_model, resolve_backend
+from ..pipeline.encode import EncodeConfig, encode_tokens
 from ..pipeline.model import (load_model, load_tokenizer, max_positions, model_digest, resolve_model,
                               resolve_normalize)
 from ..pipeline.tokenize import TokenizeConfig, tokenize
@@ -94,6 +98,36 @@ def cached_model(path: str, quantize: str):
     return load_model(path, quantize=quantize)
 
 
+def cached_encoder(plan_store: str | None, path: str, encode: EncodeConfig, weights_digest: str | None):
+    """What runs encode's forward pass: the torch model, or its ONNX export (EncodeConfig.backend).
+
+    The export is a derived artifact kept in the store (derived/onnx/<weights+config digest>.onnx),
+    made on first use and checked before every load; without a store, or one not on local disk,
+    it is kept in the temporary directory instead.
+    """
+    if resolve_backend(encode.backend, encode.quantize) == "torch":
+        return cached_model(path, encode.quantize)
+    if weights_digest is None:
+        weights_digest = _model_digest_json(path)
+    return _cached_onnx(plan_store, path, hashlib.sha256(weights_digest.encode()).hexdigest()[:32],
+                        encode.threads, encode.quantize)
+
+
+@functools.lru_cache(maxsize=4)
+def _model_digest_json(path: str) -> str:
+    """The weights + config digests (as a bert_features spec holds them), once per process."""
+    digests = model_digest(path)
+    return json.dumps({"weights": digests["weights"], "config": digests["config"]}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_onnx(plan_store: str | None, path: str, key: str, threads: int | None, quantize: str):
+    store = FeatureStore(plan_store) if plan_store else None
+    cache = f"{store.root}/derived/onnx" if store is not None and store.fs.local \
+        else f"{tempfile.gettempdir()}/embcache-onnx"
+    return onnx_model(lambda: cached_model(path, "none"), key, cache, threads, quantize)
+
+
 def _load_libc():
     name = ctypes.util.find_library("c")
     try:
@@ -129,8 +163,10 @@ def tokenize_shard(plan: BertPlan, keys: list[str]) -> int:
 def encode_shard(plan: BertPlan, keys: list[str]) -> int:
     """Encode the token ids of these text hashes; commit one bert_features shard. Returns rows."""
     _, _, tokens, features = tables(plan)
-    ids = tokens.lookup(keys, ["input_ids"])["input_ids"]
-    vectors = encode(ids, cached_model(plan.model_path, plan.encode.quantize), plan.encode)   # (N, H)
+    windows = plan.tokenize.long_documents == "windows"
+    ids = tokens.lookup(keys, ["input_ids", "more_windows"] if windows else ["input_ids"])  # encode_tokens' table
+    model = cached_encoder(plan.store, plan.model_path, plan.encode, _digests(plan.features_spec))
+    vectors = encode_tokens(ids, model, plan.encode)                                           # (N, H)
     shard = features.write(pa.table({
         "text_sha": pa.array(keys, pa.string()),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]),
@@ -146,8 +182,16 @@ def encode_query(plan_meta: dict, texts: list[str]) -> np.ndarray:
     # a table written before EncodeConfig had `normalize` was not normalised
     enc = EncodeConfig(**{"normalize": "none", **plan_meta["encode"]})
     enc = replace(enc, normalize=resolve_normalize(enc.normalize, plan_meta["model"]))
-    ids = tokenize(texts, cached_tokenizer(plan_meta["model"]), tok)["input_ids"]
-    return encode(ids, cached_model(plan_meta["model"], enc.quantize), enc).astype(np.float32)
+    ids = tokenize(texts, cached_tokenizer(plan_meta["model"]), tok)          # windows too, as the table was built
+    if enc.quantize != "int8-channel":             # queries are a few texts: torch, without an export
+        enc = replace(enc, backend="torch")
+    return encode_tokens(ids, cached_encoder(None, plan_meta["model"], enc, None), enc).astype(np.float32)
+
+
+def _digests(features_spec: dict) -> str | None:
+    """The weights + config digests a bert_features spec records: the ONNX export's cache key."""
+    digests = features_spec.get("digests")
+    return json.dumps(digests, sort_keys=True) if digests else None
 
 
 def truncation(store: str | FeatureStore, corpus: str, tokens_fp: str | None = None) -> dict:
@@ -159,14 +203,20 @@ def truncation(store: str | FeatureStore, corpus: str, tokens_fp: str | None = N
     >>> truncation("./embcache-store", "bbc")                        # doctest: +SKIP
     {'texts': 2126, 'truncated': 1863, 'max_length': 256, 'model_limit': 512}
 
-    model_limit: the most tokens the model takes (None when its files do not say).
+    model_limit: the most tokens the model takes (None when its files do not say). Under
+    long_documents="windows" it also reads `windows`: `split` texts had more than one window,
+    `windows` is the total (truncated then counts texts cut after max_windows windows).
     """
     fs = store if isinstance(store, FeatureStore) else FeatureStore(store)
     tokens = fs.open("bert_tokens", tokens_fp or fs.resolve_linked(corpus, "bert_tokens"))
     keys = pc.unique(fs.corpus(corpus).read(columns=["text_sha"])["text_sha"])
-    cut = tokens.lookup(keys, ["truncated"], missing="skip")["truncated"]
     meta = tokens.saved_spec()["meta"]
-    return {"texts": len(cut), "truncated": int(pc.sum(cut).as_py() or 0),
+    windows = meta["tokenize"].get("long_documents") == "windows"
+    rows = tokens.lookup(keys, ["truncated", "windows"] if windows else ["truncated"], missing="skip")
+    cut = rows["truncated"]
+    split = {"split": int(pc.sum(pc.greater(rows["windows"], 1)).as_py() or 0),
+             "windows": int(pc.sum(rows["windows"]).as_py() or 0)} if windows else {}
+    return {"texts": len(cut), "truncated": int(pc.sum(cut).as_py() or 0), **split,
             "max_length": int(meta["tokenize"]["max_length"]), "model_limit": max_positions(meta["model"])}
 
 

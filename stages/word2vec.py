@@ -36,6 +36,7 @@ EXAMPLES = Stage("w2v_examples", 3)       # examples_shard. 2: mask and label st
                                           #   example gets one epoch -1 row (reruns skip it)
 TRAIN = Stage("word_vectors", 1)          # train_vectors
 NO_EXAMPLES_EPOCH = -1
+DECODED_BUDGET = 512 << 20    # bytes of decoded example rows train_vectors may keep between epochs
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
     if keep and "w2v_vocab" in store.corpus(corpus).manifest().links:
         current = store.open("w2v_vocab", store.resolve_linked(corpus, "w2v_vocab"))
         if current.saved_spec()["spec"]["config"] == VOCAB.spec(config)["config"]:
+            current.finish_pointer()          # a commit cut before its pointer is finished here too
             vocab = load_vocab(store_root, current.fingerprint)
             return {"fingerprint": current.fingerprint, "words": len(vocab), "version": vocab.version,
                     "added_words": 0}
@@ -265,10 +267,26 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
     K = examples.saved_spec()["spec"]["config"]["epochs_of_examples"]
     rows_per_epoch = int(pc.sum(pc.equal(examples.read(["epoch"])["epoch"], 0)).as_py() or 0)
 
+    # With fewer stored draws than epochs (K = 1 by default) the same rows are read again:
+    #   keep the decoded batches when they fit DECODED_BUDGET, so Parquet is decoded once per draw
+    #   (a reader thread decoding zstd halved the kernel's rate on 2 cores: BENCHMARKS.md).
+    width = SkipGramConfig(**examples.saved_spec()["spec"]["config"]["skipgram"]).row_len   # L
+    keep = K < config.epochs and rows_per_epoch * width * 6 * K <= DECODED_BUDGET   # int32 + 2 uint8 per slot
+    decoded: dict[int, list] = {}
+
     def batches(epoch: int):   # rows are stored epoch by epoch: row-group statistics skip the others
+        if epoch % K in decoded:
+            yield from decoded[epoch % K]
+            return
+        done = []
         for shard in examples.iter_shards(["center", "contexts_negatives", "n_valid", "n_contexts"],
                                           filters=[("epoch", "=", epoch % K)]):
-            yield as_batch(shard)
+            batch = as_batch(shard)
+            if keep:
+                done.append(batch)
+            yield batch
+        if keep:
+            decoded[epoch % K] = done
 
     report: TrainReport = train(batches, center, context, config, trainable_rows=trainable,
                                 total_examples=rows_per_epoch)

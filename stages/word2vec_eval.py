@@ -17,17 +17,24 @@ from ..storage.query import as_matrix
 from .stage import Stage
 
 EXPORT_FORMATS = ("word2vec", "word2vec-binary", "glove")
-EVALUATE = Stage("evaluate-word2vec", 1)   # the run ledger's entry for evaluate() on the default files
+EVALUATE = Stage("evaluate-word2vec", 2)   # the run ledger's entry for evaluate() on the default files
+                                           #   (2: SimLex-999 joined WordSim353 among them)
 
 
 def identity(word_vectors_fp: str) -> str:
     """What evaluate() on gensim's default files depends on: the run ledger skips it while unchanged."""
-    return EVALUATE.identity(word_vectors=word_vectors_fp, files="gensim wordsim353 + questions-words")
+    return EVALUATE.identity(word_vectors=word_vectors_fp, files="gensim wordsim353 + simlex999 + questions-words")
 
 
 def default_pairs() -> str:
     from gensim.test.utils import datapath
     return datapath("wordsim353.tsv")
+
+
+def default_pair_files() -> list[str]:
+    """Every word-similarity file gensim ships: WordSim353 (relatedness) and SimLex-999 (similarity)."""
+    from gensim.test.utils import datapath
+    return [datapath("wordsim353.tsv"), datapath("simlex999.txt")]
 
 
 def default_analogies() -> str:
@@ -50,7 +57,7 @@ def evaluate(kv, pairs: list[str] | None = None, analogies: str | None = None,
              restrict_vocab: int = 30000) -> dict:
     """{"pairs": {file: {"spearman", "pearson", "oov_ratio"}}, "analogies": {"accuracy", "file"}}."""
     out = {"pairs": {}, "analogies": {}}
-    for path in pairs or [default_pairs()]:
+    for path in pairs or default_pair_files():
         try:
             pearson, spearman, oov = kv.evaluate_word_pairs(path, restrict_vocab=restrict_vocab)
         except ValueError:        # scipy needs 2+ pairs: a small vocabulary knows fewer

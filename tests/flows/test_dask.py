@@ -65,11 +65,19 @@ def sorted_rows(store, table) -> pa.Table:
     return t.take(pa.compute.sort_indices(t, [("text_sha", "ascending")]))   # stable: a key's rows keep their order
 
 
+def encoder_cache_info() -> dict:
+    """The lru_cache info of what encode tasks load (the torch model, or its ONNX export) in this process."""
+    from embcache.pipeline.backends import resolve_backend
+    from embcache.stages import bert
+    cache = bert.cached_model if resolve_backend("auto") == "torch" else bert._cached_onnx
+    return cache.cache_info()._asdict()
+
+
 def model_loads(address) -> dict:
-    """{worker: cached_model's lru_cache info} read inside each worker process."""
+    """{worker: encoder_cache_info()} read inside each worker process."""
     from distributed import Client
     with Client(address) as client:
-        return client.run(lambda: __import__("embcache.stages.bert").stages.bert.cached_model.cache_info()._asdict())
+        return client.run(encoder_cache_info)
 
 
 def test_bert_on_dask_equals_threads_and_loads_the_model_once_per_worker(tmp_path, cluster, corpus_dir, tiny_bert):

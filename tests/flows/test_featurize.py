@@ -241,3 +241,21 @@ def test_cli_int8_and_float16_are_their_own_tables(tmp_path, corpus_dir, tiny_be
     fp32_prefix = re.search(r"bert_features@([0-9a-f]{12})", r32.stdout).group(1)
     v32 = s.open("bert_features", fp32_prefix).lookup(current.read()["text_sha"])["vector"]
     np.testing.assert_allclose(as_matrix(current.read()["vector"]), as_matrix(v32), rtol=2e-3, atol=2e-3)
+
+
+def test_cli_backends_share_a_table_and_int8_channel_is_its_own(tmp_path, corpus_dir, tiny_bert):
+    pytest.importorskip("onnxruntime")
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--store", store, "ingest", "news", str(corpus_dir), "--format", "files"]).exit_code == 0
+    base = ["--store", store, "featurize", "bert", "news", "--model", tiny_bert, "--max-length", "16"]
+    onnx = runner.invoke(app, base + ["--backend", "onnx"])
+    assert onnx.exit_code == 0, onnx.output
+    assert "encoded 5" in onnx.stdout
+    torch_run = runner.invoke(app, base + ["--backend", "torch"])
+    assert "encoded 0 (cached 5)" in torch_run.stdout                  # speed only: the same table
+    assert list((tmp_path / "store" / "derived" / "onnx").glob("*.onnx"))   # the export lives in the store
+    q = runner.invoke(app, base + ["--quantize", "int8-channel"])
+    assert q.exit_code == 0, q.output
+    assert "encoded 5" in q.stdout and "int8-channel fidelity vs fp32 on 5 texts: mean cosine" in q.stdout
+    assert len({t.fingerprint for t in FeatureStore(store).tables() if t.name == "bert_features"}) == 2

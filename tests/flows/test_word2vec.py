@@ -66,6 +66,8 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     ev = json.loads(cli(store, "evaluate", "word2vec", "--pairs", str(pairs), "--json").stdout)
     assert ev["pairs"]["pairs.tsv"]["oov_ratio"] == 0.0 and -1 <= ev["pairs"]["pairs.tsv"]["spearman"] <= 1
     assert ev["analogies"]["questions"] > 0
+    default = json.loads(cli(store, "evaluate", "word2vec", "--json").stdout)   # every similarity file gensim ships
+    assert set(default["pairs"]) == {"wordsim353.tsv", "simlex999.txt"}
     hits = json.loads(cli(store, "query", "neighbors", "police", "--k", "5", "--json").stdout)
     assert len(hits) == 5 and "police" not in [h["word"] for h in hits]
     vectors = s.open("word_vectors").read()
@@ -102,7 +104,7 @@ def test_vocabulary_growth_trains_only_new_rows(tmp_path, lee_lines):
     old_vocab = s.open("w2v_vocab").read()
     write_lines(src, lee_lines)                                           # the other half arrives
     cli(store, "ingest", "lee", str(src))
-    grown = cli(store, "featurize", "word2vec", "lee", "--extend")
+    grown = cli(store, "featurize", "word2vec", "lee", "--vocabulary", "extend")
     assert "vocabulary v2" in grown.stdout
     new_vocab = s.open("w2v_vocab").read()
     old_words = old_vocab.filter(old_vocab["in_vocab"])["word"].to_pylist()
@@ -123,8 +125,9 @@ def test_vocabulary_growth_trains_only_new_rows(tmp_path, lee_lines):
 def test_subsample_formula_is_its_own_table(tmp_path, lee_lines):
     store = tmp_path / "store"
     cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:80])))
-    cli(store, "featurize", "word2vec", "lee", "--min-count", "2")
-    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--subsample-formula", "gensim")
+    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--subsample", "1e-3")   # d2l formula
+    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--subsample", "1e-3",
+        "--subsample-formula", "gensim")
     tables = {t.fingerprint: t.rows for t in FeatureStore(store).tables() if t.name == "w2v_examples"}
     d2l_rows, gensim_rows = FeatureStore(store).status()["corpora"][0]["tables"]["w2v_examples"]
     assert len(tables) == 2 and tables[gensim_rows] > tables[d2l_rows]     # gensim's formula keeps more words
@@ -151,3 +154,21 @@ def test_stored_examples_rebuild_exactly_the_model_inputs(tmp_path, lee_lines):
     got = w2v.as_batch(stored.read())
     for name in ("center", "contexts_negatives", "mask", "label"):
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_decoded_rows_kept_between_epochs_train_the_same_vectors(tmp_path, lee_lines, monkeypatch):
+    """With one stored draw and 3 epochs, decoding once and reusing the rows = decoding every epoch."""
+    from embcache.pipeline.configs import SGNSConfig
+    from embcache.stages import word2vec as w2v
+    src = write_lines(tmp_path / "lee.txt", lee_lines[:60])
+    vectors = []
+    for budget, name in ((w2v.DECODED_BUDGET, "kept"), (0, "streamed")):
+        store = tmp_path / name
+        cli(store, "ingest", "lee", str(src))
+        cli(store, "featurize", "word2vec", "lee", "--min-count", "2")           # epochs_of_examples 1
+        s = FeatureStore(store)
+        monkeypatch.setattr(w2v, "DECODED_BUDGET", budget)
+        w2v.train_vectors(str(store), "lee", s.resolve_linked("lee", "w2v_examples"),
+                          s.resolve_linked("lee", "w2v_vocab"), SGNSConfig(dim=8, epochs=3, threads=1))
+        vectors.append(as_matrix(s.open("word_vectors").read().sort_by("id")["vector"]))
+    np.testing.assert_array_equal(*vectors)                                     # threads=1: deterministic

@@ -212,7 +212,10 @@ def test_lee_end_to_end_and_chunk_size_does_not_change_output():
         other = make_examples(*few, vocab.counts, SkipGramConfig(), np.random.default_rng(1), chunk_centers=chunk)
         assert all(np.array_equal(other[k], one[k]) for k in KEYS)
     n = len(ex["center"])
-    assert 0.3 * len(ids) < n < len(ids)                                      # subsampling thinned the text
+    assert n == len(ids) - int((np.diff(offsets) == 1).sum())                 # no subsampling by default:
+    thin = make_examples(ids, offsets, vocab.counts,                          # every word with a context
+                         SkipGramConfig(subsample=1e-3, subsample_formula="gensim"), np.random.default_rng(0))
+    assert 0.3 * len(ids) < len(thin["center"]) < n                           # subsampling thins the text
     c = ex["label"].sum(1)
     assert 3 < c.mean() < 6 and c.max() <= 10                                 # E[2w] = 6 less the doc edges
     assert (ex["mask"].sum(1) == 6 * c).all()
@@ -222,3 +225,20 @@ def test_no_centers_gives_empty_arrays():
     for ids, offsets in [([], [0]), ([1, 2], [0, 1, 2]), ([], [0, 0, 0])]:
         ex = make_examples(np.array(ids, np.int32), offsets, [0, 3, 4], SkipGramConfig(), np.random.default_rng(0))
         assert ex["contexts_negatives"].shape == ex["mask"].shape == (0, 60) and len(ex["doc"]) == 0
+
+
+def test_named_recipes_set_only_their_fields():
+    from embcache.pipeline.configs import SGNSConfig
+    from embcache.pipeline.recipes import word2vec_recipe
+    from embcache.pipeline.errors import PipelineError
+    default_sg, default_sgns = word2vec_recipe("embcache", dim=50)
+    assert default_sg == SkipGramConfig() and default_sgns == SGNSConfig(dim=50)
+    assert (default_sg.subsample, default_sgns.lr) == (None, 0.05)                 # issue 21's defaults
+    d2l_sg, d2l_sgns = word2vec_recipe("d2l")
+    assert (d2l_sg.subsample, d2l_sg.subsample_formula, d2l_sgns.lr) == (1e-4, "d2l", 0.025)
+    gensim_sg, gensim_sgns = word2vec_recipe("gensim", epochs=3)
+    assert (gensim_sg.subsample, gensim_sg.subsample_formula, gensim_sgns.lr, gensim_sgns.epochs) == \
+        (1e-3, "gensim", 0.025, 3)
+    assert d2l_sg.max_window == gensim_sg.max_window == default_sg.max_window      # the rest: defaults
+    with pytest.raises(PipelineError):
+        word2vec_recipe("glove")

@@ -84,3 +84,12 @@ def test_chunked_calls_give_the_same_rows_as_one_text_at_a_time(tiny_bert):
     one_by_one = [tokenize([t], tok, config).to_pylist()[0] for t in texts]
     assert whole.num_rows == len(texts) and whole.to_pylist() == one_by_one
     assert 0 < sum(whole["truncated"].to_pylist()) < len(texts)
+
+
+def test_options_added_later_leave_existing_fingerprints_alone():
+    """A store made before --long-documents keeps its bert_tokens/bert_features (no re-encode on upgrade)."""
+    from embcache.pipeline.configs import TokenizeConfig, output_fields
+    assert output_fields(TokenizeConfig()) == {"max_length": 256}
+    assert output_fields(TokenizeConfig(long_documents="windows")) == {"max_length": 256, "long_documents": "windows"}
+    assert output_fields(TokenizeConfig(long_documents="windows", max_windows=2)) == {
+        "max_length": 256, "long_documents": "windows", "max_windows": 2}

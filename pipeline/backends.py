@@ -1,0 +1,217 @@
+"""Encoder backends: the same safetensors weights run by torch or by ONNX Runtime.
+
+`encode` calls a model as `model(input_ids=…, attention_mask=…)` and reads
+`.last_hidden_state` / `.pooler_output`; `OnnxModel` answers that call from an
+ONNX Runtime session over the model exported with `torch.onnx.export`, so pooling,
+batching and normalization stay the torch path's code. At float32 the two agree within
+~2e-7 (tests/pipeline/test_backends.py checks ≤ 1e-4), so the backend is a speed-only
+setting (EncodeConfig.speed_only) and never changes a fingerprint.
+
+The export is a derived artifact (STYLE.md habit 10): written once per weights digest
+into a cache directory the caller chooses (the stage passes one inside the store),
+atomically (temporary name, then os.replace), with a sidecar JSON that names the source
+digest and the file's sha256; a file whose sidecar does not match is exported again.
+
+>>> model = onnx_model(load_torch, key="…weights digest…", cache_dir="store/derived/onnx")  # doctest: +SKIP
+>>> encode(ids, model, EncodeConfig(backend="onnx"))                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .cores import available_cores
+from .errors import PipelineError
+
+EXPORT_FORMAT = "embcache.onnx-export"
+EXPORT_FORMAT_VERSION = 1          # bump when the exported graph's inputs/outputs change
+OPSET = 17
+INSTALL_HINT = "pip install 'embcache[onnx]'"
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, quantize: str = "none") -> str:
+    """"auto" -> the fastest backend that matches torch within 1e-4 and is installed.
+
+    ONNX Runtime fp32 measured 1.3-1.7x torch on MiniLM sentences here (issue 21; benchmarks/encode.py),
+    so auto is "onnx" when onnxruntime imports, else "torch". quantize "int8" (torch's dynamic
+    Linear layers) runs on torch, "int8-channel" (ONNX Runtime's) on onnx: each is what its
+    fingerprint describes.
+    """
+    if backend not in ("auto", "torch", "onnx"):
+        raise PipelineError("EncodeConfig.backend", f"invalid value {backend!r}")
+    if quantize == "int8" or backend == "torch":
+        if backend == "onnx" or quantize == "int8-channel":
+            raise PipelineError("EncodeConfig.backend", f"quantize={quantize!r} does not run on {backend}")
+        return "torch"
+    if quantize == "int8-channel" and not onnx_available():
+        raise PipelineError("EncodeConfig.quantize", f"int8-channel needs onnxruntime: {INSTALL_HINT}")
+    if backend == "onnx" and not onnx_available():
+        raise PipelineError("EncodeConfig.backend", f"onnxruntime is not installed: {INSTALL_HINT}")
+    return "onnx" if onnx_available() else "torch"
+
+
+class OnnxModel:
+    """An exported model run by ONNX Runtime, called as encode calls a transformers model.
+
+    config: the transformers config of the weights it was exported from (hidden size,
+    pad id, the folder it came from: encode reads them). threads: ONNX Runtime's
+    intra-op threads, fixed when the session is made.
+    """
+
+    def __init__(self, path: str | os.PathLike, config, threads: int | None = None, quantize: str = "none"):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.config = config
+        self.path = str(path)
+        self.quantize = quantize        # what EncodeConfig.quantize must say (encode checks it)
+
+    def __call__(self, input_ids, attention_mask) -> SimpleNamespace:
+        import torch
+        feeds = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64)}
+        values = dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(values["last_hidden_state"]),   # (B, T, H)
+                               pooler_output=torch.from_numpy(values["pooler_output"])           # (B, H)
+                               if "pooler_output" in values else None)
+
+
+def onnx_model(load_torch: Callable[[], object], key: str, cache_dir: str | os.PathLike,
+               threads: int | None = None, quantize: str = "none") -> OnnxModel:
+    """The ONNX export of the weights named by `key` (e.g. their sha256), exported on first use.
+
+    load_torch: returns the float32 transformers model; called only when the cache has no
+    valid export (the config is read from it then, else from the sidecar's copy).
+    quantize "int8-channel": that export with ONNX Runtime's dynamic int8 MatMuls, one weight
+    scale per output column (cached beside it, keyed by the fp32 file's sha256).
+    """
+    if not onnx_available():
+        raise PipelineError("EncodeConfig.backend", f"onnxruntime is not installed: {INSTALL_HINT}")
+    path = Path(cache_dir) / f"{key}.onnx"
+    sidecar = path.with_suffix(".json")
+    config = _valid_export(str(path), str(sidecar), key)
+    if config is None:
+        model = load_torch()
+        export_onnx(model, path, key)
+        config = model.config
+    if quantize == "int8-channel":
+        return OnnxModel(_quantized(path), config, threads, quantize)
+    return OnnxModel(path, config, threads)
+
+
+def _quantized(fp32: Path) -> Path:
+    """ONNX Runtime quantize_dynamic(per_channel=True) of MatMul weights, cached by the source's sha256.
+
+    Per-channel scales are what make int8 usable here: on BBC sentences mean cosine to fp32
+    0.993 vs 0.961 with one scale per tensor and 0.94 for torch's dynamic int8 (40-sentence smoke run, BENCHMARKS.md).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    source = _verified(str(fp32), fp32.stat().st_size, fp32.stat().st_mtime)
+    path = fp32.with_name(f"{fp32.stem}-int8-channel-{source[:16]}.onnx")
+    if not path.exists():
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
+        try:
+            quantize_dynamic(str(fp32), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"])
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_onnx(model, path: str | os.PathLike, key: str) -> Path:
+    """torch.onnx.export (TorchScript exporter, opset 17, dynamic batch and length) + sidecar, atomically."""
+    import torch
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = ["last_hidden_state"] + (["pooler_output"] if getattr(model, "pooler", None) is not None else [])
+    wrapper = _plain_outputs(model, len(names) == 2).eval()
+    ids = torch.arange(1, 9).reshape(2, 4) % model.config.vocab_size            # (2, 4) sample ids to trace
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])                             # (2, 4) one padded row
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "last_hidden_state": {0: "batch", 1: "tokens"}, "pooler_output": {0: "batch"}}
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
+    try:
+        import warnings
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")            # tracer notes on constant-folded shape checks
+            torch.onnx.export(wrapper, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
+                              output_names=names, dynamic_axes={k: axes[k] for k in
+                                                                ["input_ids", "attention_mask", *names]},
+                              opset_version=OPSET, dynamo=False)
+        meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "key": key,
+                "sha256": _sha256(str(tmp)), "bytes": tmp.stat().st_size, "opset": OPSET,
+                "torch": torch.__version__, "config": model.config.to_dict()}
+        side_tmp = path.parent / f".tmp-{uuid.uuid4().hex}.json"
+        side_tmp.write_text(json.dumps(meta, default=str))
+        os.replace(tmp, path)
+        os.replace(side_tmp, path.with_suffix(".json"))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _plain_outputs(model, pooler: bool):
+    """An nn.Module returning plain tensors: torch.onnx.export traces tensors, not ModelOutput."""
+    import torch
+
+    class PlainOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            return (out.last_hidden_state, out.pooler_output) if pooler else out.last_hidden_state
+
+    return PlainOutputs()
+
+
+def _valid_export(path: str, sidecar: str, key: str):
+    """The export's transformers config when file and sidecar agree with `key`, else None."""
+    try:
+        meta = json.loads(Path(sidecar).read_text())
+        size = os.path.getsize(path)
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION \
+            or meta.get("key") != key or meta.get("bytes") != size \
+            or _verified(path, size, os.path.getmtime(path)) != meta.get("sha256"):
+        return None
+    from transformers import AutoConfig
+    config = dict(meta["config"])
+    return AutoConfig.for_model(config.pop("model_type"), **config)
+
+
+@functools.lru_cache(maxsize=16)
+def _verified(path: str, size: int, mtime: float) -> str:
+    """sha256 of a file, once per process per (path, size, mtime)."""
+    return _sha256(path)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

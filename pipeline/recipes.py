@@ -1,0 +1,29 @@
+"""Named word2vec recipes: (SkipGramConfig, SGNSConfig) pairs by name.
+
+    >>> skipgram, sgns = word2vec_recipe("d2l", dim=100)
+    >>> skipgram.subsample, skipgram.subsample_formula, sgns.lr, sgns.dim
+    (0.0001, 'd2l', 0.025, 100)
+"""
+
+from __future__ import annotations
+
+from .configs import SGNSConfig, SkipGramConfig
+from .errors import PipelineError
+
+# The fields where each recipe differs from the configs' defaults (pipeline/configs.py).
+#   embcache: the defaults (no subsampling, lr 0.05), chosen for corpora of ~1 M tokens;
+#   d2l: d2l.ai's recipe (subsample 1e-4 by min(1, sqrt(t/f)), lr 0.025), the defaults before issue 21;
+#   gensim: gensim's Word2Vec defaults (sample 1e-3 by word2vec.c's formula, alpha 0.025).
+WORD2VEC_RECIPES: dict[str, tuple[dict, dict]] = {
+    "embcache": ({}, {}),
+    "d2l": ({"subsample": 1e-4, "subsample_formula": "d2l"}, {"lr": 0.025}),
+    "gensim": ({"subsample": 1e-3, "subsample_formula": "gensim"}, {"lr": 0.025}),
+}
+
+
+def word2vec_recipe(name: str, **sgns) -> tuple[SkipGramConfig, SGNSConfig]:
+    """(SkipGramConfig, SGNSConfig) of a named recipe; `sgns` sets other SGNSConfig fields."""
+    if name not in WORD2VEC_RECIPES:
+        raise PipelineError("word2vec_recipe", f"unknown recipe {name!r}; one of {sorted(WORD2VEC_RECIPES)}")
+    skipgram, train = WORD2VEC_RECIPES[name]
+    return SkipGramConfig(**skipgram), SGNSConfig(**{**train, **sgns})

@@ -10,23 +10,28 @@ import typer
 
 from ..flows.run_config import CompareStage, HeadStage, RunConfig, StaticStage
 from ..pipeline.configs import TokenizeConfig
-from .app import app, evaluate_app, out, runs_flows, store_of
+from .app import app, corpus_store, evaluate_app, out, prefect_api, store_of
 from .options import argument, option
 from .progress import progress_bars
 
 
 @evaluate_app.command("head")
-@runs_flows("train_flows")
 def evaluate_head(ctx: typer.Context,
                   name: str = argument(HeadStage, "name", help="A saved head."),
                   corpus: str = typer.Option(None, help="Labelled corpus (default: the head's own, test split)."),
                   as_json: bool = typer.Option(False, "--json")):
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix of a saved head.
 
+    On another labelled corpus, its documents are featurized first with the head's own
+    settings (only what the store lacks).
+
     Example: `embcache evaluate head topics --corpus bbc_2026`
     """
-    from ..flows.train_flows import evaluate_head_flow
-    r = evaluate_head_flow(name, corpus, store=store_of(ctx).root)
+    store = store_of(ctx) if corpus is None else corpus_store(ctx, corpus)
+    store.models.require("head", name)
+    with prefect_api("train_flows"), progress_bars():
+        from ..flows.train_flows import evaluate_head_flow
+        r = evaluate_head_flow(name, corpus, store=store.root)
     if as_json:
         print(json.dumps(r))
         return
@@ -70,13 +75,15 @@ def evaluate_word2vec(ctx: typer.Context,
 
 
 @app.command()
-@runs_flows("train_flows")
 def compare(ctx: typer.Context,
             corpus: str = typer.Argument(..., help="A labelled corpus."),
             vectors: str = option(StaticStage, "vectors", help="Static vectors for the static rows."),
             trainable: list[str] = option(CompareStage, "trainable",
                                           help="Static variants to train (repeat the option)."),
             model: str = option(RunConfig, "model", help="Encoder (default: the packaged MiniLM)."),
+            finetune: bool = option(CompareStage, "finetune", "--finetune/--no-finetune",
+                                    help="Add the two fine-tuning rows (encoder backward passes: "
+                                         "minutes to hours on a CPU; an estimate is printed first)."),
             unfreeze_epochs: int = option(RunConfig.finetune, "unfreeze_epochs",
                                           help="Fine-tuning: epochs end to end."),
             unfreeze_layers: int = option(RunConfig.finetune, "unfreeze_layers",
@@ -88,14 +95,15 @@ def compare(ctx: typer.Context,
 
     Writes reports/compare-CORPUS.md and .json into the store.
 
-    Example: `embcache compare bbc --trainable oov --trainable none`
+    Example: `embcache compare bbc --trainable oov --trainable none`  ·  `embcache compare bbc --finetune`
     """
-    from ..flows.train_flows import compare_flow
-    finetune = dataclasses.replace(RunConfig.finetune, unfreeze_epochs=unfreeze_epochs,
-                                   unfreeze_layers=unfreeze_layers)
-    with progress_bars():
-        r = compare_flow(corpus, vectors, tuple(map(str, trainable)), finetune, model, max_length, split_seed,
-                         store=store_of(ctx).root)
+    config = dataclasses.replace(RunConfig.finetune, unfreeze_epochs=unfreeze_epochs,
+                                 unfreeze_layers=unfreeze_layers) if finetune else None
+    store = corpus_store(ctx, corpus)
+    with prefect_api("train_flows"), progress_bars():
+        from ..flows.train_flows import compare_flow
+        r = compare_flow(corpus, vectors, tuple(map(str, trainable)), config, model, max_length, split_seed,
+                         store=store.root)
     if as_json:
         print(json.dumps(r))
         return

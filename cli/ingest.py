@@ -5,13 +5,12 @@ from __future__ import annotations
 import typer
 
 from ..pipeline.configs import IngestConfig, Source
-from .app import EXIT_REJECTED, app, out, runs_flows, store_of
+from .app import EXIT_REJECTED, app, out, prefect_api, store_of
 from .options import option
 from .progress import progress_bars
 
 
 @app.command()
-@runs_flows("featurize_flows")
 def ingest(ctx: typer.Context,
            corpus: str = typer.Argument(..., help="Corpus name (lowercase identifier)."),
            sources: list[str] = typer.Argument(..., help="Files, directories or globs."),
@@ -25,25 +24,33 @@ def ingest(ctx: typer.Context,
            labels: str = option(IngestConfig, "labels",
                                 help="Declared label set, comma-separated; others are rejected."),
            max_bytes: int = option(IngestConfig, "max_bytes", help="Reject texts above this many UTF-8 bytes."),
-           normalization: str = option(IngestConfig, "normalization", help="Unicode normalization.")):
+           normalization: str = option(IngestConfig, "normalization", help="Unicode normalization."),
+           rescan: bool = option(IngestConfig, "rescan", "--rescan",
+                                 help="Read every file, even those unchanged (path, size, mtime, inode) "
+                                      "since the last ingest.")):
     """Read sources into a new snapshot of CORPUS; bad rows go to the `rejected` table.
 
-    Exits 3 when rows were rejected (counts per reason are printed), 2 on errors.
+    Exits 3 when rows were rejected (counts per reason are printed), 2 when a source
+    cannot be read as given (missing path, no matching file, a column it lacks).
 
     Example: `embcache ingest bbc ./bbc --format folder`  ·  `embcache ingest reviews 'data/*.csv' --label-column stars`
     """
-    from ..flows.featurize_flows import ingest_flow
     from ..pipeline.ingest import check_ingest
+    from ..pipeline.sources import plan_files
     try:                                      # IngestConfig checks its values with ValueError
-        config = IngestConfig(max_bytes=max_bytes, normalization=normalization,
+        config = IngestConfig(max_bytes=max_bytes, normalization=normalization, rescan=rescan,
                               labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     srcs = [Source(s, format=fmt, text_column=text_column, label_column=label_column,
                    id_column=id_column, split_column=split_column, encoding=encoding) for s in sources]
     check_ingest(srcs, config)                # options that would have no effect are errors
-    with progress_bars():
-        r = ingest_flow(corpus, srcs, config, store=store_of(ctx, create=True).root)
+    for source in srcs:                       # paths that match nothing, columns a file lacks
+        plan_files(source)
+    store = store_of(ctx, create=True)
+    with prefect_api("featurize_flows"), progress_bars():
+        from ..flows.featurize_flows import ingest_flow
+        r = ingest_flow(corpus, srcs, config, store=store.root)
     out.print(f"corpus [bold]{corpus}[/bold] snapshot {r['snapshot']}: {r['documents']:,} documents "
               f"({r['new_texts']:,} new texts), {r['rejected_total']:,} rejected of {r['inputs']:,} rows")
     for reason, n in sorted(r["rejected"].items(), key=lambda kv: -kv[1]):

@@ -7,24 +7,25 @@ import json
 import typer
 
 from ..flows.run_config import HeadStage
-from .app import app, out, runs_flows, store_of
+from .app import app, corpus_store, out, prefect_api
 from .options import option
 from .progress import progress_bars
 
 
 @app.command()
-@runs_flows("train_flows")
 def predict(ctx: typer.Context,
             corpus: str = typer.Argument(..., help="An ingested corpus (labels not needed)."),
             head: str = option(HeadStage, "name", "--head", help="A saved head."),
             as_json: bool = typer.Option(False, "--json")):
     """Predict labels with a saved head; encodes only documents whose features are not cached.
 
-    Example: `embcache ingest inbox ./new-docs && embcache predict inbox --head topics`
+    Example: `embcache ingest inbox ./new-docs --format files && embcache predict inbox --head topics`
     """
-    from ..flows.train_flows import predict_flow
-    with progress_bars():
-        r = predict_flow(corpus, head, store=store_of(ctx).root)
+    store = corpus_store(ctx, corpus)
+    store.models.require("head", head)
+    with prefect_api("train_flows"), progress_bars():
+        from ..flows.train_flows import predict_flow
+        r = predict_flow(corpus, head, store=store.root)
     if as_json:
         print(json.dumps(r))
         return

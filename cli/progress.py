@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .app import err
 
@@ -19,7 +19,7 @@ def progress_bars():
     """
     from ..flows import progress
     bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=False,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
                     auto_refresh=err.is_terminal, refresh_per_second=4)
     ids: dict[str, int] = {}
 
@@ -28,7 +28,7 @@ def progress_bars():
             ids[stage] = bars.add_task(stage, total=total or None)
         bars.advance(ids[stage], n)
 
-    progress.set_reporter(report)
+    progress.set_reporter(report, lambda text: bars.console.print(text, highlight=False, soft_wrap=True))
     try:
         with bars:
             yield

@@ -9,7 +9,7 @@ import typer
 
 from ..flows.run_config import HeadStage, RunConfig, StaticStage, Word2VecStage
 from ..pipeline.configs import FinetuneConfig, HeadConfig, SGNSConfig, StaticConfig, TokenizeConfig
-from .app import app, out, runs_flows, store_of, train_app
+from .app import app, corpus_store, out, prefect_api, train_app
 from .options import option
 from .progress import progress_bars
 
@@ -24,7 +24,6 @@ def print_metrics(r: dict, as_json: bool) -> None:
 
 
 @train_app.command("head")
-@runs_flows("train_flows")
 def train_head(ctx: typer.Context,
                corpus: str = typer.Argument(..., help="A labelled corpus with cached bert_features."),
                name: str = option(HeadStage, "name", help="Name the head is saved under (models/head/NAME)."),
@@ -52,11 +51,13 @@ def train_head(ctx: typer.Context,
 
     Example: `embcache train head bbc --name topics --class-weights balanced`
     """
-    from ..flows.train_flows import train_head_flow
     config = HeadConfig(hidden=hidden, dropout=dropout, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                         max_epochs=epochs, patience=patience, batch_size=batch_size,
                         class_weights=class_weights, seed=seed)
-    r = train_head_flow(corpus, name, config, split_seed, store=store_of(ctx).root)
+    store = corpus_store(ctx, corpus)
+    with prefect_api("train_flows"):
+        from ..flows.train_flows import train_head_flow
+        r = train_head_flow(corpus, name, config, split_seed, store=store.root)
     if not as_json:
         out.print(f"head {name}@{r['version'][:12]} on bert_features@{r['feature_fingerprint'][:12]}: "
                   f"{r['documents']:,} documents, best epoch {r['history']['best_epoch'] + 1}, "
@@ -65,7 +66,6 @@ def train_head(ctx: typer.Context,
 
 
 @train_app.command("static")
-@runs_flows("train_flows")
 def train_static(ctx: typer.Context,
                  corpus: str = typer.Argument(..., help="A labelled corpus."),
                  vectors: str = option(StaticStage, "vectors", help="A vectors file, glove-6b-50d (packaged), or "
@@ -89,11 +89,13 @@ def train_static(ctx: typer.Context,
 
     Example: `embcache train static bbc --vectors glove-6b-50d --trainable oov --special-token "<num>"`
     """
-    from ..flows.train_flows import train_static_flow
     config = StaticConfig(trainable=trainable, encoder=encoder, specials=tuple(special_token or ()), epochs=epochs,
                           lr=lr, batch_size=batch_size, max_tokens=max_tokens, seed=seed)
-    r = train_static_flow(corpus, name, vectors, config, vectors_format=vectors_format, split_seed=split_seed,
-                          store=store_of(ctx).root)
+    store = corpus_store(ctx, corpus)
+    with prefect_api("train_flows"):
+        from ..flows.train_flows import train_static_flow
+        r = train_static_flow(corpus, name, vectors, config, vectors_format=vectors_format, split_seed=split_seed,
+                              store=store.root)
     if not as_json:
         out.print(f"static {name}@{r['version'][:12]}: {r['rows']:,} rows ({r['pretrained_rows']:,} pretrained, "
                   f"{r['trainable_rows']:,} trainable), best epoch {r['history']['best_epoch'] + 1}, "
@@ -102,7 +104,6 @@ def train_static(ctx: typer.Context,
 
 
 @train_app.command("word2vec")
-@runs_flows("word2vec_flows")
 def train_word2vec(ctx: typer.Context,
                    corpus: str = typer.Argument(..., help="A corpus with cached examples."),
                    dim: int = option(SGNSConfig, "dim", help="Vector size."),
@@ -119,11 +120,12 @@ def train_word2vec(ctx: typer.Context,
 
     Example: `embcache train word2vec bbc --dim 100 --epochs 5`
     """
+    config = SGNSConfig(dim=dim, epochs=epochs, lr=lr, batch_size=batch_size)
+    store = corpus_store(ctx, corpus)
+    with prefect_api("word2vec_flows"):
+        from ..flows.word2vec_flows import train_word2vec_flow
+        r = train_word2vec_flow(corpus, config, seed, freeze_existing, finetune_lr_scale, store=store.root)
     from ..stages.word2vec_eval import loss_png
-    from ..flows.word2vec_flows import train_word2vec_flow
-    store = store_of(ctx)
-    r = train_word2vec_flow(corpus, SGNSConfig(dim=dim, epochs=epochs, lr=lr, batch_size=batch_size),
-                            seed, freeze_existing, finetune_lr_scale, store=store.root)
     png = None
     if store.fs.local:
         png = loss_png(r["loss_curve"], Path(store.root) / "reports" / f"word2vec-loss-{r['fingerprint'][:12]}.png")
@@ -135,7 +137,6 @@ def train_word2vec(ctx: typer.Context,
 
 
 @app.command()
-@runs_flows("train_flows")
 def finetune(ctx: typer.Context,
              corpus: str = typer.Argument(..., help="A labelled corpus."),
              name: str = typer.Option("finetuned", help="Name the model is saved under (models/finetune/NAME)."),
@@ -162,12 +163,13 @@ def finetune(ctx: typer.Context,
 
     Example: `embcache finetune bbc --freeze-epochs 3 --unfreeze-epochs 1 --unfreeze-layers 2`
     """
-    from ..flows.train_flows import finetune_flow
     config = FinetuneConfig(freeze_epochs=freeze_epochs, unfreeze_epochs=unfreeze_epochs,
                             unfreeze_layers=unfreeze_layers, lr=lr, head_lr=head_lr, batch_size=batch_size,
                             checkpoint_every=checkpoint_every, seed=seed)
-    with progress_bars():
-        r = finetune_flow(corpus, name, model, max_length, config, split_seed, not fresh, store=store_of(ctx).root)
+    store = corpus_store(ctx, corpus)
+    with prefect_api("train_flows"), progress_bars():
+        from ..flows.train_flows import finetune_flow
+        r = finetune_flow(corpus, name, model, max_length, config, split_seed, not fresh, store=store.root)
     if not as_json:
         p1 = r["phase1_metrics"].get("test", {}).get("accuracy")
         out.print(f"finetune {name}@{r['version'][:12]}: phase 1 {r['phase1_seconds']:.1f} s"

@@ -1,7 +1,8 @@
 """Progress reporting from tasks to whoever runs the flow (the CLI's rich bars), in-process.
 
-Tasks call `advance("encode", n, total)`; with no reporter set it does nothing, so
-flows run the same under Prefect workers, Dask, or tests.
+Tasks call `advance("encode", n, total)`, flows `say("fine-tuning will take ~4 min")`
+before a long phase; with no reporter set both do nothing, so flows run the same under
+Prefect workers, Dask, or tests.
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ from collections.abc import Callable
 
 Reporter = Callable[[str, int, int], None]   # (stage, done increment, total)
 _reporter: Reporter | None = None
+_sayer: Callable[[str], None] | None = None
 _lock = threading.Lock()
 
 
-def set_reporter(reporter: Reporter | None) -> None:
-    global _reporter
-    _reporter = reporter
+def set_reporter(reporter: Reporter | None, sayer: Callable[[str], None] | None = None) -> None:
+    global _reporter, _sayer
+    _reporter, _sayer = reporter, sayer
+
+
+def say(text: str) -> None:
+    """One line for the user, above the bars (an estimate, a phase starting)."""
+    if _sayer is not None:
+        with _lock:
+            _sayer(text)
 
 
 def advance(stage: str, n: int, total: int) -> None:

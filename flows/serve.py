@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FlowError
+from .errors import ConfigError, FlowError
 
 
 class ServeError(FlowError):
@@ -39,6 +39,10 @@ class ServeError(FlowError):
 
     def __str__(self) -> str:       # the reason alone: it names the server, URL or flag itself
         return self.reason
+
+
+class ServeOptionError(ServeError, ConfigError):
+    """A server or schedule option that cannot be used as given (a usage error, exit 2)."""
 
 
 class StopRequested(Exception):
@@ -142,7 +146,7 @@ class PrefectServer:
     def start(self) -> None:
         c = self.config
         if not c.allow_remote and not is_loopback(c.host):
-            raise ServeError(f"{c.host} is not a loopback address: the Prefect server has no authentication, "
+            raise ServeOptionError(f"{c.host} is not a loopback address: the Prefect server has no authentication, "
                              f"so anyone who can reach it could read logs and trigger runs. Pass --allow-remote "
                              f"to listen there anyway (on a trusted network only)")
         if port_in_use(c.host, c.port):
@@ -239,7 +243,8 @@ class TemporaryAPI(PrefectServer):
         ends with the process can never see one (each flow run's heartbeat thread also
         costs up to 1 s when the run ends, as Prefect 3.8 joins it).
         """
-        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import (PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_UI_URL,
+                                      temporary_settings)
         if PREFECT_API_URL.value() or self.proc is None:     # e.g. a Prefect profile names a server
             self.stop()
             yield
@@ -247,7 +252,9 @@ class TemporaryAPI(PrefectServer):
         self._warm.join()
         if isinstance(self._warm_error, ServeError):
             raise self._warm_error
-        with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        # no UI URL: Prefect prints no "View at <url>" links to a server that ends with the command
+        with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+                                 PREFECT_UI_URL: ""}):
             try:
                 yield
             finally:
@@ -317,15 +324,15 @@ class ScheduleConfig:
 def check_schedule(s: ScheduleConfig) -> None:
     """Fail before anything is served: exactly one valid schedule."""
     if (s.cron is None) == (s.interval is None):
-        raise ServeError("give exactly one of --cron \"...\" or --interval SECONDS")
+        raise ServeOptionError("give exactly one of --cron \"...\" or --interval SECONDS")
     if s.interval is not None and not s.interval > 0:
-        raise ServeError(f"--interval must be a positive number of seconds, got {s.interval:g}")
+        raise ServeOptionError(f"--interval must be a positive number of seconds, got {s.interval:g}")
     if s.cron is not None:
         from prefect.client.schemas.schedules import CronSchedule
         try:
             CronSchedule(cron=s.cron)
         except ValueError:
-            raise ServeError(f"not a valid cron line: {s.cron!r} (five fields: minute hour day month weekday)") from None
+            raise ServeOptionError(f"not a valid cron line: {s.cron!r} (five fields: minute hour day month weekday)") from None
 
 
 def api_url_of_server() -> str:
@@ -334,7 +341,7 @@ def api_url_of_server() -> str:
     from prefect.settings import PREFECT_API_URL
     url = PREFECT_API_URL.value()
     if not url:
-        raise ServeError("PREFECT_API_URL is not set, so there is no server to serve the schedule against "
+        raise ServeOptionError("PREFECT_API_URL is not set, so there is no server to serve the schedule against "
                          "(an ephemeral one would vanish with this process). Start one with `embcache server` "
                          "in another shell, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
                          "(the line it prints) here")

@@ -19,6 +19,7 @@ from ..pipeline.words import WordConfig
 from ..storage import FeatureStore
 
 from ..stages import compare, heads, static as static_clf
+from . import progress
 from .featurize_flows import featurize_bert_flow
 from .run_config import DEFAULT_STORE, CompareStage, HeadStage, RunConfig, StaticStage
 
@@ -47,7 +48,12 @@ def evaluate_head_task(store: str, name: str, corpus: str | None) -> dict:
 
 @flow(name="evaluate-head")
 def evaluate_head_flow(name: str = HeadStage.name, corpus: str | None = None, store: str = DEFAULT_STORE) -> dict:
-    """Metrics of a saved head on a labelled corpus (its own test split by default)."""
+    """Metrics of a saved head on a labelled corpus (its own test split by default).
+
+    Another corpus is featurized first with the head's own settings (only what the store lacks).
+    """
+    if corpus is not None:
+        features_for_head(corpus, name, store)
     return evaluate_head_task(store, name, corpus)
 
 
@@ -56,11 +62,9 @@ def predict_task(store: str, corpus: str, name: str, features_fp: str) -> dict:
     return heads.predict(store, corpus, name, features_fp)
 
 
-@flow(name="predict")
-def predict_flow(corpus: str, head: str = HeadStage.name, store: str = DEFAULT_STORE) -> dict:
-    """Featurize what the store lacks with the head's own settings, then predict every document."""
-    fs = FeatureStore(store)
-    files, info = fs.models.get(heads.HEAD_KIND, head)
+def features_for_head(corpus: str, head: str, store: str) -> dict:
+    """Featurize what the store lacks of `corpus` with the head's own settings; featurize_bert_flow's result."""
+    files, info = FeatureStore(store).models.get(heads.HEAD_KIND, head)
     _, meta = heads.head_from_bytes(files)
     made = meta["featurize"]
     feats = featurize_bert_flow(corpus, made["model"], TokenizeConfig(**made["tokenize"]),
@@ -69,6 +73,13 @@ def predict_flow(corpus: str, head: str = HeadStage.name, store: str = DEFAULT_S
         raise HeadMismatch(f"head {head}", f"features of corpus {corpus} have fingerprint "
                                            f"{feats['features_fingerprint'][:12]}, the head was trained on "
                                            f"{meta['feature_fingerprint'][:12]} (another documents table?)")
+    return feats
+
+
+@flow(name="predict")
+def predict_flow(corpus: str, head: str = HeadStage.name, store: str = DEFAULT_STORE) -> dict:
+    """Featurize what the store lacks with the head's own settings, then predict every document."""
+    feats = features_for_head(corpus, head, store)
     r = predict_task(store, corpus, head, feats["features_fingerprint"])
     r.update(encoded=feats["encode_computed"], cached=feats["encode_cached"])
     get_run_logger().info("predict %s with head %s: %d documents (%d encoded now, %d from the cache)", corpus,
@@ -98,7 +109,8 @@ def train_static_flow(corpus: str, name: str = StaticStage.name, vectors: str = 
 def finetune_task(store: str, corpus: str, name: str, model_path: str, features_fp: str, tokens_fp: str,
                   config: FinetuneConfig, split_seed: int, resume: bool) -> dict:
     from ..stages import finetune
-    return finetune.run(store, corpus, name, model_path, features_fp, tokens_fp, config, split_seed, resume)
+    return finetune.run(store, corpus, name, model_path, features_fp, tokens_fp, config, split_seed, resume,
+                        on_step=lambda n, total: progress.advance("fine-tune", n, total))
 
 
 @flow(name="finetune")
@@ -152,6 +164,7 @@ def compare_flow(corpus: str, vectors: str = StaticStage.vectors, trainable: tup
                               WordConfig(min_count=1), "auto", split_seed)
         rows.append(compare.static_row(r, vectors, mode))
     if finetune_config is not None:
+        progress.say(compare.finetune_estimate(feats["texts"], encode_ms, finetune_config))
         ft = finetune_flow(corpus, "compare_finetuned", model, max_length, finetune_config, split_seed, store=store)
         rows.extend(compare.finetune_rows(ft, finetune_config, encode_ms))
     report = compare.write_report(FeatureStore(store), corpus, head, split_seed, rows)

@@ -138,13 +138,14 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
              config: FinetuneConfig, val: tuple[Sequence, np.ndarray] | None = None,
              resume: dict[str, bytes] | None = None,
              on_checkpoint: Callable[[CheckpointInfo, dict[str, bytes]], None] | None = None,
-             ) -> PhaseReport:
+             on_step: Callable[[int, int], None] | None = None) -> PhaseReport:
     """Phase 2: train the unfrozen part end to end from token ids (with [CLS]/[SEP]).
 
     resume: files an earlier on_checkpoint received for the same model, data and config
       (threads and checkpoint_every may differ); model, optimizer and position are restored.
     on_checkpoint(info, files): called every config.checkpoint_every steps and at each
       epoch end; an exception it raises stops training (the files it got are complete).
+    on_step(steps, total): after each optimizer step (progress), with this phase's total steps.
     The model is left in eval mode, with requires_grad as unfreeze set it.
     """
     rows = id_arrays(input_ids)
@@ -163,6 +164,7 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
                          "data_sha256": _data_digest(rows, y_np)})
     if resume is not None:
         _restore(run, model, resume)
+    run.on_step = on_step
     with torch_threads(config.threads), private_rng(device):
         while run.epoch < config.unfreeze_epochs:
             _train_epoch(run, model, val, on_checkpoint)
@@ -220,6 +222,7 @@ class _Run:
     step: int = 0                   # next batch within the epoch
     loss_sum: float = 0.0           # this epoch's summed per-document loss so far
     seconds: float = 0.0            # this epoch's wall time before a resume
+    on_step: Callable[[int, int], None] | None = None     # progress: (steps done now, total steps)
 
 
 def _train_epoch(run: _Run, model: nn.Module, val, on_checkpoint) -> None:
@@ -240,6 +243,8 @@ def _train_epoch(run: _Run, model: nn.Module, val, on_checkpoint) -> None:
         run.loss_sum += loss.item() * len(batch)
         run.step += 1
         report.steps += 1
+        if run.on_step:
+            run.on_step(1, run.steps_per_epoch * config.unfreeze_epochs)
         if (on_checkpoint and config.checkpoint_every and report.steps % config.checkpoint_every == 0
                 and run.step < len(batches)):
             elapsed = run.seconds + time.perf_counter() - start

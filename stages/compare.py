@@ -68,6 +68,24 @@ def static_row(r: dict, vectors: str, mode: str) -> dict:
             "cached": "word_tokens, static_ids", "recomputed": "nothing (token ids from the store)"}
 
 
+# A training step (forward, backward, update) costs about three forward passes.
+BACKWARD_FACTOR = 3.0
+TRAIN_SHARE = 0.8           # the 80/10/10 split's training part, which phase 2 trains on
+
+
+def finetune_estimate(texts: int, encode_ms: float, config: FinetuneConfig) -> str:
+    """A line saying about how long fine-tuning will take, from the encoding cost just measured.
+
+    Rough by design: pooler features for every text (if not cached), then phase 2's
+    forward + backward over the training part for each epoch, then the test part.
+    """
+    seconds = texts * encode_ms / 1000 * (1 + TRAIN_SHARE * config.unfreeze_epochs * BACKWARD_FACTOR + 0.1)
+    minutes = seconds / 60
+    size = f"~{minutes:.0f} min" if minutes >= 1.5 else f"~{seconds:.0f} s"
+    return (f"fine-tuning {texts:,} documents ({config.unfreeze_epochs} epoch(s) end to end, encoder at "
+            f"{encode_ms:.1f} ms/document): {size} on this machine (--no-finetune leaves it out)")
+
+
 def finetune_rows(ft: dict, config: FinetuneConfig, encode_ms: float) -> list[dict]:
     phase1 = {"approach": "phase 1 only: BERT head on cached pooler features (encoder frozen)",
               **scores({"metrics": ft["phase1_metrics"]}), "train_seconds": round(ft["phase1_seconds"], 2),

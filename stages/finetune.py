@@ -39,8 +39,11 @@ def token_ids(store: FeatureStore, tokens_fp: str, keys: list[str]) -> list[np.n
 
 
 def run(store_root: str, corpus: str, name: str, model_path: str, features_fp: str, tokens_fp: str,
-        config: FinetuneConfig = FinetuneConfig(), split_seed: int = 0, resume: bool = True) -> dict:
-    """Phase 1 on cached pooler features, phase 2 on cached token ids; save the model and metrics."""
+        config: FinetuneConfig = FinetuneConfig(), split_seed: int = 0, resume: bool = True,
+        on_step=None) -> dict:
+    """Phase 1 on cached pooler features, phase 2 on cached token ids; save the model and metrics.
+
+    on_step(steps, total): phase 2's progress (pipeline.finetune.finetune)."""
     store = FeatureStore(store_root)
     data = labelled(store, corpus, split_seed)
     keys = data.docs["text_sha"].to_pylist()
@@ -65,7 +68,8 @@ def run(store_root: str, corpus: str, name: str, model_path: str, features_fp: s
 
     start = time.perf_counter()
     unfrozen = finetune(model, [ids[i] for i in tr], data.y[tr], config,
-                        val=([ids[i] for i in va], data.y[va]), resume=checkpoint, on_checkpoint=keep)
+                        val=([ids[i] for i in va], data.y[va]), resume=checkpoint, on_checkpoint=keep,
+                        on_step=on_step)
     phase2_s = time.perf_counter() - start
     start = time.perf_counter()
     logits = predict_logits(model, [ids[i] for i in te]) if len(te) else np.zeros((0, len(data.labels)))

@@ -8,6 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 import embcache
+from embcache.cli.app import EXIT_STORE
 from embcache.cli.main import app
 
 runner = CliRunner()
@@ -54,9 +55,9 @@ def test_the_cli_imports_no_heavy_library():
     assert r.stdout.strip() == ""
 
 
-def test_a_store_error_is_one_red_line_and_exit_2(tmp_path):
+def test_a_store_error_is_one_red_line_and_exit_4(tmp_path):
     r = runner.invoke(app, ["--store", str(tmp_path), "query", "features", "bert_features", "--ids", "x"])
-    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.output
+    assert r.exit_code == EXIT_STORE and r.stderr.startswith("error: ") and "Traceback" not in r.output
     assert len(r.stderr.strip().splitlines()) == 1
 
 
@@ -65,5 +66,35 @@ def test_a_store_that_does_not_exist_is_an_error(tmp_path, args):
     """`status --store /typo` used to print empty tables and exit 0; only commands that create a store accept one."""
     missing = tmp_path / "typo"
     r = runner.invoke(app, ["--store", str(missing), *args])
-    assert r.exit_code == 2 and "no embcache store here" in r.output and "Traceback" not in r.output, r.output
+    assert r.exit_code == EXIT_STORE and "no embcache store here" in r.output and "Traceback" not in r.output, r.output
     assert not missing.exists()                                   # and reading created nothing
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=" ".join)
+def test_help_follows_click_conventions(path):
+    """Typer 0.29 printed `{corpus}`, `<str>`, `<list[str]>` and a `<bool>` value for every flag."""
+    r = runner.invoke(app, [*path, "--help"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "<bool>" not in r.stdout and "<str>" not in r.stdout and "<int>" not in r.stdout
+    usage = next(line for line in r.stdout.splitlines() if "Usage:" in line)
+    assert "{" not in usage
+    command = dict(commands())[tuple(path)]
+    for param in command.params:
+        if param.param_type_name == "argument":
+            assert param.name.upper() in usage, usage
+
+
+def test_query_sql_help_keeps_its_placeholders():
+    r = runner.invoke(app, ["query", "sql", "--help"], terminal_width=200)
+    assert '"NAME@FP12"' in r.stdout and "corpora.NAME" in r.stdout
+
+
+def test_no_command_has_an_option_named_like_a_global_one():
+    """Global options may follow the command (`verify --store s`): no command may own one of their names."""
+    root = typer.main.get_command(app)
+    ctx = root.make_context("embcache", ["status"])
+    global_names = {n for p in root.get_params(ctx) if p.name != "help" for n in (*p.opts, *p.secondary_opts)}
+    for path, command in commands():
+        if path:
+            own = {n for p in command.params for n in (*p.opts, *p.secondary_opts)}
+            assert not own & global_names, (path, own & global_names)

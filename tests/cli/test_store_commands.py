@@ -84,9 +84,9 @@ def test_query_features_by_doc_id_and_by_key(root, tmp_path):
 
 def test_query_features_unknown_ids(root):
     r = cli(root, "query", "features", "bert_features", "--corpus", "news", "--ids", "nope")
-    assert r.exit_code == 2 and "nope" in r.stderr
+    assert r.exit_code == 4 and "nope" in r.stderr
     r = cli(root, "query", "features", "bert_features", "--ids", "nope")
-    assert r.exit_code == 2 and "1 key(s) not in bert_features" in r.stderr
+    assert r.exit_code == 4 and "1 key(s) not in bert_features" in r.stderr
 
 
 def test_verify_and_gc(root):

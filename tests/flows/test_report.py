@@ -158,7 +158,7 @@ def test_report_says_how_many_texts_were_cut_and_what_to_do(tmp_path, tiny_bert)
     page = Path(write_report(store, corpora=["cut"])).read_text()
     assert "<b>3 of 4 texts (75 %) were cut at 6 tokens</b>" in page
     assert "raise <code>--max-length</code> up to the model's limit of 64 tokens" in page
-    assert "chunk-and-pool: not yet available in embcache" in page
+    assert "<code>--long-documents windows</code>" in page
     featurize_bert_flow("cut", tiny_bert, TokenizeConfig(max_length=64), store=store)
     page = Path(write_report(store, corpora=["cut"])).read_text()
     assert "<b>1 of 4 texts (25 %) were cut at 64 tokens</b>" in page and "already the model's limit" in page
@@ -168,8 +168,8 @@ def test_cli_and_flow(built):
     r = cli(built, "report", "--run", RUN_ID, "--corpus", "notes")
     assert r.stdout.strip() == f"report: {built / 'reports' / RUN_ID / 'index.html'}"
     assert "Corpus topics" not in (built / "reports" / RUN_ID / "index.html").read_text()
-    assert "no run record" in cli(built, "report", "--run", "20990101T000000Z-ffffff", code=2).output
-    assert "no corpus nope" in cli(built, "report", "--corpus", "nope", code=2).output
+    assert "no run record" in cli(built, "report", "--run", "20990101T000000Z-ffffff", code=4).output
+    assert "no corpus nope" in cli(built, "report", "--corpus", "nope", code=4).output
     from embcache.flows.report_flows import report_flow
     assert report_flow(RUN_ID, store=str(built)) == str(built / "reports" / RUN_ID / "index.html")
 

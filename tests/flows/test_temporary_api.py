@@ -98,15 +98,22 @@ def test_it_starts_nothing_when_prefect_api_url_names_a_server(monkeypatch):
 
 
 def test_stage_commands_start_it_too(tmp_path):
-    """`embcache ingest` (like every command that runs flows) runs on a TemporaryAPI, not Prefect's own."""
+    """`embcache ingest` (like every command that runs flows) runs on a TemporaryAPI, not Prefect's own.
+
+    Its terminal shows no Prefect log unless -v asks for it, and never a "View at" link to
+    the temporary server, which is gone when the command ends.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_LEVEL="INFO")
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"))
     (tmp_path / "a.txt").write_text("one line\nanother line\n")
-    done = subprocess.run([str(Path(sys.executable).parent / "embcache"), "--store", str(tmp_path / "store"),
-                           "ingest", "notes", str(tmp_path / "a.txt"), "--format", "lines"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    ingest = [str(Path(sys.executable).parent / "embcache"), "--store", str(tmp_path / "store"),
+              "ingest", "notes", str(tmp_path / "a.txt"), "--format", "lines"]
+    done = subprocess.run([*ingest, "-v"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 documents" in done.stdout
-    assert "Beginning flow run" in done.stderr and "View at http://127.0.0.1:" in done.stderr
+    assert "Beginning flow run" in done.stderr and "View at" not in done.stderr
     assert "Starting temporary server" not in done.stderr          # Prefect's own never started
     assert "Error logging to API" not in done.stderr
+    quiet = subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert "Flow run" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr

@@ -151,7 +151,7 @@ def test_finetune_resumes_from_its_checkpoint_and_compare_writes_the_table(train
     kv.add_vectors(words, np.random.default_rng(0).normal(size=(len(words), 16)).astype(np.float32))
     kv.save_word2vec_format(str(tmp_path / "v.txt"))
     r = json.loads(cli(store, "compare", "topics", "--vectors", str(tmp_path / "v.txt"), "--trainable", "oov",
-                       "--trainable", "none", "--model", tiny_bert, "--max-length", "16", "--json").stdout)
+                       "--trainable", "none", "--model", tiny_bert, "--max-length", "16", "--finetune", "--json").stdout)
     approaches = [row["approach"] for row in r["rows"]]
     assert len(approaches) == 5 and approaches[0].startswith("linear head")
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in r["rows"])

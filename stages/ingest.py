@@ -23,14 +23,12 @@ from ..pipeline.ingest import DOCUMENTS_SCHEMA, IngestConfig, Source, check_inge
 from ..storage import FeatureStore
 
 from .bert import documents_spec
+from .rejected import rejected_table
 from .source_state import SourceState
-from .stage import Stage
 
 REJECT_SHARD_ROWS = 100_000
 TEXT_SHARD_ROWS = 50_000             # new texts are checked and committed this many documents at a time
 TEXT_SHARD_BYTES = 64 * 2**20        # ... or this many bytes of text, whichever comes first
-REJECTED = Stage("rejected", 2)    # 2: rows name their snapshot; one row per rejected record
-REJECTED_SPEC = REJECTED.spec({})
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
     check_ingest(sources, config)          # an option with no effect fails before the store is opened
     store = FeatureStore(store_root)
     texts = store.table("documents", documents_spec(config.normalization))
-    rejected_table = store.table("rejected", REJECTED_SPEC, key="reject_key")
+    rejected_rows = rejected_table(store)
     state = SourceState(store, corpus, sources, config)     # plans; knows files unchanged since the last ingest
     if state.unchanged:
         store.corpus(corpus).link("documents", texts.fingerprint)
@@ -104,7 +102,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
 
     def commit_rejects(snapshot_id: str) -> None:          # idempotent: keys are per snapshot id
         for first in range(0, rejected.num_rows if rejected is not None else 0, REJECT_SHARD_ROWS):
-            rejected_table.write(reject_rows(corpus, snapshot_id, rejected.slice(first, REJECT_SHARD_ROWS), first))
+            rejected_rows.write(reject_rows(corpus, snapshot_id, rejected.slice(first, REJECT_SHARD_ROWS), first))
 
     current = handle.manifest().snapshots[-1:]
     if current and current[0].stats.get("content_sha256") == stats["content_sha256"]:

@@ -38,6 +38,7 @@ from ..pipeline.ingest import DOCUMENTS_SCHEMA, REJECTED_SCHEMA, IngestBatch, In
 from ..pipeline.sources import SourceFile, plan_files
 from ..storage import FeatureStore, NotFound, StoreError
 from ..storage.manifest import Snapshot
+from .rejected import rejected_table
 
 FORMAT = ("embcache.source_state", 1)
 RACY_NS = 2_000_000_000          # a file modified within 2 s of its stat is read again next time
@@ -122,8 +123,7 @@ class SourceState:
         return IngestBatch(docs, rejects)
 
     def _previous_rejects(self) -> pa.Table:
-        from .ingest import REJECTED_SPEC
-        t = self.store.table("rejected", REJECTED_SPEC, key="reject_key")
+        t = rejected_table(self.store)
         parts = [p.select(REJECTED_SCHEMA.names) for p in t.iter_shards(
             filters=[("corpus", "=", self.corpus), ("snapshot", "=", self.snapshot.id)])] if t.exists() else []
         return pa.concat_tables(parts).cast(REJECTED_SCHEMA) if parts else REJECTED_SCHEMA.empty_table()

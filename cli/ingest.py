@@ -36,7 +36,7 @@ def ingest(ctx: typer.Context,
     Example: `embcache ingest bbc ./bbc --format folder`  ·  `embcache ingest reviews 'data/*.csv' --label-column stars`
     """
     from ..pipeline.ingest import check_ingest
-    from ..pipeline.sources import plan_files
+    from ..pipeline.sources import check_source
     try:                                      # IngestConfig checks its values with ValueError
         config = IngestConfig(max_bytes=max_bytes, normalization=normalization, rescan=rescan,
                               labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
@@ -46,7 +46,7 @@ def ingest(ctx: typer.Context,
                    id_column=id_column, split_column=split_column, encoding=encoding) for s in sources]
     check_ingest(srcs, config)                # options that would have no effect are errors
     for source in srcs:                       # paths that match nothing, columns a file lacks
-        plan_files(source)
+        check_source(source)
     store = store_of(ctx, create=True)
     with prefect_api("featurize_flows"), progress_bars():
         from ..flows.featurize_flows import ingest_flow

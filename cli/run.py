@@ -22,7 +22,7 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
     from ..flows.run_config import load_config
     from ..flows.unchanged import unchanged_record
     from ..pipeline.ingest import check_ingest
-    from ..pipeline.sources import plan_files
+    from ..pipeline.sources import check_source
     cfg = load_config(config)                       # errors in the file surface before any flow starts
     store = ctx.obj["store"] if ctx.obj["store_given"] else cfg.store
     record = None if rescan or retrain else unchanged_record(cfg, store)   # nothing changed: no Prefect
@@ -30,7 +30,7 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
         for corpus in cfg.corpora:                  # sources that match nothing or lack a column
             check_ingest(corpus.sources, cfg.ingest)
             for source in corpus.sources:
-                plan_files(source)
+                check_source(source)
         with prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), progress_bars(), \
                 runners.session(ctx.obj["runner"] or cfg.runner):             # --runner beats [runner]
             from ..flows.run import pipeline_flow

@@ -109,6 +109,19 @@ def plan_files(source: Source, trusted: Callable[[str], bool] | None = None) -> 
     return files
 
 
+def check_source(source: Source) -> None:
+    """What a command checks before it starts any flow: the source matches files, and the
+    first has the configured columns (SourceNotFound / SourceSchemaError). Ingest itself
+    checks every file it reads; this opens one, so a million-file source costs a listing."""
+    checked = []
+
+    def trusted(path: str) -> bool:
+        checked.append(path)
+        return len(checked) > 1
+
+    plan_files(source, trusted)
+
+
 def is_folder_source(source: Source) -> bool:
     """A folder source (<root>/<label>/<file>): named so, or "auto" on a directory with subdirectories."""
     return source.format == "folder" or (source.format == "auto" and _has_subdirectories(source.path))

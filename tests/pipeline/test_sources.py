@@ -168,3 +168,17 @@ def test_csv_jsonl_and_parquet_give_the_same_strings(tmp_path):
         seen.append([(d["doc_id"], d["label"], d["split"]) for d in docs])
     assert seen[0] == seen[1] == seen[2] == [
         ("10", "2", "true"), ("11", "0.5", "false"), ("12", "3", "true"), ("13", "-1", "false")]
+
+
+def test_check_source_opens_only_the_first_file(tmp_path):
+    """The CLI's check before a flow starts: a missing column is found in the first file, and
+    the rest are only listed (ingest checks each as it reads it)."""
+    from embcache.pipeline.errors import SourceSchemaError, SourceNotFound
+    from embcache.pipeline.sources import Source, check_source
+    (tmp_path / "a.csv").write_text("text\nfine\n")
+    (tmp_path / "b.csv").write_text("body\nno text column here\n")
+    check_source(Source(str(tmp_path / "*.csv")))             # b.csv is not opened
+    with pytest.raises(SourceSchemaError, match="--text-column"):
+        check_source(Source(str(tmp_path / "b.csv")))
+    with pytest.raises(SourceNotFound):
+        check_source(Source(str(tmp_path / "none-*.csv")))

@@ -5,11 +5,9 @@ Not `embcache server`, which is Prefect's server and UI (cli/server.py).
 
 from __future__ import annotations
 
-import socket
-
 import typer
 
-from ..flows.serve import is_loopback
+from ..flows.network import is_loopback, port_in_use
 from ..serve_config import ServeConfig
 from .app import app, out, store_of
 from .options import option
@@ -43,7 +41,7 @@ def serve(ctx: typer.Context,
         raise typer.BadParameter(f"{host} is not a loopback address: the server has no authentication, so anyone "
                                  "who can reach it could read the store. Pass --allow-remote to listen there "
                                  "anyway (on a trusted network only)", param_hint="--host")
-    if _in_use(host, port):
+    if port_in_use(host, port):
         raise typer.BadParameter(f"{host}:{port} is already in use (pick another --port)", param_hint="--port")
     import uvicorn
 
@@ -54,12 +52,3 @@ def serve(ctx: typer.Context,
     out.print(f"embcache serve: {root} on http://{shown}:{port} (docs: /docs); Ctrl-C stops it", highlight=False)
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
 
-
-def _in_use(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False

@@ -13,10 +13,8 @@ A schedule is `pipeline_flow.serve(...)`: each run re-reads the config, ingests 
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, FlowError
+from .network import base_url, free_port, is_loopback, port_in_use
 
 
 class ServeError(FlowError):
@@ -102,30 +101,10 @@ def wait_healthy(api_url: str, proc: subprocess.Popen, timeout: float, output_hi
     raise ServeError(f"the Prefect server did not answer at {api_url}/health within {timeout:.0f} s")
 
 
-def is_loopback(host: str) -> bool:
-    """True when every address `host` resolves to is a loopback one: 127.0.0.1, ::1, localhost."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def base_url(host: str, port: int) -> str:
-    """http://HOST:PORT, with an IPv6 literal in brackets; 0.0.0.0 / :: are reached through loopback."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def port_in_use(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as Prefect checks: TIME_WAIT is free
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def _die_with_parent() -> None:
@@ -210,7 +189,7 @@ class TemporaryAPI(PrefectServer):
         settings = sys.modules.get("prefect.settings")     # already imported: e.g. a test harness's server
         if os.environ.get("PREFECT_API_URL") or (settings is not None and settings.PREFECT_API_URL.value()):
             return
-        self.config = ServerConfig(port=_free_port(), startup_timeout=self.config.startup_timeout,
+        self.config = ServerConfig(port=free_port(), startup_timeout=self.config.startup_timeout,
                                    stop_timeout=self.config.stop_timeout)
         self.url = base_url(self.config.host, self.config.port)
         self.api_url = f"{self.url}/api"
@@ -282,10 +261,6 @@ def _deliver_pending(timeout: float = 10.0) -> None:
         worker.drain_all(timeout=timeout)
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def run_server(config: ServerConfig, announce) -> None:

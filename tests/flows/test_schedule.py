@@ -26,7 +26,8 @@ import pytest
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
-from embcache.flows.serve import (PrefectServer, ScheduleConfig, ServerConfig, deployment_parameters, is_loopback,
+from embcache.flows.network import is_loopback
+from embcache.flows.serve import (PrefectServer, ScheduleConfig, ServerConfig, deployment_parameters,
                                   server_env)
 from embcache.storage import FeatureStore
 

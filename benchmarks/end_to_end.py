@@ -137,7 +137,7 @@ def direct(store: str) -> dict:
     """The default run's stages with no Prefect: the units of work its flows call, timed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from embcache.stages import bert, heads, static as static_clf
+    from embcache.stages import bert, heads, planning, static as static_clf
     from embcache.stages import word2vec as w2v
     from embcache.stages.ingest import ingest_corpus
     from embcache.stages.report import write_report
@@ -161,10 +161,11 @@ def direct(store: str) -> dict:
 
     def featurize_bert():
         plan = bert.plan_bert(store, bert.BertConfig(cfg.model, cfg.tokenize, cfg.encode, 4096, 512), "NFC")
-        fs, _, tokens, features = bert.tables(plan)
-        wanted = sorted(set(fs.corpus(name).read(columns=["text_sha"])["text_sha"].to_pylist()))
-        for table, fn, size in ((tokens, bert.tokenize_shard, 4096), (features, bert.encode_shard, 512)):
-            for keys in bert.chunks(table.missing(wanted).to_pylist(), size):
+        fs, documents, tokens, features = bert.tables(plan)
+        wanted = planning.snapshot_keys(fs, name)
+        for table, source, fn, size in ((tokens, documents, bert.tokenize_shard, 4096),
+                                        (features, tokens, bert.encode_shard, 512)):
+            for keys in planning.KeyBatches(planning.todo(table, source, wanted), size):
                 fn(plan, keys)
             fs.corpus(name).link(table.name, table.fingerprint)
     timed("featurize-bert", featurize_bert)
@@ -175,9 +176,9 @@ def direct(store: str) -> dict:
                                     cfg.word2vec.seed, 256)
         plan = w2v.plan_examples(store, name, vocab["fingerprint"], config)
         fs, table = w2v.examples_table(plan)
-        todo = table.missing(w2v.snapshot_texts(fs, name)).to_pylist()
+        todo = planning.todo(table, w2v.documents_of(fs, name), planning.snapshot_keys(fs, name))
         with ThreadPoolExecutor(available_cores()) as pool:          # the flow keeps as many shards in flight
-            list(pool.map(lambda keys: w2v.examples_shard(plan, keys), bert.chunks(todo, 256)))
+            list(pool.map(lambda keys: w2v.examples_shard(plan, keys), planning.KeyBatches(todo, 256)))
         if not table.exists():
             table.create()
         fs.corpus(name).link("w2v_examples", table.fingerprint)

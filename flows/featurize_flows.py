@@ -18,7 +18,7 @@ from ..pipeline.ingest import IngestConfig, Source
 from ..pipeline.tokenize import TokenizeConfig
 from ..storage import FeatureStore
 
-from ..stages import bert
+from ..stages import bert, planning
 from . import progress, runners
 from .retry import retryable
 from .run_config import DEFAULT_STORE
@@ -68,14 +68,15 @@ def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: Tokeniz
     config = bert.BertConfig(model, tokenize, encode, tokenize_shard_docs, encode_shard_docs)
     normalization = FeatureStore(store).corpus(corpus).snapshot().stats.get("normalization", "NFC")
     plan = bert.plan_bert(store, config, normalization)
-    fs, _, tokens, features = bert.tables(plan)
+    fs, documents, tokens, features = bert.tables(plan)
     docs = fs.corpus(corpus).read(columns=["text_sha"])
-    wanted = pc.unique(docs["text_sha"]).sort()          # Arrow, not 10^6 Python strings
+    wanted = pc.unique(docs["text_sha"])                 # Arrow, not 10^6 Python strings
     counts = {"documents": docs.num_rows, "texts": len(wanted)}
-    for stage, table, fn, size in (("tokenize", tokens, tokenize_task, tokenize_shard_docs),
-                                   ("encode", features, encode_task, encode_shard_docs)):
-        todo = table.missing(wanted).to_pylist()
-        shards = bert.chunks(todo, size)
+    del docs
+    for stage, table, source, fn, size in (("tokenize", tokens, documents, tokenize_task, tokenize_shard_docs),
+                                           ("encode", features, tokens, encode_task, encode_shard_docs)):
+        todo = planning.todo(table, source, wanted)     # in the order `source` stores them: local reads
+        shards = planning.KeyBatches(todo, size)
         log.info("%s: %d of %d texts cached, computing %d in %d shards", stage, len(wanted) - len(todo),
                  len(wanted), len(todo), len(shards))
         done = runners.map_shards(fn, plan, shards, len(todo), stage)   # one after another, or on Dask

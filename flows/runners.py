@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -158,7 +158,7 @@ def dask_threads() -> int | None:
     return max(1, sum(runner.client.nthreads().values()))
 
 
-def map_shards(task, plan, shards: list[list[str]], total: int, stage: str, in_flight: int = 1) -> list[int]:
+def map_shards(task, plan, shards: Iterable[list[str]], total: int, stage: str, in_flight: int = 1) -> list[int]:
     """`task(plan, keys, total)` for every shard; the rows each committed, in shard order.
 
     Thread runner: `in_flight` tasks at once; 1 calls them one after another in the

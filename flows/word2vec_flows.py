@@ -17,7 +17,7 @@ from . import progress, runners
 from .retry import retryable
 from .run_config import DEFAULT_STORE, Word2VecStage
 from ..stages import word2vec as w2v
-from ..stages.bert import chunks
+from ..stages import planning
 
 
 @task(name="w2v-vocabulary", cache_policy=NO_CACHE)
@@ -52,9 +52,9 @@ def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
     config = w2v.ExamplesConfig(words, skipgram, epochs_of_examples, seed, shard_docs)
     plan = w2v.plan_examples(store, corpus, vocab["fingerprint"], config)
     fs, table = w2v.examples_table(plan)
-    wanted = w2v.snapshot_texts(fs, corpus)
-    todo = table.missing(wanted).to_pylist()
-    shards = chunks(todo, shard_docs)
+    wanted = planning.snapshot_keys(fs, corpus)
+    todo = planning.todo(table, w2v.documents_of(fs, corpus), wanted)   # documents' storage order: local reads
+    shards = planning.KeyBatches(todo, shard_docs)
     log.info("examples: %d of %d documents cached, computing %d in %d shards", len(wanted) - len(todo),
              len(wanted), len(todo), len(shards))
     # at most `workers` shards in flight on threads; on Dask, enough for every worker thread

@@ -55,6 +55,18 @@ def tokenize_words(texts: Sequence[str], config: WordConfig) -> list[list[str]]:
     return [find(t) for t in texts]
 
 
+def count_words(token_lists: Iterable[Sequence[str]], into: Counter | None = None) -> Counter:
+    """Occurrences of each word (added to `into` when given): counted batch by batch, merged.
+
+    >>> count_words([["a", "b"], ["a"]])
+    Counter({'a': 2, 'b': 1})
+    """
+    counts = Counter() if into is None else into
+    for tokens in token_lists:
+        counts.update(tokens)
+    return counts
+
+
 @dataclass(frozen=True, eq=False)
 class Vocabulary:
     words: tuple[str, ...]          # (V,) id = position; words[0] == "<unk>"
@@ -94,18 +106,28 @@ class Vocabulary:
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], min_count: int) -> Vocabulary:
         """Words with ≥ min_count occurrences, most frequent first (ties by word), after <unk>."""
-        return cls((UNK,), np.zeros(1, np.int64), min_count, version=0).extend(token_lists)
+        return cls.from_counts(count_words(token_lists), min_count)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_count: int) -> Vocabulary:
+        """`build` from word counts already made (e.g. merged shard by shard: O(vocabulary) memory)."""
+        return cls((UNK,), np.zeros(1, np.int64), min_count, version=0).extend_counts(counts)
 
     def extend(self, token_lists: Iterable[Sequence[str]]) -> Vocabulary:
-        """A new vocabulary: old ids unchanged, counts added, new words appended.
+        """A new vocabulary: old ids unchanged, counts added, new words appended (see extend_counts)."""
+        return self.extend_counts(count_words(token_lists))
+
+    def extend_counts(self, seen: Mapping[str, int]) -> Vocabulary:
+        """A new vocabulary from word counts: old ids unchanged, counts added, new words appended.
 
         A word joins when its old (rare) plus new occurrences reach min_count; the
         joiners are appended most frequent first, ties by word. version + 1.
         """
-        seen = Counter(w for tokens in token_lists for w in tokens if w != UNK)
         counts = self.counts.copy()
         rare = dict(self.rare)
         for word, n in seen.items():
+            if word == UNK:
+                continue
             i = self._index.get(word)
             if i is not None:
                 counts[i] += n

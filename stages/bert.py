@@ -219,6 +219,3 @@ def truncation(store: str | FeatureStore, corpus: str, tokens_fp: str | None = N
     return {"texts": len(cut), "truncated": int(pc.sum(cut).as_py() or 0), **split,
             "max_length": int(meta["tokenize"]["max_length"]), "model_limit": max_positions(meta["model"])}
 
-
-def chunks(keys: list[str], size: int) -> list[list[str]]:
-    return [keys[i:i + size] for i in range(0, len(keys), size)]

@@ -127,8 +127,9 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
 def commit_texts(texts, pending: list[pa.Table]) -> int:
     """The texts of `pending` documents that the store lacks, committed as one shard; how many.
 
-    Checking committed keys costs O(texts in the store), so it is done once per
-    TEXT_SHARD_ROWS documents, not per read batch (which made ingest quadratic)."""
+    The check is a key-index lookup (storage/keyindex.py): the documents table's keys are
+    read once per process and extended by each commit, so it costs O(new texts · log N),
+    not O(texts in the store) per batch."""
     read = pa.concat_tables(pending) if pending else None
     if read is None or read.num_rows == 0:
         return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -26,8 +27,9 @@ import pyarrow.compute as pc
 from ..pipeline.configs import output_fields
 from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
 from ..pipeline.skipgram import SkipGramConfig, make_examples
-from ..pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, tokenize_words
+from ..pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, count_words, tokenize_words
 from ..storage import FeatureStore, NotFound
+from . import planning
 from .stage import Stage
 
 VOCAB = Stage("w2v_vocab", 1)             # build_vocab
@@ -49,8 +51,21 @@ class ExamplesConfig:
     speed_only: ClassVar[tuple[str, ...]] = ("shard_docs",)   # shard size changes no row
 
 
-def texts_digest(keys: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+def texts_digest(keys) -> str:
+    """sha256 of the keys sorted and joined by newlines; streamed for a sorted Arrow array.
+
+    >>> texts_digest(["b", "a"]) == texts_digest(pa.array(["a", "b"]))
+    True
+    """
+    if not isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+    h, step = hashlib.sha256(), 65536
+    keys = keys.sort() if isinstance(keys, pa.Array) else keys.combine_chunks().sort()
+    for start in range(0, len(keys), step):
+        if start:
+            h.update(b"\n")
+        h.update("\n".join(keys.slice(start, step).to_pylist()).encode())
+    return h.hexdigest()
 
 
 def vocab_table(vocab: Vocabulary) -> pa.Table:
@@ -71,13 +86,27 @@ def load_vocab(store_root: str, fingerprint: str) -> Vocabulary:
     return vocab_from_table(table.read(), table.saved_spec()["meta"])
 
 
-def snapshot_texts(store: FeatureStore, corpus: str, snapshot: str | None = None) -> list[str]:
-    return sorted(set(store.corpus(corpus).read(snapshot, columns=["text_sha"])["text_sha"].to_pylist()))
+def documents_of(store: FeatureStore, corpus: str):
+    """The documents table (text_sha -> text) the corpus's last ingest linked."""
+    return store.open("documents", store.resolve_linked(corpus, "documents"))
 
 
 def texts_of(store: FeatureStore, corpus: str, keys: list[str]) -> list[str]:
-    docs = store.open("documents", store.resolve_linked(corpus, "documents"))
-    return docs.lookup(keys, ["text"])["text"].to_pylist()
+    return documents_of(store, corpus).lookup(keys, ["text"])["text"].to_pylist()
+
+
+COUNT_BATCH = 8192          # texts tokenized at a time while counting words (memory: one batch of texts)
+
+
+def count_corpus_words(store: FeatureStore, corpus: str, keys: pa.Array, config: WordConfig) -> Counter:
+    """Word counts of the texts `keys`, read batch by batch in storage order: O(batch + vocabulary) memory."""
+    docs = documents_of(store, corpus)
+    counts: Counter = Counter()
+    ordered = planning.in_storage_order(docs, keys)
+    for start in range(0, len(ordered), COUNT_BATCH):
+        texts = docs.lookup(ordered.slice(start, COUNT_BATCH), ["text"])["text"].to_pylist()
+        count_words(tokenize_words(texts, config), counts)
+    return counts
 
 
 def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool = False, keep: bool = False) -> dict:
@@ -87,9 +116,10 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
     (new documents then only add examples; their words outside it are dropped); build
     one when there is none. Every example depends on the vocabulary (ids, subsampling,
     noise distribution), so a changed vocabulary means all examples are computed again.
+    Words are counted batch by batch and merged (count_corpus_words): memory does not
+    grow with the corpus, only with its vocabulary.
     """
     store = FeatureStore(store_root)
-    keys = snapshot_texts(store, corpus)
     snap = store.corpus(corpus).snapshot().id
     if keep and "w2v_vocab" in store.corpus(corpus).manifest().links:
         current = store.open("w2v_vocab", store.resolve_linked(corpus, "w2v_vocab"))
@@ -98,6 +128,7 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
             vocab = load_vocab(store_root, current.fingerprint)
             return {"fingerprint": current.fingerprint, "words": len(vocab), "version": vocab.version,
                     "added_words": 0}
+    keys = planning.snapshot_keys(store, corpus)
     parent, old = None, None
     if extend:
         try:
@@ -105,22 +136,26 @@ def build_vocab(store_root: str, corpus: str, config: WordConfig, extend: bool =
         except NotFound:
             parent = None
     if parent is None:
-        vocab = Vocabulary.build(tokenize_words(texts_of(store, corpus, keys), config), config.min_count)
+        counted = keys
         inputs = {"texts": texts_digest(keys)}
     else:
         meta = parent.saved_spec()["meta"]
         old = load_vocab(store_root, parent.fingerprint)
-        seen = set(snapshot_texts(store, corpus, meta["snapshot"]))
-        new_keys = [k for k in keys if k not in seen]
-        vocab = old.extend(tokenize_words(texts_of(store, corpus, new_keys), config))
-        inputs = {"parent": parent.fingerprint, "texts": texts_digest(new_keys)}
-    table = store.table("w2v_vocab", VOCAB.spec(config, inputs=inputs), key="word",
-                        meta={"version": vocab.version, "min_count": vocab.min_count, "snapshot": snap,
-                              "digest": vocab.digest()})
-    if not table.exists():
+        seen = planning.snapshot_keys(store, corpus, meta["snapshot"])
+        counted = keys.filter(pc.invert(pc.is_in(keys, value_set=seen)))
+        inputs = {"parent": parent.fingerprint, "texts": texts_digest(counted)}
+    table_spec = VOCAB.spec(config, inputs=inputs)
+    table = store.table("w2v_vocab", table_spec, key="word")
+    if table.exists():          # same fingerprint, same inputs: it holds exactly this vocabulary
+        vocab = load_vocab(store_root, table.fingerprint)
+    else:
+        counts = count_corpus_words(store, corpus, counted, config)
+        vocab = old.extend_counts(counts) if old is not None else Vocabulary.from_counts(counts, config.min_count)
+        table = store.table("w2v_vocab", table_spec, key="word",
+                            meta={"version": vocab.version, "min_count": vocab.min_count, "snapshot": snap,
+                                  "digest": vocab.digest()})
         table.write(vocab_table(vocab))
     store.corpus(corpus).link("w2v_vocab", table.fingerprint)
-    # Same fingerprint, same inputs: an existing table holds exactly this vocabulary.
     return {"fingerprint": table.fingerprint, "words": len(vocab), "version": vocab.version,
             "added_words": len(vocab) - (len(old) if old is not None else 0)}
 

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 import uuid
 
 from . import manifest as mf
 from .lock import commit_lock
-from .shards import encode_shard
+from .shards import ShardWriter
 from .table import Table
 
 
@@ -99,11 +97,13 @@ def prepare(table: Table, config: CompactConfig = CompactConfig()) -> Prepared:
     replaced: set[str] = set()
     for group in plan_groups(m.shards, config):
         old = [m.shards[i] for i in group]
-        rows = pa.concat_tables([table.read_shard(s) for s in old])
-        data, sha = encode_shard(rows, m.codecs)
+        writer = ShardWriter(m.arrow_schema(), m.codecs)       # one shard decoded at a time: bounded memory
+        for shard in old:
+            writer.write(table.read_shard(shard))
+        data, sha = writer.finish()
         file = f"part-{uuid.uuid4().hex}.parquet"
         table.fs.write_atomic(table.shard_path(file), data)   # an orphan until the manifest lists it
-        merged[old[0].file] = mf.Shard(file=file, rows=rows.num_rows, bytes=len(data), sha256=sha,
+        merged[old[0].file] = mf.Shard(file=file, rows=writer.rows, bytes=len(data), sha256=sha,
                                        created=mf.utcnow())
         replaced.update(s.file for s in old)
     return Prepared(len(m.shards), merged, frozenset(replaced))

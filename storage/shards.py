@@ -55,10 +55,10 @@ def leaf_paths(name: str, t: pa.DataType) -> list[str]:
     return [name]
 
 
-def _encode(table: pa.Table, codecs: dict[str, dict]) -> bytes:
-    buf = io.BytesIO()
+def _writer_options(schema: pa.Schema, codecs: dict[str, dict]) -> dict:
+    """ParquetWriter options for `codecs` (column -> {"codec", "encoding"}): per leaf column."""
     compression, dictionary, bss = {}, [], []
-    for f in table.schema:
+    for f in schema:
         c = codecs.get(f.name, {"codec": "zstd", "encoding": "dictionary"})
         for path in leaf_paths(f.name, f.type):
             compression[path] = c["codec"]
@@ -66,10 +66,55 @@ def _encode(table: pa.Table, codecs: dict[str, dict]) -> bytes:
                 dictionary.append(path)
             elif c["encoding"] == "byte_stream_split":
                 bss.append(path)
-    pq.write_table(table, buf, compression=compression, use_dictionary=dictionary or False,
-                   use_byte_stream_split=bss or False, row_group_size=ROW_GROUP_ROWS,
-                   write_statistics=True)
-    return buf.getvalue()
+    return {"compression": compression, "use_dictionary": dictionary or False,
+            "use_byte_stream_split": bss or False, "write_statistics": True}
+
+
+class ShardWriter:
+    """A shard's Parquet bytes written table by table, in memory: only a row group's worth of
+    decoded rows is held at a time (compaction merges thousands of shards this way).
+
+    >>> w = ShardWriter(pa.schema([("k", pa.string())]), {})
+    >>> w.write(pa.table({"k": ["a"]})); w.write(pa.table({"k": ["b"]}))
+    >>> data, sha = w.finish(); pq.read_table(pa.BufferReader(data))["k"].to_pylist()
+    ['a', 'b']
+    """
+
+    def __init__(self, schema: pa.Schema, codecs: dict[str, dict]):
+        self.schema = schema
+        self._buf = io.BytesIO()
+        self._writer = pq.ParquetWriter(self._buf, schema, **_writer_options(schema, codecs))
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        rows = pa.concat_tables(self._pending) if self._pending else self.schema.empty_table()
+        whole = rows.num_rows if final else rows.num_rows - rows.num_rows % ROW_GROUP_ROWS
+        if whole:
+            self._writer.write_table(rows.slice(0, whole), row_group_size=ROW_GROUP_ROWS)
+        rest = rows.slice(whole)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def finish(self) -> tuple[bytes, str]:
+        """The Parquet bytes and their sha256."""
+        self._flush(final=True)
+        self._writer.close()
+        data = self._buf.getvalue()
+        return data, hashlib.sha256(data).hexdigest()
+
+
+def _encode(table: pa.Table, codecs: dict[str, dict]) -> bytes:
+    writer = ShardWriter(table.schema, codecs)
+    writer.write(table)
+    return writer.finish()[0]
 
 
 def choose_codecs(table: pa.Table) -> dict[str, dict]:

@@ -14,13 +14,14 @@ whichever writer got there first.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+
+import numpy as np
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import manifest as mf
 from .errors import CorruptShard, NotFound, SchemaMismatch, StoreError
@@ -28,38 +29,14 @@ from .fingerprint import fingerprint_of
 from .fs import StoreFS, check_fingerprint, check_name
 from .lock import commit_lock
 from .shards import choose_codecs, decode_shard, encode_shard
+from .keyindex import KeyIndex, KeyIndexes, has_nul, key_array
 from .keyset import read_key_column
 from .verified import VERIFIED
 
 CURRENT_FORMAT = ("embcache.current", 1)   # tables/<name>/current.json
 
 
-class ShardKeys:
-    """Process-wide cache: a shard's key column, by (file path, sha256). Shards are immutable,
-    so an entry never goes stale; flows make a new Table handle per task, and without this
-    every task would re-read (and re-hash) every shard of its input tables to plan a lookup."""
-
-    def __init__(self, max_shards: int = 1024):
-        self.max_shards = max_shards
-        self._cache: OrderedDict[tuple[str, str], pa.Array] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: str, sha256: str) -> pa.Array | None:
-        with self._lock:
-            keys = self._cache.get((path, sha256))
-            if keys is not None:
-                self._cache.move_to_end((path, sha256))
-            return keys
-
-    def put(self, path: str, sha256: str, keys: pa.Array) -> None:
-        with self._lock:
-            self._cache[(path, sha256)] = keys
-            while len(self._cache) > self.max_shards:
-                self._cache.popitem(last=False)
-
-
-SHARD_KEYS = ShardKeys()            # each shard's key column in row order (lookups)
-SHARD_DISTINCT_KEYS = ShardKeys()   # each shard's distinct keys (what is committed; many rows may share a key)
+KEY_INDEXES = KeyIndexes()   # per process: each table's sorted keys and where they live (storage/keyindex.py)
 
 
 class Table:
@@ -132,12 +109,12 @@ class Table:
             m = self.manifest()
             if m.schema is not None:
                 self._check_schema(m, rows.schema)
+            index = self.key_index(m)                          # O(k log N): no scan of committed keys
             distinct = pc.unique(rows[self.key])
-            seen = pc.is_in(distinct, value_set=self._committed_keys(m))
+            seen = pa.array(index.contains(key_array(distinct)))
             if pc.any(seen).as_py():
                 self.fs.delete(self.shard_path(file))
                 rows = rows.filter(pc.invert(pc.is_in(rows[self.key], value_set=distinct.filter(seen))))
-                distinct = distinct.filter(pc.invert(seen))
                 if rows.num_rows == 0:
                     return None
                 data, sha = encode_shard(rows, m.codecs or codecs)
@@ -150,8 +127,7 @@ class Table:
                               schema=m.schema or mf.schema_to_text(rows.schema),
                               codecs=m.codecs or codecs, shards=m.shards + (shard,))
             self._commit(new)
-            SHARD_KEYS.put(self.shard_path(shard), shard.sha256, rows[self.key].combine_chunks())
-            SHARD_DISTINCT_KEYS.put(self.shard_path(shard), shard.sha256, distinct)
+            KEY_INDEXES.put(self._cache_key, index.with_shard(file, sha, key_array(rows[self.key])))
             return shard
 
     def finish_pointer(self) -> None:
@@ -192,6 +168,8 @@ class Table:
                                            f"(columns: {', '.join(rows.column_names)})")
         if rows[self.key].null_count:
             raise SchemaMismatch(self.dir, f"key column {self.key!r} has {rows[self.key].null_count} nulls")
+        if has_nul(rows[self.key]):
+            raise SchemaMismatch(self.dir, f"key column {self.key!r} has a key with a NUL character")
         return rows.replace_schema_metadata(None)
 
     def _check_schema(self, m: mf.Manifest, schema: pa.Schema) -> None:
@@ -237,72 +215,97 @@ class Table:
         return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
 
     def shard_keys(self, shard: mf.Shard) -> pa.Array:
-        """The shard's key column, in row order (read once per process, see ShardKeys)."""
-        path = self.shard_path(shard)
-        keys = SHARD_KEYS.get(path, shard.sha256)
-        if keys is None:
-            keys = self.read_shard(shard, [self.key])[self.key].combine_chunks()
-            SHARD_KEYS.put(path, shard.sha256, keys)
-        return keys
+        """The shard's key column, in row order (the key column alone: storage/keyset.py)."""
+        return read_key_column(self.fs, self.shard_path(shard), self.key, shard.bytes)
 
-    def distinct_shard_keys(self, shard: mf.Shard) -> pa.Array:
-        """The shard's keys, each once (cached like shard_keys)."""
-        path = self.shard_path(shard)
-        keys = SHARD_DISTINCT_KEYS.get(path, shard.sha256)
-        if keys is None:       # planning reads the key column only, no vectors (storage/keyset.py)
-            cached = SHARD_KEYS.get(path, shard.sha256)
-            keys = pc.unique(cached if cached is not None else read_key_column(self.fs, path, self.key, shard.bytes))
-            SHARD_DISTINCT_KEYS.put(path, shard.sha256, keys)
-        return keys
+    @property
+    def _cache_key(self) -> str:
+        return self.fs.url + self.dir[len(self.fs.root):]
 
-    def _committed_keys(self, m: mf.Manifest) -> pa.Array:
-        """Every committed key, once (a key is committed in one shard only)."""
-        arrays = [self.distinct_shard_keys(s) for s in m.shards]
-        if not arrays:
-            schema = m.arrow_schema()
-            return pa.array([], type=schema.field(m.key).type if schema else pa.string())
-        return pa.concat_arrays(arrays)
+    def key_index(self, m: mf.Manifest | None = None) -> KeyIndex:
+        """Where each committed key lives: built once per process from the shards' key columns,
+        then extended by the shards each commit adds (storage/keyindex.py)."""
+        m = m or self.manifest()
+        return KEY_INDEXES.for_shards(
+            self._cache_key, tuple((s.file, s.sha256) for s in m.shards),
+            lambda i: key_array(self.shard_keys(m.shards[i])))
 
     def keys(self) -> pa.Array:
-        """Every committed key (distinct: a key is committed once)."""
-        return self._committed_keys(self.manifest())
+        """Every committed key, once, sorted."""
+        m = self.manifest()
+        found = self.key_index(m).keys()
+        schema = m.arrow_schema()
+        key_type = schema.field(m.key).type if schema else pa.string()
+        if found.dtype.kind == "i":
+            return pa.array(found, key_type)
+        return pa.array([k.decode() for k in found.tolist()], key_type)
 
     def missing(self, keys: Sequence | pa.Array) -> pa.Array:
-        """The subset of `keys` with no committed rows, in the given order: the work to do."""
+        """The subset of `keys` with no committed rows, in the given order: the work to do.
+
+        O(k log N) for k keys against N committed ones, once the process knows the table."""
         keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(list(keys))
-        have = self._committed_keys(self.manifest())
-        if len(have) == 0:
+        index = self.key_index()
+        if len(index) == 0 or len(keys) == 0:
             return keys
-        return keys.filter(pc.invert(pc.is_in(keys, value_set=have.cast(keys.type))))
+        return keys.filter(pa.array(~index.contains(key_array(keys))))
+
+    def locate(self, keys: Sequence | pa.Array, m: mf.Manifest | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(shard position in the manifest, row) of each key; (-1, 0) where it is not committed."""
+        keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(list(keys))
+        return self.key_index(m).find(key_array(keys))
+
+    def read_rows(self, shard: mf.Shard, rows: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows `rows` (positions, in that order) of a committed shard, reading only their row groups.
+
+        A local shard is hashed once per process (storage/verified.py: then trusted while its
+        stat is unchanged); then only the Parquet row groups that hold `rows` are decoded.
+        Elsewhere the shard is read whole, checked, and the rows taken.
+        """
+        path = self.shard_path(shard)
+        cols = list(columns) if columns else None
+        if not self.fs.local:
+            return self.read_shard(shard, cols).take(pa.array(rows))
+        VERIFIED.check(self.fs, path, shard.bytes, shard.sha256)
+        try:
+            parquet = pq.ParquetFile(path)
+            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            starts = np.concatenate([[0], np.cumsum(sizes)])                     # (G+1,)
+            group = np.searchsorted(starts, rows, side="right") - 1              # (n,) row group of each row
+            wanted = np.unique(group)
+            table = parquet.read_row_groups(wanted.tolist(), columns=cols, use_threads=False)
+        except (pa.ArrowException, OSError) as e:
+            raise CorruptShard(path, f"not a readable Parquet file: {e}") from e
+        base = np.concatenate([[0], np.cumsum(np.asarray(sizes)[wanted])])[np.searchsorted(wanted, group)]
+        return table.take(pa.array(rows - starts[group] + base))
 
     def lookup(self, keys: Sequence | pa.Array, columns: Sequence[str] | None = None,
                missing: str = "error") -> pa.Table:
         """Rows for `keys`, in that order (one row per key; keys must be unique per row).
 
-        Reads only the shards that hold a requested key. `missing`: "error" raises
-        NotFound naming the absent keys, "skip" leaves them out.
+        Reads only the shards, and within them the row groups, that hold a requested key
+        (Table.read_rows). `missing`: "error" raises NotFound naming the absent keys, "skip"
+        leaves them out.
         """
         keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(list(keys))
         m = self.manifest()
         cols = None if columns is None else list(dict.fromkeys([m.key, *columns]))
-        parts = []
-        for s in m.shards:
-            shard_keys = self.shard_keys(s)
-            hit = pc.is_in(shard_keys, value_set=keys.cast(shard_keys.type))
-            if pc.any(hit).as_py():
-                parts.append(self.read_shard(s, cols).filter(hit))
-        found = pa.concat_tables(parts) if parts else self._empty(m, cols, keys.type)
-        pos = pc.index_in(keys, value_set=found[m.key])
-        if pos.null_count:
-            absent = keys.filter(pc.is_null(pos))
+        shard, row = self.locate(keys, m)
+        absent = np.flatnonzero(shard < 0)
+        if len(absent):
             if missing == "error":
-                shown = ", ".join(map(str, absent[:5].to_pylist()))
-                raise NotFound(self.dir, f"{len(absent)} key(s) not in {self.name}: {shown}"
+                names = keys.take(pa.array(absent[:5])).to_pylist()
+                raise NotFound(self.dir, f"{len(absent)} key(s) not in {self.name}: {', '.join(map(str, names))}"
                                          f"{' …' if len(absent) > 5 else ''}")
-            pos = pos.drop_null()
-        out = found.take(pos)
+        present = np.flatnonzero(shard >= 0)
+        order = present[np.argsort(shard[present], kind="stable")]          # grouped by shard, keys' order within
+        parts, starts = [], np.flatnonzero(np.r_[True, np.diff(shard[order]) != 0]) if len(order) else []
+        for a, b in zip(starts, list(starts[1:]) + [len(order)]):
+            picked = order[a:b]
+            parts.append(self.read_rows(m.shards[shard[picked[0]]], row[picked], cols))
+        found = pa.concat_tables(parts) if parts else self._empty(m, cols, keys.type)
+        out = found.take(pa.array(np.argsort(order, kind="stable")))       # back to the keys' order
         return out if columns is None else out.select(list(columns))
-
 
     @staticmethod
     def _empty(m: mf.Manifest, columns: list[str] | None, key_type: pa.DataType) -> pa.Table:

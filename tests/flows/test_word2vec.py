@@ -146,7 +146,8 @@ def test_stored_examples_rebuild_exactly_the_model_inputs(tmp_path, lee_lines):
     vocab_fp = stored.saved_spec()["spec"]["inputs"]["w2v_vocab"]
     plan = w2v.plan_examples(str(store), "lee", vocab_fp, w2v.ExamplesConfig(WordConfig(min_count=2)))
     assert FeatureStore(str(store)).table("w2v_examples", plan.examples_spec).fingerprint == stored.fingerprint
-    keys = w2v.snapshot_texts(s, "lee")                        # one shard: the flow's sorted keys
+    from embcache.stages import planning                       # one shard: the flow's keys, in storage order
+    keys = planning.in_storage_order(w2v.documents_of(s, "lee"), planning.snapshot_keys(s, "lee")).to_pylist()
     vocab_t = s.open("w2v_vocab", vocab_fp)
     vocab = w2v.vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
     ids, offsets = vocab.encode(tokenize_words(w2v.texts_of(s, "lee", keys), WordConfig(min_count=2)))

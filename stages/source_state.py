@@ -21,6 +21,9 @@ racy rule nor its last-modified time applies (an identical re-upload is not read
 An object store that gives no version (memory://) is judged by size and mtime, racy rule
 included. IngestConfig.rescan (`--rescan`) reads every file.
 
+`counts()` says what changed, for the ingest summary: files added, edited, removed,
+unchanged (not read: rows from the previous snapshot) and read again although unchanged.
+
 Memory: the previous snapshot's rows without text (O(documents), ~100 bytes each) are
 read only when some file changed.
 """
@@ -50,6 +53,7 @@ READS_VERSIONS = ("1", "2")      # version 1: the same columns but `version` (lo
 RACY_NS = 2_000_000_000          # a file modified within 2 s of its stat is read again next time
 STATE_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                           ("inode", pa.int64()), ("version", pa.string())])
+COUNTS = ("files_added", "files_edited", "files_removed", "files_unchanged", "files_reread", "objects")  # counts()
 DEPENDENT_REASONS = ("duplicate_id_conflict", "duplicate_row")   # rejects that depend on other files
 
 
@@ -98,6 +102,7 @@ class SourceState:
         self.now = stat_files(self.plans)
         self._states = {p: tuple(rest) for p, *rest in zip(*(self.now[c].to_pylist() for c in STATE_SCHEMA.names))}
         self.unchanged_paths = {p for p, state in self._states.items() if self._trust and self._same(p, state)}
+        self._reused: set[str] = set()            # paths whose rows `reuse` gave (not read)
         self._rows: dict[str, pa.Table] | None = None
         self._rejects: dict[str, pa.Table] | None = None
 
@@ -120,6 +125,21 @@ class SourceState:
             return (before[0], before[3]) == (state[0], state[3])
         return before == state
 
+    def counts(self) -> dict[str, int]:
+        """What changed since the last ingest: files added, edited, removed, unchanged (rows
+        taken from its snapshot, not read) and reread (unchanged, read all the same: --rescan,
+        other options, modified within RACY_NS of its stat, rejects that depend on other files),
+        and how many of the files found are objects. Call it after the ingest read its batches.
+        (An unchanged file whose ids now collide with a changed file's is read again, yet
+        counted as unchanged: iter_ingest decides that after `reuse` gave its rows.)"""
+        now, before = self._states, self._before
+        same = {p for p, state in now.items() if self._same_content(p, state)}
+        unchanged = same if self.unchanged else self._reused
+        objects = {f.path for files in self.plans for f in files if f.object is not None}
+        return dict(zip(COUNTS, (sum(p not in before for p in now), sum(p in before and p not in same for p in now),
+                                 sum(p not in now for p in before), len(unchanged), len(same - unchanged),
+                                 len(objects))))
+
     @property
     def unchanged(self) -> bool:
         """Every planned file is unchanged and none was added or removed: nothing to read."""
@@ -140,6 +160,7 @@ class SourceState:
         docs = (DOCUMENTS_SCHEMA.empty_table() if docs is None else
                 docs.select([n for n in DOCUMENTS_SCHEMA.names if n != "text"])
                     .add_column(2, "text", pa.nulls(docs.num_rows, pa.string())).cast(DOCUMENTS_SCHEMA))
+        self._reused.add(file.path)
         return IngestBatch(docs, rejects)
 
     def _previous_rejects(self) -> pa.Table:

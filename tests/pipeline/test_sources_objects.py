@@ -57,6 +57,7 @@ def corpus(root: Path) -> Path:
         "news/2025/bin.jsonl": b'{"text": "x"}\x00\n{"text": "y"}\n',
         "lines/a.txt": "one\r\ntwo\n\n   \nthree".encode(),
         "lines/cp.txt": "caf\u00e9 \u2013 \u20ac5\n".encode("cp1252"),
+        "utf16/a.txt": "caf\u00e9\r\nna\u00efve\n".encode("utf-16") + b"\x00\xd8",   # then a lone surrogate
         "table/a.csv": b'text,label\nhello,1\n"caf\xe9",2\nx,y,z\n',
         "docs/a.md": b"doc one\r\nline two",
         "docs/b.md": b"x" * 600,                        # > 5 x max_bytes 100: too_large, unread
@@ -75,6 +76,8 @@ def corpus(root: Path) -> Path:
     ("news", {"format": "jsonl"}),
     ("lines/*.txt", {}),
     ("lines/cp.txt", {"encoding": "cp1252"}),
+    ("utf16/a.txt", {"encoding": "utf-16"}),
+    ("utf16/a.txt", {}),                              # UTF-8 expected: binary, its BOM named
     ("table/a.csv", {"label_column": "label"}),
     ("table/p.parquet", {"label_column": "label"}),
     ("docs", {"format": "files"}),
@@ -93,6 +96,10 @@ def test_an_object_source_reads_as_its_local_copy(tmp_path, bucket, pattern, opt
         assert "decodes as cp1252" in next(r["detail"] for r in rejected if r["reason"] == "invalid_utf8")
         assert {r["doc_id"] for r in rejected if r["reason"] == "binary_content"} == \
             {"2025/bin.jsonl:1", "2025/bin.jsonl:2"}
+    if pattern == "utf16/a.txt" and options:
+        assert [d["text"] for d in docs] == ["caf\u00e9", "na\u00efve"] and rejected[0]["reason"] == "invalid_utf8"
+    if pattern == "utf16/a.txt" and not options:
+        assert docs == [] and "pass --encoding utf-16" in rejected[0]["detail"]
     if pattern == "docs":
         assert {r["doc_id"]: r["reason"] for r in rejected} == {"b.md": "too_large", "c.md": "binary_content"}
         assert docs[0]["text"] == "doc one\nline two"

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from .app import app, out, prefect_api
+from .ingest import changes_line
 from .progress import progress_bars
 
 
@@ -51,6 +52,8 @@ def print_summary(record: dict) -> None:
                 f"computed {stage['computed']:,} {stage['unit']}, {stage['cached']:,} cached")
         out.print(f"  {stage['stage']:>19} {stage['corpus']:<12} {stage['seconds']:7.1f} s  {what}",
                   highlight=False)
+    sources = {stage["corpus"]: stage["sources"] for stage in record["stages"]
+               if stage["stage"] == "ingest" and "sources" in stage}
     for corpus, s in record["summary"].items():
         parts = [f"{s['documents']:,} documents", f"{s['rejected']:,} rejected"]
         for key, label in (("head_accuracy", "head accuracy"), ("static_accuracy", "static accuracy"),
@@ -58,6 +61,8 @@ def print_summary(record: dict) -> None:
             if s.get(key) is not None:
                 parts.append(f"{label} {s[key]:.3f}")
         out.print(f"  [bold]{corpus}[/bold]: " + " · ".join(parts))
+        if corpus in sources:
+            out.print(f"    sources: {changes_line(sources[corpus])}", highlight=False)
     out.print(f"  rows from the cache: {record['rows_cached']:,} · computed now: {record['rows_computed']:,}")
     if record.get("report"):
         out.print(f"  report: [bold]{record['report']}[/bold]")

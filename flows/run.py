@@ -135,15 +135,16 @@ def _subflows_without_heartbeats():
 def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages,
                    retrain: bool = False) -> dict:
     """Every enabled stage on one corpus, in order; its line of the run summary."""
-    from ..stages import compare, heads, static
+    from ..stages import compare, heads, source_state, static
     from .featurize_flows import featurize_bert_flow, ingest_flow
     from .train_flows import compare_flow, train_head_flow, train_static_flow
 
     name = corpus.name
     t = time.perf_counter()
     ing = ingest_flow(name, list(corpus.sources), cfg.ingest, store=root)
-    stages.add("ingest", name, t, ing["new_texts"], ing["documents"] - ing["new_texts"], "texts",
-               f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected")
+    rec = stages.add("ingest", name, t, ing["new_texts"], ing["documents"] - ing["new_texts"], "texts",
+                     f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected")
+    rec["sources"] = {k: ing[k] for k in source_state.COUNTS}     # files added, edited, removed, ...
     s = {"documents": ing["documents"], "rejected": ing["rejected_total"], "head_accuracy": None,
          "static_accuracy": None, "wordsim353": None, "analogy_accuracy": None}
     snapshot_sha = fs.corpus(name).snapshot().sha256

@@ -24,6 +24,8 @@ import functools
 import os
 import re
 
+from .objects import read_head
+
 UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32-LE"), (b"\x00\x00\xfe\xff", "UTF-32-BE"),
                 (b"\xff\xfe", "UTF-16-LE"), (b"\xfe\xff", "UTF-16-BE"))   # UTF-32-LE before UTF-16-LE
 ASCII_PROBE = "\n\r\t ,;\"'{}[]:\\-.0123456789azAZ"   # what must keep its bytes to be read as Latin-1
@@ -89,16 +91,18 @@ def utf8_error(name: str, raw: bytes, e: UnicodeDecodeError) -> str:
     return decode_error(name, raw, e)
 
 
-def encoding_hint(path: str) -> str:
-    """For an invalid-UTF-8 reject: which encodings decode the file, and how to pass one."""
-    stat = os.stat(path)
-    return _encoding_hint(path, stat.st_size, stat.st_mtime_ns)
+def encoding_hint(path: str, state: tuple[int, object] | None = None) -> str:
+    """For an invalid-UTF-8 reject: which encodings decode the file, and how to pass one.
+    state: (size, version) of an object, from its listing; None: a local file, stat-ed."""
+    if state is None:
+        stat = os.stat(path)
+        state = (stat.st_size, stat.st_mtime_ns)
+    return _encoding_hint(path, *state)
 
 
 @functools.lru_cache(maxsize=256)
-def _encoding_hint(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        head = f.read(HINT_PROBE_BYTES)
+def _encoding_hint(path: str, size: int, version: object) -> str:
+    head = read_head(path, HINT_PROBE_BYTES)
     fits = [name for name in HINT_ENCODINGS if _decodes(head, name, final=size <= HINT_PROBE_BYTES)]
     if not fits:
         return ""

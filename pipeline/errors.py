@@ -26,3 +26,8 @@ class SourceNotFound(PipelineError):
 
 class ModelLoadError(PipelineError):
     """A model that cannot be loaded safely (no safetensors weights, remote code, missing files)."""
+
+
+class SourceUnavailable(PipelineError):
+    """A source in an object store that cannot be listed or read: its filesystem is not
+    installed (the error names the extra), credentials or the endpoint are missing, access denied."""

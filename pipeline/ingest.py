@@ -53,7 +53,8 @@ import pyarrow as pa
 
 from .errors import IngestOptionError
 from .readers import read_records
-from .sources import UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, is_folder_source, plan_files
+from .sources import (UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, absolute_base, is_folder_source,
+                      plan_files)
 from .configs import IngestConfig, Normalization  # noqa: F401  (defined once, in configs.py)
 
 __all__ = ["PATH_REJECT_REASONS", "RECORD_REJECT_REASONS", "REJECT_REASONS", "IngestBatch", "IngestConfig",
@@ -198,7 +199,7 @@ def id_roots(plans: list[list[SourceFile]]) -> list[str]:
     holding every source's base (see the module docstring)."""
     if len(plans) < 2:
         return [""] * len(plans)
-    bases = [os.path.abspath(files[0].base or ".") for files in plans]
+    bases = [absolute_base(files[0].base) for files in plans]
     common = os.path.commonpath(bases)
     roots = [os.path.relpath(base, common).replace(os.sep, "/") for base in bases]
     return ["" if root == "." else root + "/" for root in roots]

@@ -2,12 +2,21 @@
 
 Split from sources.py (which finds files and checks columns). One RawRecord per input
 record, bad ones included: `ingest` decides what is accepted.
+
+Objects (s3://..., objects.py) are read the same way, with one exception: datasets 5.2's
+streaming `open` hands a text file's `encoding` to the object store's filesystem as an
+option (s3fs fails: "AioSession.__init__() got an unexpected keyword argument 'encoding'";
+memory:// drops it), so lines, JSONL and one-document objects are decoded here
+(`_object_texts`), as datasets' text builder decodes a local file: universal newlines,
+one row per line without its "\n". CSV and Parquet objects open in binary mode, through
+datasets like local files.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 import re
@@ -20,12 +29,14 @@ import pyarrow as pa
 
 from .decoding import decode_field, encoding_hint, reader_encoding, utf8_error
 from .errors import PipelineError
+from .objects import STORAGE_OPTIONS, is_url, open_binary, read_objects
 from .sources import (MALFORMED_CSV_ROW, UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, csv_header,
                       csv_separator, unread_reason)
 
 # A CSV cell that is a JSON number or boolean literal (pandas' spellings of booleans too) is
 # read as that value, as the same row written as JSONL would be: see `csv_cell_value`.
 JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+OBJECT_BATCH_BYTES = 64 * 2**20     # one-document objects are fetched this many bytes at a time, at most
 CSV_BOOLEANS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
 
@@ -53,6 +64,9 @@ def read_records(files: list[SourceFile], batch_rows: int = 2048,
 def _stream(builder: str, paths: list[str], batch_rows: int, **options: Any) -> Iterator[pa.Table]:
     """Arrow batches of a packaged `datasets` builder, streamed: nothing copied to a cache."""
     escaped = [glob.escape(p) for p in paths]   # data_files are globs: "a[1].txt" is a file here
+    if any(is_url(p) for p in paths):
+        options["storage_options"] = dict(STORAGE_OPTIONS)   # objects.py's filesystem: no stale listings
+                                                             # (a copy: datasets adds its own keys to it)
     # Streaming still leaves a lock file per builder configuration (per file set) in the cache
     # directory; a throwaway one keeps ~/.cache/huggingface from growing by one per file read.
     with tempfile.TemporaryDirectory(prefix="embcache-ingest-") as cache_dir:
@@ -68,13 +82,50 @@ def _read_line_records(file: SourceFile, batch_rows: int,
     file (of any text format; the string says why) has each line rejected as binary_content."""
     record_of = _jsonl_record if file.format == "jsonl" else _line_record
     row = 0
-    for table in _stream("text", [file.path], batch_rows, sample_by="line",
-                         **reader_encoding(file.source.encoding)):
+    tables = (_object_lines(file, batch_rows) if file.object is not None else
+              _stream("text", [file.path], batch_rows, sample_by="line", **reader_encoding(file.source.encoding)))
+    for table in tables:
         records = []
         for line in table.column("text").to_pylist():
             row += 1
             records.append(_binary_line_record(file, row, binary) if binary else record_of(file, row, line))
         yield records
+
+
+def _object_texts(raw: io.BufferedIOBase, encoding: str | None) -> io.TextIOWrapper:
+    """An object's bytes as text, decoded as datasets' text builder decodes a local file
+    (`reader_encoding`; universal newlines: CRLF and a lone CR end a line as LF does)."""
+    options = reader_encoding(encoding)
+    return io.TextIOWrapper(raw, encoding=options["encoding"], errors=options.get("encoding_errors", "strict"))
+
+
+def _object_lines(file: SourceFile, batch_rows: int) -> Iterator[pa.Table]:
+    """An object's lines, `batch_rows` at a time, as `_stream("text", sample_by="line")` gives a file's."""
+    with open_binary(file.path) as raw:
+        lines = []
+        for line in _object_texts(raw, file.source.encoding):
+            lines.append(line[:-1] if line.endswith("\n") else line)
+            if len(lines) == batch_rows:
+                yield pa.table({"text": pa.array(lines, pa.string())})
+                lines = []
+        if lines:
+            yield pa.table({"text": pa.array(lines, pa.string())})
+
+
+def _object_documents(files: list[SourceFile], batch_rows: int) -> Iterator[pa.Table]:
+    """One row per object, whole: fetched concurrently in groups of at most `batch_rows`
+    objects and OBJECT_BATCH_BYTES (sizes from the listing)."""
+    group: list[SourceFile] = []
+    size = 0
+    for file in files + [None]:
+        if group and (file is None or len(group) == batch_rows or size + file.object.size > OBJECT_BATCH_BYTES):
+            contents = read_objects([f.path for f in group])
+            yield pa.table({"text": pa.array([_object_texts(io.BytesIO(contents[f.path]), f.source.encoding).read()
+                                              for f in group], pa.string())})
+            group, size = [], 0
+        if file is not None:
+            group.append(file)
+            size += file.object.size
 
 
 def _binary_line_record(file: SourceFile, row: int, why: str) -> RawRecord:
@@ -86,7 +137,8 @@ def _decode(file: SourceFile, name: str, value: str) -> tuple[str | None, tuple[
     says which encodings would decode the file and how to pass one."""
     text, error = decode_field(name, value, file.source.encoding)
     if error and file.source.encoding is None:
-        error = (error[0], error[1] + encoding_hint(file.path))
+        state = None if file.object is None else (file.object.size, file.object.version or file.object.mtime_ns)
+        error = (error[0], error[1] + encoding_hint(file.path, state))
     return text, error
 
 
@@ -105,7 +157,7 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
         skipped = unread_reason(f)       # files: "compressed", or a problem found when planning
         if skipped:                      # an archive's members would shift every later text
             unread.append(_unread_record(f, skipped[1], unread_reject_reason(skipped[0])))
-        elif (size := os.path.getsize(f.path)) > limit:
+        elif (size := f.object.size if f.object is not None else os.path.getsize(f.path)) > limit:
             unread.append(_unread_record(f, f"file is {size:,} bytes > {UNREAD_SIZE_FACTOR} x max_bytes "
                                             f"({limit:,}); not read", "too_large"))
         else:
@@ -116,8 +168,10 @@ def _read_documents(files: list[SourceFile], batch_rows: int,
         return
     # sample_by="document" yields exactly one row per file, in data_files order.
     done = 0
-    for table in _stream("text", [f.path for f in readable], batch_rows, sample_by="document",
-                         **reader_encoding(files[0].source.encoding)):   # one source: one encoding
+    tables = (_object_documents(readable, batch_rows) if readable[0].object is not None else
+              _stream("text", [f.path for f in readable], batch_rows, sample_by="document",
+                      **reader_encoding(files[0].source.encoding)))     # one source: one encoding
+    for table in tables:
         contents = table.column("text").to_pylist()
         chunk, done = readable[done:done + len(contents)], done + len(contents)
         yield [_document_record(f, content) for f, content in zip(chunk, contents, strict=True)]

@@ -1,6 +1,7 @@
 """Where documents come from: find a source's files, check their columns, read raw records.
 
-A `Source` names a file, a directory or a glob and how to read it. `plan_files` turns it
+A `Source` names a file, a directory or a glob and how to read it, on the local disk or in
+an object store (s3://bucket/news/**/*.jsonl: objects.py lists it). `plan_files` turns it
 into `SourceFile`s (checking that each configured column exists, so a wrong schema fails
 before anything is read); `readers.read_records` streams them through Hugging Face
 `datasets` as `RawRecord`s: one per input record, bad ones included, so nothing is lost.
@@ -26,19 +27,24 @@ Some files are not read as text at all, and say why in every row they cost:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets.utils.file_utils import _get_extraction_protocol
+from datasets.utils.file_utils import (BASE_KNOWN_EXTENSIONS, COMPRESSION_EXTENSION_TO_PROTOCOL,
+                                       _get_extraction_protocol, _get_extraction_protocol_with_magic_number,
+                                       _get_path_extension)
 
 from .decoding import UNICODE_BOMS, decode_field, reads_as_bytes, reader_encoding
 from .errors import SourceNotFound, SourceSchemaError
+from .objects import ObjectState, find_objects, has_subfolders, is_url, open_binary, read_head
 from .walk import Found, broken_link, glob_files, hidden, walk
 from .configs import Source  # noqa: F401  (defined once, in configs.py)
 
@@ -56,6 +62,7 @@ UNREAD_SIZE_FACTOR = 5
 # only replace a row): random, so no real cell can collide with it.
 MALFORMED_CSV_ROW = f"\x00malformed-csv-row-{uuid.uuid4().hex}:"
 BINARY_PROBE_BYTES = 8000  # a NUL byte among a text file's first 8,000 bytes makes it binary (as in git)
+PROBE_BLOCK_BYTES = 1 << 20  # an object opened to read its header or first keys fetches this much at a time
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class SourceFile:
     source: Source
     problem: tuple[str, str] | None = None   # (reject reason, detail): a path found but not read,
                                              # such as a broken link or a link loop (walk.py)
+    object: ObjectState | None = None        # an object's size and version, from its listing
+                                             # (objects.py); None: a local file (stat it)
 
 
 class RawRecord(NamedTuple):
@@ -89,20 +98,24 @@ class RawRecord(NamedTuple):
 # ---------------------------------------------------------------- planning
 
 
-def plan_files(source: Source, trusted: Callable[[str], bool] | None = None) -> list[SourceFile]:
+def plan_files(source: Source, trusted: Callable[[SourceFile], bool] | None = None) -> list[SourceFile]:
     """The source's files, sorted, each with its format; checks configured columns exist.
 
-    trusted(path) True: the file is unchanged since an ingest that checked it
+    trusted(file) True: the file is unchanged since an ingest that checked it
     (stages/source_state.py), so it is not opened again here."""
     path = os.fspath(source.path)
     if is_folder_source(source):
-        files = _folder_files(path, source)
+        files = _folder_objects(path, source) if is_url(path) else _folder_files(path, source)
+    elif is_url(path):
+        base, listed = find_objects(path)
+        files = [SourceFile(o.path, o.rel, base, _file_format(o.path, source), None, source, object=o.state)
+                 for o in listed]
     else:
         base, found = _matching_files(path)
         files = [SourceFile(f.path, _rel(f.path, base), base, "files" if f.problem else _file_format(f.path, source),
                             None, source, f.problem) for f in found]
     for file in files:
-        if trusted is not None and trusted(file.path):
+        if trusted is not None and trusted(file):
             continue
         if file.format in ("lines", "files") or not unread_reason(file):
             _check_columns(file, columns_of(file))
@@ -115,8 +128,8 @@ def check_source(source: Source) -> None:
     checks every file it reads; this opens one, so a million-file source costs a listing."""
     checked = []
 
-    def trusted(path: str) -> bool:
-        checked.append(path)
+    def trusted(file: SourceFile) -> bool:
+        checked.append(file.path)
         return len(checked) > 1
 
     plan_files(source, trusted)
@@ -128,6 +141,8 @@ def is_folder_source(source: Source) -> bool:
 
 
 def _has_subdirectories(path: str) -> bool:
+    if is_url(path):
+        return has_subfolders(path)
     return os.path.isdir(path) and any(e.is_dir() and not _hidden(e.name) for e in os.scandir(path))
 
 
@@ -141,6 +156,32 @@ def _folder_files(root: str, source: Source) -> list[SourceFile]:
     if not files:
         raise SourceNotFound(root, "no <label>/<file> documents under this folder")
     return files
+
+
+def _folder_objects(root: str, source: Source) -> list[SourceFile]:
+    """A folder source in an object store: <prefix>/<label>/**/<object>, labels in order."""
+    base, listed = find_objects(root)
+    if base != root.rstrip("/"):
+        raise SourceNotFound(root, "a folder source must be a prefix of <label>/ folders, not an object or a glob")
+    by_label: dict[str, list] = {}
+    for o in listed:                         # objects right under the prefix are not documents
+        label, _, rest = o.rel.partition("/")
+        if rest:
+            by_label.setdefault(label, []).append(o)
+    if not by_label:
+        raise SourceNotFound(root, "no <label>/<object> documents under this prefix")
+    return [SourceFile(o.path, o.rel, base, "files", label, source, object=o.state)
+            for label in sorted(by_label) for o in by_label[label]]
+
+
+def absolute_base(base: str) -> str:
+    """A source's base as an absolute "/"-path, to find the folder that holds several sources'
+    bases (pipeline/ingest.py id_roots): a local one made absolute, an object store's as
+    "/<protocol>:/<bucket>/<prefix>" ("s3://b/2024" and "s3://b/2025" are held by "/s3:/b")."""
+    if is_url(base):
+        protocol, rest = base.split("://", 1)
+        return f"/{protocol}:/{rest}".rstrip("/")
+    return os.path.abspath(base or ".")
 
 
 def _matching_files(path: str) -> tuple[str, list[Found]]:
@@ -195,7 +236,10 @@ def columns_of(file: SourceFile) -> list[str]:
         return list(csv_header(file.path, file.source.encoding))
     if file.format == "parquet":
         try:
-            return pq.read_schema(file.path).names
+            if file.object is None:
+                return pq.read_schema(file.path).names
+            with open_binary(file.path, block_size=PROBE_BLOCK_BYTES) as f:
+                return pq.read_schema(f).names
         except pa.ArrowInvalid as e:     # no rows to count: the run fails, naming the file
             raise SourceSchemaError(file.path, f"not a readable Parquet file: {e}") from e
     return _jsonl_keys(file.path, file.source.encoding, _wanted_columns(file.source))
@@ -216,14 +260,25 @@ def _check_columns(file: SourceFile, found: list[str]) -> None:
 def csv_header(path: str, encoding: str | None = None) -> dict[str, str]:
     """{decoded column name: name as pandas reads it (`reader_encoding`)}; BOM dropped."""
     try:
-        raw_names = pd.read_csv(path, nrows=0, sep=csv_separator(path), engine="python",
-                                **reader_encoding(encoding)).columns
+        with _csv_input(path) as where:
+            raw_names = pd.read_csv(where, nrows=0, sep=csv_separator(path), engine="python",
+                                    **reader_encoding(encoding)).columns
     except pd.errors.EmptyDataError:
         return {}
     except (pd.errors.ParserError, csv.Error) as e:   # it peeks at the first row: an open quote there
         raise SourceSchemaError(path, f"CSV cannot be parsed at its start: {e} "
                                       "(an unterminated quoted field?)") from e
     return {(decode_field("column", raw, encoding)[0] or raw).lstrip("\ufeff"): raw for raw in raw_names}
+
+
+@contextmanager
+def _csv_input(path: str):
+    """What pandas reads a CSV header from: the path, or an object opened for its first bytes."""
+    if not is_url(path):
+        yield path
+        return
+    with open_binary(path, block_size=PROBE_BLOCK_BYTES) as f:
+        yield f
 
 
 def csv_separator(path: str) -> str:
@@ -240,7 +295,8 @@ def _jsonl_keys(path: str, encoding: str | None = None, wanted: set[str] = froze
     a column is missing only if no record has it: keys first seen late, after blank or
     unlabelled lines, count; a record without one is judged on its own when read)."""
     keys: dict[str, None] = {}
-    with open(path, encoding=encoding or "utf-8", errors="replace") as f:
+    with open_binary(path, block_size=PROBE_BLOCK_BYTES) as raw, \
+            io.TextIOWrapper(raw, encoding=encoding or "utf-8", errors="replace") as f:
         for line in f:
             try:
                 value = json.loads(line.lstrip("\ufeff"))
@@ -261,35 +317,43 @@ def unread_reason(file: SourceFile) -> tuple[str, str] | None:
     "binary", or a reject reason of a path found but not readable (see SourceFile.problem)."""
     if file.problem:
         return file.problem
-    kind = compressed_kind(file.path)
+    kind = compressed_kind(file.path, file.object)
     if kind:
         return "compressed", (f"{kind} data (by the file's name or first bytes): compressed files "
                               "and archives are not read; extract them first")
     if file.format in ("lines", "jsonl", "csv") and reads_as_bytes(file.source.encoding):
-        marker = binary_marker(file.path)
+        marker = binary_marker(file.path, file.object)
         if marker:
             return "binary", marker
     return None
 
 
-def compressed_kind(path: str) -> str | None:
+def compressed_kind(path: str, state: ObjectState | None = None) -> str | None:
     """What `datasets` would decompress `path` as ("zip", "gzip", "tar", ...), or None.
 
     Its own rule (private in datasets): a compression extension, unless the extension is a
     data format it knows (.txt, .csv, .jsonl, .parquet...), else the file's magic number.
+    An object (`state` from its listing) is judged by the same rule on its first bytes,
+    fetched once (datasets would open it with a 50 MB read-ahead block).
     """
     if path.lower().endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")):
         return "tar"                     # datasets refuses these in streaming mode
     try:
-        return _get_extraction_protocol(path)
+        if state is None:
+            return _get_extraction_protocol(path)
+        extension = _get_path_extension(path)
+        if extension in BASE_KNOWN_EXTENSIONS:
+            return None
+        if extension in COMPRESSION_EXTENSION_TO_PROTOCOL:
+            return COMPRESSION_EXTENSION_TO_PROTOCOL[extension]
+        return _get_extraction_protocol_with_magic_number(io.BytesIO(read_head(path, BINARY_PROBE_BYTES, state)))
     except NotImplementedError:          # rar: recognized, not readable
         return "rar"
 
 
-def binary_marker(path: str) -> str | None:
+def binary_marker(path: str, state: ObjectState | None = None) -> str | None:
     """Why a text file is binary (a NUL byte in its first BINARY_PROBE_BYTES), or None."""
-    with open(path, "rb") as f:
-        head = f.read(BINARY_PROBE_BYTES)
+    head = read_head(path, BINARY_PROBE_BYTES, state)
     nul = head.find(b"\x00")
     if nul < 0:
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,17 @@ class IngestSummary:
     new_texts: int            # texts the store had not seen (under any id, in any corpus)
     rejected: dict            # reason -> count
     inputs: int               # records read: documents + rejected
+    # What changed in the sources since the last ingest (SourceState.counts): files (objects
+    # too) found now and not then; found with another size, mtime or inode (object: version);
+    # gone; unchanged and not read (rows from the last snapshot); unchanged but read again
+    # (--rescan, other options, modified within 2 s of the last ingest). objects: how many of
+    # the files found now are objects in an object store (s3://...).
+    files_added: int = 0
+    files_edited: int = 0
+    files_removed: int = 0
+    files_unchanged: int = 0
+    files_reread: int = 0
+    objects: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -75,7 +86,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
     state = SourceState(store, corpus, sources, config)     # plans; knows files unchanged since the last ingest
     if state.unchanged:
         store.corpus(corpus).link("documents", texts.fingerprint)
-        return unchanged_summary(corpus, state.snapshot)
+        return replace(unchanged_summary(corpus, state.snapshot), **state.counts())
     snapshot_parts, rejects, counts, new_texts = [], [], Counter(), 0
     pending: list[pa.Table] = []          # read documents whose texts are not checked against the store yet
     for batch in iter_ingest(sources, config, plans=state.plans, reuse=state.reuse):
@@ -121,7 +132,7 @@ def ingest_corpus(store_root: str, corpus: str, sources: list[Source], config: I
     handle.link("documents", texts.fingerprint)
     state.save(snap)
     return IngestSummary(corpus, snap.id, snapshot_docs.num_rows, new_texts, dict(counts),
-                         snapshot_docs.num_rows + sum(counts.values()))
+                         snapshot_docs.num_rows + sum(counts.values()), **state.counts())
 
 
 def commit_texts(texts, pending: list[pa.Table]) -> int:

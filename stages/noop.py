@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from ..pipeline.ingest import IngestConfig, Source
 from ..storage import FeatureStore, StoreError
 from . import run_record
-from .source_state import SourceState
+from .source_state import COUNTS, SourceState
 
 
 def run_state(store: FeatureStore, config: dict, corpora: list[tuple[str, tuple[Source, ...]]],
@@ -62,6 +62,9 @@ def record_unchanged(store: FeatureStore, last: dict, state: str, seconds: float
     note = f"nothing changed since run {since} (sources, config, store): Prefect not started"
     stages = [{**s, "seconds": 0.0, "computed": 0, "cached": int(s.get("computed", 0)) + int(s.get("cached", 0)),
                "skipped": True, "note": note} for s in last["stages"] if s["stage"] != "compact"]
+    for s in stages:
+        if "sources" in s:                    # every file found again, unchanged and not read
+            s["sources"] = unchanged_counts(s["sources"])
     record = {k: v for k, v in last.items() if k not in ("format", "format_version")}
     record.update(run_id=run_record.new_run_id(started), flow_run_id=None,
                   started=started.isoformat(), finished=datetime.now(timezone.utc).isoformat(),
@@ -69,6 +72,13 @@ def record_unchanged(store: FeatureStore, last: dict, state: str, seconds: float
                   rows_computed=0, rows_cached=sum(s["cached"] for s in stages if s["unit"] in ("texts", "documents")))
     run_record.save(store, record)
     return record
+
+
+def unchanged_counts(counts: dict) -> dict:
+    """An ingest's source counts (SourceState.counts) when it found every file of `counts`'s
+    ingest again, unchanged: none added, edited, removed or read."""
+    found = sum(counts.get(k, 0) for k in ("files_added", "files_edited", "files_unchanged", "files_reread"))
+    return {**dict.fromkeys(COUNTS, 0), "files_unchanged": found, "objects": counts.get("objects", 0)}
 
 
 def _sha(store: FeatureStore, path: str) -> str | None:

@@ -1,10 +1,13 @@
 """Change detection for ingest: a file unchanged since the last ingest is not read again.
 
-    corpora/<corpus>/sources/<snapshot file>.parquet    path, size, mtime_ns, inode (a row per file)
-        schema metadata: format "embcache.source_state" 1, the config digest, when stat-ed
+    corpora/<corpus>/sources/<snapshot file>.parquet    path, size, mtime_ns, inode, version
+        (a row per file)  schema metadata: format "embcache.source_state" 2, the config digest,
+        when stat-ed. Version 1 (no version column: local files only) is read as version 2.
 
 An ingest records, with the snapshot it leaves current, the (size, mtime, inode) of every
-file it planned and a digest of its sources and IngestConfig. The next ingest of the same
+local file it planned, the (size, version) of every object (s3://..., from the listing:
+its VersionId or ETag, pipeline/objects.py; mtime_ns is its last-modified time, inode 0),
+and a digest of its sources and IngestConfig. The next ingest of the same
 corpus with the same digest (same sources, same options):
 - finds the same files, none changed: keeps the snapshot and reads no file (`unchanged`);
 - else reads only the files that are new or changed; an unchanged file's rows come from
@@ -12,9 +15,14 @@ corpus with the same digest (same sources, same options):
   the one a full read gives.
 A file whose previous rejects depend on other files (duplicate ids) is read again, and so
 is a file modified less than `RACY_NS` before it was stat-ed (its mtime cannot tell an edit
-in the same tick apart: git's "racy clean" rule). IngestConfig.rescan (`--rescan`) reads
-every file. Sources are local paths (pipeline/sources.py), so stat is what identifies a
-file version; an object-store source would record its ETag in the inode/size columns.
+in the same tick apart: git's "racy clean" rule). An object with a version is the same
+object when its size and version are: an ETag is derived from the content, so neither the
+racy rule nor its last-modified time applies (an identical re-upload is not read again).
+An object store that gives no version (memory://) is judged by size and mtime, racy rule
+included. IngestConfig.rescan (`--rescan`) reads every file.
+
+`counts()` says what changed, for the ingest summary: files added, edited, removed,
+unchanged (not read: rows from the previous snapshot) and read again although unchanged.
 
 Memory: the previous snapshot's rows without text (O(documents), ~100 bytes each) are
 read only when some file changed.
@@ -40,10 +48,12 @@ from ..storage import FeatureStore, NotFound, StoreError
 from ..storage.manifest import Snapshot
 from .rejected import rejected_table
 
-FORMAT = ("embcache.source_state", 1)
+FORMAT = ("embcache.source_state", 2)
+READS_VERSIONS = ("1", "2")      # version 1: the same columns but `version` (local files only)
 RACY_NS = 2_000_000_000          # a file modified within 2 s of its stat is read again next time
 STATE_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
-                          ("inode", pa.int64())])
+                          ("inode", pa.int64()), ("version", pa.string())])
+COUNTS = ("files_added", "files_edited", "files_removed", "files_unchanged", "files_reread", "objects")  # counts()
 DEPENDENT_REASONS = ("duplicate_id_conflict", "duplicate_row")   # rejects that depend on other files
 
 
@@ -54,14 +64,19 @@ def config_digest(sources: list[Source], config: IngestConfig) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def file_state(f: SourceFile) -> tuple:
+    """(size, mtime_ns, inode, version) of a planned file: an object's from its listing, a
+    local file's from stat (version None)."""
+    if f.object is not None:
+        return f.object.size, f.object.mtime_ns, 0, f.object.version
+    st = os.stat(f.path) if f.problem is None else os.lstat(f.path)   # a broken link: the link itself
+    return st.st_size, st.st_mtime_ns, st.st_ino, None
+
+
 def stat_files(plans: list[list[SourceFile]]) -> pa.Table:
-    """(path, size, mtime_ns, inode) of every planned file, in plan order."""
-    rows = []
-    for files in plans:
-        for f in files:
-            st = os.stat(f.path) if f.problem is None else os.lstat(f.path)   # a broken link: the link itself
-            rows.append((f.path, st.st_size, st.st_mtime_ns, st.st_ino))
-    cols = list(zip(*rows)) if rows else [(), (), (), ()]
+    """(path, size, mtime_ns, inode, version) of every planned file, in plan order."""
+    rows = [(f.path, *file_state(f)) for files in plans for f in files]
+    cols = list(zip(*rows)) if rows else [()] * len(STATE_SCHEMA)
     return pa.table([pa.array(c, type=t.type) for c, t in zip(cols, STATE_SCHEMA)], schema=STATE_SCHEMA)
 
 
@@ -77,28 +92,53 @@ class SourceState:
         self.digest = config_digest(sources, config)
         self.stat_ns = time.time_ns()
         self.snapshot = store.corpus(corpus).manifest().current
-        self._before: dict[str, tuple] = {}       # path -> (size, mtime_ns, inode) as last recorded
+        self._before: dict[str, tuple] = {}       # path -> (size, mtime_ns, inode, version) as last recorded
         self._previous_files = -1                 # how many files the last ingest recorded
         self._recorded_ns = 0                     # when it stat-ed them
-        if not config.rescan and self.snapshot is not None:
-            self._load(self.snapshot)
+        self._trust = False                       # the record is for these sources and options, no --rescan
+        if self.snapshot is not None:
+            self._load(self.snapshot, config.rescan)
         self.plans = [plan_files(source, self.trusted) for source in sources]
         self.now = stat_files(self.plans)
-        self.unchanged_paths = {p for p, s, m, i in zip(*(self.now[c].to_pylist() for c in STATE_SCHEMA.names))
-                                if self._same(p, (s, m, i))}
+        self._states = {p: tuple(rest) for p, *rest in zip(*(self.now[c].to_pylist() for c in STATE_SCHEMA.names))}
+        self.unchanged_paths = {p for p, state in self._states.items() if self._trust and self._same(p, state)}
+        self._reused: set[str] = set()            # paths whose rows `reuse` gave (not read)
         self._rows: dict[str, pa.Table] | None = None
         self._rejects: dict[str, pa.Table] | None = None
 
-    def trusted(self, path: str) -> bool:
+    def trusted(self, file: SourceFile) -> bool:
         """Unchanged since the last ingest (which checked its columns)."""
-        if path not in self._before:
-            return False
-        st = os.stat(path)
-        return self._same(path, (st.st_size, st.st_mtime_ns, st.st_ino))
+        return self._trust and file.path in self._before and self._same(file.path, file_state(file))
 
     def _same(self, path: str, state: tuple) -> bool:
-        """Recorded with these (size, mtime, inode), and not modified near that stat (racy)."""
-        return self._before.get(path) == state and state[1] < self._recorded_ns - RACY_NS
+        """Recorded with this state (`_same_content`) and, for a file judged by its mtime, not
+        modified near the recorded stat (racy)."""
+        return self._same_content(path, state) and (state[3] is not None or state[1] < self._recorded_ns - RACY_NS)
+
+    def _same_content(self, path: str, state: tuple) -> bool:
+        """Recorded with this state: an object with a version by (size, version), anything
+        else by (size, mtime, inode)."""
+        before = self._before.get(path)
+        if before is None:
+            return False
+        if state[3] is not None or before[3] is not None:
+            return (before[0], before[3]) == (state[0], state[3])
+        return before == state
+
+    def counts(self) -> dict[str, int]:
+        """What changed since the last ingest: files added, edited, removed, unchanged (rows
+        taken from its snapshot, not read) and reread (unchanged, read all the same: --rescan,
+        other options, modified within RACY_NS of its stat, rejects that depend on other files),
+        and how many of the files found are objects. Call it after the ingest read its batches.
+        (An unchanged file whose ids now collide with a changed file's is read again, yet
+        counted as unchanged: iter_ingest decides that after `reuse` gave its rows.)"""
+        now, before = self._states, self._before
+        same = {p for p, state in now.items() if self._same_content(p, state)}
+        unchanged = same if self.unchanged else self._reused
+        objects = {f.path for files in self.plans for f in files if f.object is not None}
+        return dict(zip(COUNTS, (sum(p not in before for p in now), sum(p in before and p not in same for p in now),
+                                 sum(p not in now for p in before), len(unchanged), len(same - unchanged),
+                                 len(objects))))
 
     @property
     def unchanged(self) -> bool:
@@ -120,6 +160,7 @@ class SourceState:
         docs = (DOCUMENTS_SCHEMA.empty_table() if docs is None else
                 docs.select([n for n in DOCUMENTS_SCHEMA.names if n != "text"])
                     .add_column(2, "text", pa.nulls(docs.num_rows, pa.string())).cast(DOCUMENTS_SCHEMA))
+        self._reused.add(file.path)
         return IngestBatch(docs, rejects)
 
     def _previous_rejects(self) -> pa.Table:
@@ -132,19 +173,29 @@ class SourceState:
     def _path(self, snap: Snapshot) -> str:
         return self.store.fs.path("corpora", self.corpus, "sources", snap.file)
 
-    def _load(self, snap: Snapshot) -> None:
-        """The states recorded with `snap` under this digest (none if absent, unreadable or another digest)."""
+    def _load(self, snap: Snapshot, rescan: bool) -> None:
+        """The states recorded with `snap` (none if absent or unreadable: a cache), trusted
+        when recorded under this digest and without `rescan`."""
         path = self._path(snap)
         try:
             table = pq.read_table(pa.BufferReader(self.store.fs.read_bytes(path)))
         except (NotFound, pa.ArrowException, OSError):
             return                                # a cache: absent or unreadable means read every file
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        if (meta.get("format"), meta.get("format_version")) != (FORMAT[0], str(FORMAT[1])) \
-                or meta.get("digest") != self.digest or not table.schema.remove_metadata().equals(STATE_SCHEMA):
+        if meta.get("format") != FORMAT[0] or meta.get("format_version") not in READS_VERSIONS:
             return
-        self._before = {p: (s, m, i) for p, s, m, i in zip(*(table[c].to_pylist() for c in STATE_SCHEMA.names))}
-        self._previous_files, self._recorded_ns = table.num_rows, int(meta["stat_ns"])
+        table = table.replace_schema_metadata(None)
+        if meta["format_version"] == "1" and "version" not in table.column_names:
+            table = table.append_column("version", pa.nulls(table.num_rows, pa.string()))
+        if not table.schema.equals(STATE_SCHEMA):
+            return
+        try:
+            recorded_ns = int(meta["stat_ns"])
+        except (KeyError, ValueError):
+            return
+        self._before = {p: tuple(rest) for p, *rest in zip(*(table[c].to_pylist() for c in STATE_SCHEMA.names))}
+        self._previous_files, self._recorded_ns = table.num_rows, recorded_ns
+        self._trust = meta.get("digest") == self.digest and not rescan
 
     def save(self, snap: Snapshot) -> None:
         """Record the files as stat-ed before reading them, with the snapshot they made current."""

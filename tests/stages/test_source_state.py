@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 from embcache.pipeline.configs import IngestConfig, Source
 from embcache.stages.ingest import ingest_corpus
@@ -95,3 +96,49 @@ def test_other_options_read_every_file(tmp_path):
     overwrite_in_place(src / "a.jsonl", "omega")
     labelled = ingest_corpus(root, "c", [Source(str(src / "a.jsonl"), label_column="topic")], IngestConfig())
     assert labelled.new_texts == 1 and snapshot_rows(root)[0]["label"] == "t"
+
+
+def test_the_summary_counts_files_added_edited_removed_and_unchanged(tmp_path):
+    src = tmp_path / "src"
+    for name in "abcd":
+        write(src / f"{name}.jsonl", [{"text": f"doc {name}"}])
+    source, root = Source(str(src / "*.jsonl")), str(tmp_path / "store")
+    first = ingest_corpus(root, "c", [source], IngestConfig())
+    assert counts(first) == (4, 0, 0, 0, 0)
+    assert counts(ingest_corpus(root, "c", [source], IngestConfig())) == (0, 0, 0, 4, 0)
+    write(src / "b.jsonl", [{"text": "doc b, edited"}])
+    write(src / "e.jsonl", [{"text": "doc e"}])
+    (src / "c.jsonl").unlink()
+    changed = ingest_corpus(root, "c", [source], IngestConfig())
+    assert counts(changed) == (1, 1, 1, 2, 0) and changed.objects == 0
+    assert counts(ingest_corpus(root, "c", [source], IngestConfig(rescan=True))) == (0, 0, 0, 0, 4)
+
+
+def counts(summary) -> tuple:
+    return (summary.files_added, summary.files_edited, summary.files_removed, summary.files_unchanged,
+            summary.files_reread)
+
+
+def state_file(root, corpus="c"):
+    store = FeatureStore(root)
+    return store.fs.path("corpora", corpus, "sources", store.corpus(corpus).manifest().current.file)
+
+
+def test_a_version_1_state_file_is_still_read_and_an_unknown_one_means_read_everything(tmp_path):
+    import pyarrow.parquet as pq
+    src = tmp_path / "src"
+    write(src / "a.jsonl", [{"text": "alpha"}])
+    source, root = Source(str(src / "a.jsonl")), str(tmp_path / "store")
+    ingest_corpus(root, "c", [source], IngestConfig())
+    path = state_file(root)
+    table = pq.read_table(path)
+    meta = table.schema.metadata
+    assert meta[b"format_version"] == b"2" and table.column_names[-1] == "version"
+    pq.write_table(table.drop_columns(["version"]).replace_schema_metadata({**meta, b"format_version": b"1"}), path)
+    overwrite_in_place(src / "a.jsonl", "omega")           # not read: the version 1 record says unchanged
+    assert counts(ingest_corpus(root, "c", [source], IngestConfig())) == (0, 0, 0, 1, 0)
+    pq.write_table(table.replace_schema_metadata({**meta, b"format_version": b"99"}), path)
+    again = ingest_corpus(root, "c", [source], IngestConfig())
+    assert counts(again) == (1, 0, 0, 0, 0) and again.new_texts == 1      # no state: read once
+    Path(state_file(root)).write_bytes(b"not parquet")
+    assert ingest_corpus(root, "c", [source], IngestConfig()).files_added == 1

@@ -45,11 +45,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import IngestOptionError
 from .readers import read_records
@@ -128,8 +130,10 @@ def iter_ingest(sources: Source | Iterable[Source], config: IngestConfig = Inges
     """Stream batches covering `batch_rows` input records each (the last one fewer).
 
     Every source is planned first, so a missing path (SourceNotFound) or a missing column
-    (SourceSchemaError) fails before any batch is yielded. Duplicate ids are tracked across
-    all sources: memory grows by a few hundred bytes per accepted document.
+    (SourceSchemaError) fails before any batch is yielded. Duplicate ids are found across all
+    sources; only records that can share an id are remembered (`tracked_files`): with
+    positional ids memory does not grow with the corpus; with an id column it grows by a
+    few hundred bytes per accepted document.
 
     plans: `plan_files` of each source, if the caller planned already. reuse: for a file
     unchanged since the last ingest, its rows as that ingest left them (documents with a
@@ -142,10 +146,11 @@ def iter_ingest(sources: Source | Iterable[Source], config: IngestConfig = Inges
     sources = [sources] if isinstance(sources, Source) else list(sources)
     check_ingest(sources, config)
     plans = plans if plans is not None else [plan_files(source) for source in sources]
-    checker = _Checker(config)
+    roots = id_roots(plans)
+    checker = _Checker(config, tracked_files(sources, plans, roots))
     batch = _BatchBuilder()
     max_file_bytes = UNREAD_SIZE_FACTOR * config.max_bytes
-    for source, files, root in zip(sources, plans, id_roots(plans)):
+    for source, files, root in zip(sources, plans, roots):
         for group, previous in _reuse_groups(files, reuse, checker):
             if previous is not None:
                 if batch.input_rows:
@@ -219,13 +224,42 @@ Accepted = tuple[str, str, str, str | None, str | None]   # doc_id, text_sha, te
 Rejected = tuple[str | None, str, str]                     # doc_id, reason, detail
 
 
-class _Checker:
-    """Decides each record's fate; remembers accepted ids to find duplicates."""
+def tracked_files(sources: list[Source], plans: list[list[SourceFile]], roots: list[str]) -> set[str] | None:
+    """The files whose ids may collide with another record's: only theirs are remembered.
 
-    def __init__(self, config: IngestConfig):
+    A positional id is the file's id stem (id_prefix or root, then its relative path) plus
+    ":row" (or the stem alone for a one-document file), and rows within a file differ: two
+    records can share an id only if their files share a stem. So only files whose stem
+    occurs twice are tracked, and memory does not grow with the corpus. None (track every
+    record) when a source has an id column (the user's ids can be anything) or a stem ends
+    in ":<digits>" (it could equal another file's "stem:row").
+    """
+    if any(s.id_column is not None for s in sources):
+        return None
+    stems: dict[str, list[str]] = {}
+    for source, files, root in zip(sources, plans, roots):
+        for f in files:
+            stems.setdefault((source.id_prefix or root) + f.rel, []).append(f.path)
+    if any(_ROW_SUFFIX.search(stem) for stem in stems):
+        return None
+    return {path for paths in stems.values() if len(paths) > 1 for path in paths}
+
+
+_ROW_SUFFIX = re.compile(r":[0-9]+$")
+
+
+class _Checker:
+    """Decides each record's fate; remembers accepted ids of `tracked` files to find duplicates
+    (None: of every file)."""
+
+    def __init__(self, config: IngestConfig, tracked: set[str] | None = None):
         self.config = config
         self.allowed = None if config.labels is None else {field_string(l) for l in config.labels}
         self.seen: dict[str, tuple[str, str, int]] = {}   # doc_id -> (text_sha, source, row)
+        self.tracked = tracked
+
+    def _tracks(self, path: str) -> bool:
+        return self.tracked is None or path in self.tracked
 
     def check(self, record: RawRecord, source: Source,
               id_root: str = "") -> tuple[Accepted | None, Rejected | None]:
@@ -245,15 +279,18 @@ class _Checker:
         if label is not None and self.allowed is not None and label not in self.allowed:
             return None, (doc_id, "label_not_allowed", self._not_allowed(label))
         sha = text_sha(text)
-        duplicate = self._duplicate(doc_id, sha)
-        if duplicate:
-            return None, (doc_id, *duplicate)
-        self.seen[doc_id] = (sha, record.source, record.row)
+        if self._tracks(record.source):
+            duplicate = self._duplicate(doc_id, sha)
+            if duplicate:
+                return None, (doc_id, *duplicate)
+            self.seen[doc_id] = (sha, record.source, record.row)
         return (doc_id, sha, text, label, split), None
 
     def remember(self, documents: pa.Table) -> bool:
         """Take a reused file's accepted documents as seen; False (nothing taken) if one of
         their ids is taken already: the file must be read again to decide its duplicates."""
+        if self.tracked is not None and not any(self._tracks(p) for p in pc.unique(documents["source"]).to_pylist()):
+            return True                  # no other file can share its ids
         ids = documents["doc_id"].to_pylist()
         if any(i in self.seen for i in ids) or len(set(ids)) != len(ids):
             return False

@@ -158,18 +158,32 @@ def unchanged_summary(corpus: str, snap) -> IngestSummary:
     return IngestSummary(corpus, snap.id, snap.rows, 0, rejected, snap.rows + sum(rejected.values()))
 
 
+class _HashSink:
+    """A write-only file that hashes what is written to it."""
+
+    def __init__(self, h):
+        self.h, self.closed = h, False
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def content_digest(snapshot_docs: pa.Table, stats: dict) -> str:
     """sha256 of a snapshot's rows (in order) and of what was read to make it, new_texts aside.
 
     Re-ingesting unchanged sources gives the same digest, so a scheduled run that finds
     nothing new leaves the corpus on its current snapshot instead of adding a copy.
     """
-    import io
     h = hashlib.sha256()
-    sink = io.BytesIO()
     table = snapshot_docs.replace_schema_metadata(None).combine_chunks()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    h.update(sink.getvalue())
+    with pa.ipc.new_stream(pa.PythonFile(_HashSink(h), mode="w"), table.schema) as writer:
+        writer.write_table(table)          # hashed as written: no second copy of the snapshot
     h.update(json.dumps({k: v for k, v in stats.items() if k != "new_texts"}, sort_keys=True).encode())
     return h.hexdigest()

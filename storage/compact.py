@@ -97,13 +97,13 @@ def prepare(table: Table, config: CompactConfig = CompactConfig()) -> Prepared:
     replaced: set[str] = set()
     for group in plan_groups(m.shards, config):
         old = [m.shards[i] for i in group]
-        writer = ShardWriter(m.arrow_schema(), m.codecs)       # one shard decoded at a time: bounded memory
-        for shard in old:
-            writer.write(table.read_shard(shard))
-        data, sha = writer.finish()
         file = f"part-{uuid.uuid4().hex}.parquet"
-        table.fs.write_atomic(table.shard_path(file), data)   # an orphan until the manifest lists it
-        merged[old[0].file] = mf.Shard(file=file, rows=writer.rows, bytes=len(data), sha256=sha,
+        with table.fs.atomic_writer(table.shard_path(file)) as sink:   # an orphan until the manifest lists it
+            writer = ShardWriter(m.arrow_schema(), m.codecs, sink)     # a shard decoded at a time: bounded memory
+            for shard in old:
+                writer.write(table.read_shard(shard))
+            size, sha = writer.finish()
+        merged[old[0].file] = mf.Shard(file=file, rows=writer.rows, bytes=size, sha256=sha,
                                        created=mf.utcnow())
         replaced.update(s.file for s in old)
     return Prepared(len(m.shards), merged, frozenset(replaced))

@@ -7,9 +7,13 @@ get a single PUT, which those stores already make atomic per object.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -130,6 +134,36 @@ class StoreFS:
         except OSError as e:
             _unlink_quietly(tmp)
             raise StoreError(path, f"write failed: {e.strerror or e}") from e
+        _fsync_dir(parent)
+
+    @contextmanager
+    def atomic_writer(self, path: str) -> Iterator[BinaryIO]:
+        """A binary file to write `path` through, streamed: what write_atomic does for bytes.
+
+        Local: a temporary file beside `path`, fsync'd and renamed into place when the block
+        ends without an exception (removed otherwise). Object stores: collected in memory,
+        then one PUT."""
+        parent = path.rsplit("/", 1)[0]
+        if not self.local:
+            buf = io.BytesIO()
+            yield buf
+            self.makedirs(parent)
+            self.fs.pipe_file(path, buf.getvalue())
+            return
+        tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        try:
+            self.makedirs(parent)
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            _unlink_quietly(tmp)
+            raise StoreError(path, f"write failed: {e.strerror or e}") from e
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
         _fsync_dir(parent)
 
     def delete(self, path: str) -> None:

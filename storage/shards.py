@@ -70,20 +70,44 @@ def _writer_options(schema: pa.Schema, codecs: dict[str, dict]) -> dict:
             "use_byte_stream_split": bss or False, "write_statistics": True}
 
 
+class _Hashed:
+    """A write-only file that hashes and counts what passes through it to `raw`."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.size, self.closed = raw, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:            # the caller owns `raw`
+        self.closed = True
+
+
 class ShardWriter:
-    """A shard's Parquet bytes written table by table, in memory: only a row group's worth of
-    decoded rows is held at a time (compaction merges thousands of shards this way).
+    """A shard's Parquet file written table by table: only a row group's worth of decoded rows
+    is held at a time (compaction merges thousands of shards this way), and the bytes go to
+    `sink` (a file, say StoreFS.atomic_writer's) as they are made; without one, to memory.
 
     >>> w = ShardWriter(pa.schema([("k", pa.string())]), {})
     >>> w.write(pa.table({"k": ["a"]})); w.write(pa.table({"k": ["b"]}))
-    >>> data, sha = w.finish(); pq.read_table(pa.BufferReader(data))["k"].to_pylist()
+    >>> size, sha = w.finish(); pq.read_table(pa.BufferReader(w.data))["k"].to_pylist()
     ['a', 'b']
     """
 
-    def __init__(self, schema: pa.Schema, codecs: dict[str, dict]):
+    def __init__(self, schema: pa.Schema, codecs: dict[str, dict], sink=None):
         self.schema = schema
-        self._buf = io.BytesIO()
-        self._writer = pq.ParquetWriter(self._buf, schema, **_writer_options(schema, codecs))
+        self._memory = io.BytesIO() if sink is None else None
+        self._out = _Hashed(sink if sink is not None else self._memory)
+        self._writer = pq.ParquetWriter(pa.PythonFile(self._out, mode="w"), schema,
+                                        **_writer_options(schema, codecs))
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self.rows = 0
@@ -103,18 +127,23 @@ class ShardWriter:
         rest = rows.slice(whole)
         self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
-    def finish(self) -> tuple[bytes, str]:
-        """The Parquet bytes and their sha256."""
+    def finish(self) -> tuple[int, str]:
+        """(bytes written, their sha256)."""
         self._flush(final=True)
         self._writer.close()
-        data = self._buf.getvalue()
-        return data, hashlib.sha256(data).hexdigest()
+        return self._out.size, self._out.sha.hexdigest()
+
+    @property
+    def data(self) -> bytes:
+        """The file's bytes, when written to memory (no sink)."""
+        return self._memory.getvalue()
 
 
 def _encode(table: pa.Table, codecs: dict[str, dict]) -> bytes:
     writer = ShardWriter(table.schema, codecs)
     writer.write(table)
-    return writer.finish()[0]
+    writer.finish()
+    return writer.data
 
 
 def choose_codecs(table: pa.Table) -> dict[str, dict]:

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
+from ..pipeline.decoding import describe
 from ..stages import ledger, retrain, run_record
 from ..storage import FeatureStore, NotFound
 
@@ -143,7 +144,8 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
     t = time.perf_counter()
     ing = ingest_flow(name, list(corpus.sources), cfg.ingest, store=root)
     stages.add("ingest", name, t, ing["new_texts"], ing["documents"] - ing["new_texts"], "texts",
-               f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected")
+               f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected"
+               + (f"; encoding auto: {describe(ing['encodings'])}" if ing.get("encodings") else ""))
     s = {"documents": ing["documents"], "rejected": ing["rejected_total"], "head_accuracy": None,
          "static_accuracy": None, "wordsim353": None, "analogy_accuracy": None}
     snapshot_sha = fs.corpus(name).snapshot().sha256

@@ -75,8 +75,9 @@ codecs.register_error(UNDECODABLE, _mark_undecodable)
 
 # -- the codecs "auto" and "auto:<codec>" -----------------------------------------------
 def _cp1252_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Each byte that is not UTF-8 as its cp1252 character (its latin-1 one where cp1252 has none)."""
     bad = error.object[error.start:error.end]
-    return bad.decode("cp1252", errors="ignore") if bad not in CP1252_UNDEFINED else bad.decode("latin-1"), error.end
+    return "".join(chr(b) if b in CP1252_UNDEFINED else bytes([b]).decode("cp1252") for b in bad), error.end
 
 
 def _auto_decode(data: bytes, errors: str = "strict", final: bool = True) -> tuple[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -13,6 +14,8 @@ from ..pipeline.configs import TokenizeConfig
 from .app import app, corpus_store, evaluate_app, out, prefect_api, store_of
 from .options import argument, option
 from .progress import progress_bars
+
+CompareFormat = Literal["auto", "table", "markdown"]   # compare's output (its --json aside)
 
 
 @evaluate_app.command("head")
@@ -90,10 +93,13 @@ def compare(ctx: typer.Context,
                                           help="Fine-tuning: top K layers that train."),
             max_length: int = option(TokenizeConfig, "max_length", help="Tokens per document for the encoder."),
             split_seed: int = option(HeadStage, "split_seed"),
+            fmt: CompareFormat = typer.Option("auto", "--format",
+                                              help="auto: a table in a terminal, Markdown when piped."),
             as_json: bool = typer.Option(False, "--json")):
     """Linear head vs static vectors vs fine-tuning on one split: accuracy, macro-F1, time, cost.
 
-    Writes reports/compare-CORPUS.md and .json into the store.
+    Writes reports/compare-CORPUS.md and .json into the store. Prints a table in a terminal,
+    Markdown when piped (`embcache compare bbc > compare.md`) or with --format markdown.
 
     Example: `embcache compare bbc --trainable oov --trainable none`  ·  `embcache compare bbc --finetune`
     """
@@ -107,4 +113,15 @@ def compare(ctx: typer.Context,
     if as_json:
         print(json.dumps(r))
         return
-    out.print(r["markdown"], highlight=False, soft_wrap=True)
+    if fmt == "markdown" or (fmt == "auto" and not out.is_terminal):
+        out.print(r["markdown"], highlight=False, soft_wrap=True, markup=False)
+        return
+    from rich.table import Table
+    from rich.text import Text
+    from ..stages.compare import COLUMNS, NUMERIC, TRAINING_NOTE, cells, title
+    table = Table(title=Text(title(r)), caption=Text(TRAINING_NOTE), show_lines=True)
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
+    for row in r["rows"]:
+        table.add_row(*map(Text, cells(row)))
+    out.print(table)

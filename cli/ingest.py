@@ -21,7 +21,8 @@ def ingest(ctx: typer.Context,
            id_column: str = option(Source, "id_column", help="Column with a document id (default: path and row)."),
            split_column: str = option(Source, "split_column", help="Column with the split (train/test/…)."),
            encoding: str = option(Source, "encoding", help="Text encoding of the files (default UTF-8): any "
-                                                          "Python codec name, e.g. cp1252, latin-1, utf-16."),
+                                                          "Python codec name, e.g. cp1252, latin-1, utf-16; "
+                                                          "auto: detect each file's (and say what it chose)."),
            labels: str = option(IngestConfig, "labels",
                                 help="Declared label set, comma-separated; others are rejected."),
            max_bytes: int = option(IngestConfig, "max_bytes", help="Reject texts above this many UTF-8 bytes."),
@@ -57,6 +58,9 @@ def ingest(ctx: typer.Context,
     out.print(f"corpus [bold]{corpus}[/bold] snapshot {r['snapshot']}: {r['documents']:,} documents "
               f"({r['new_texts']:,} new texts), {r['rejected_total']:,} rejected of {r['inputs']:,} rows")
     out.print(f"  sources: {changes_line(r)}", highlight=False)
+    if r.get("encodings"):
+        from ..pipeline.decoding import describe
+        out.print(f"  encoding auto: {describe(r['encodings'])}", highlight=False, soft_wrap=True)
     for reason, n in sorted(r["rejected"].items(), key=lambda kv: -kv[1]):
         out.print(f"  rejected {n:>8,}  {reason}")
     if r["rejected_total"]:

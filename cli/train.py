@@ -60,9 +60,21 @@ def train_head(ctx: typer.Context,
         r = train_head_flow(corpus, name, config, split_seed, store=store.root)
     if not as_json:
         out.print(f"head {name}@{r['version'][:12]} on bert_features@{r['feature_fingerprint'][:12]}: "
-                  f"{r['documents']:,} documents, best epoch {r['history']['best_epoch'] + 1}, "
-                  f"{r['train_seconds']:.2f} s training")
+                  f"{r['documents']:,} documents, best epoch {r['history']['best_epoch'] + 1}", highlight=False)
+        out.print(head_timing(r, config), highlight=False, soft_wrap=True)
     print_metrics(r, as_json)
+
+
+def head_timing(r: dict, config: HeadConfig) -> str:
+    """What a head's training took, and what the figure covers: the figure `compare` and the run
+    record report (train_seconds), then the process's other costs beside it."""
+    epochs, optimizer = len(r["history"]["train_loss"]), {"lbfgs": "L-BFGS"}.get(config.optimizer, config.optimizer)
+    line = (f"training {r['train_seconds']:.2f} s ({epochs} {optimizer} epoch{'s' if epochs != 1 else ''}, "
+            "each with its validation pass; as compare reports it)"
+            f" · reading features {r['read_seconds']:.2f} s")
+    if r.get("startup_seconds", 0) >= 0.05:
+        line += f" · torch's one-time start-up in this process {r['startup_seconds']:.2f} s (not training)"
+    return line
 
 
 @train_app.command("static")

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ..pipeline.decoding import chosen_encodings, describe, summarize
 from ..pipeline.encode import EncodeConfig
 from ..pipeline.ingest import IngestConfig, Source
 from ..pipeline.tokenize import TokenizeConfig
@@ -27,9 +28,12 @@ from ..stages.ingest import ingest_corpus
 
 @task(name="ingest-sources", cache_policy=NO_CACHE)
 def ingest_task(store_root: str, corpus: str, sources: list[Source], config: IngestConfig) -> dict:
-    summary = ingest_corpus(store_root, corpus, sources, config,
-                            progress=lambda n: progress.advance("ingest", n, 0))
-    return {**asdict(summary), "rejected_total": summary.rejected_total}
+    """The stage's summary; "encodings": what an encoding="auto" source's files read this time were
+    read as ({codec: {"files", "examples", "how"}}; files unchanged since the last ingest are not read)."""
+    with chosen_encodings() as chosen:
+        summary = ingest_corpus(store_root, corpus, sources, config,
+                                progress=lambda n: progress.advance("ingest", n, 0))
+    return {**asdict(summary), "rejected_total": summary.rejected_total, "encodings": summarize(chosen)}
 
 
 @flow(name="ingest")
@@ -41,6 +45,8 @@ def ingest_flow(corpus: str, sources: list[Source], config: IngestConfig = Inges
     log.info("corpus %s snapshot %s: %d documents (%d new texts), %d rejected %s", corpus,
              result["snapshot"], result["documents"], result["new_texts"], result["rejected_total"],
              result["rejected"] or "")
+    if result["encodings"]:
+        log.info("encoding auto: %s", describe(result["encodings"]))
     return result
 
 

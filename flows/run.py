@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
+from ..pipeline.decoding import describe
 from ..stages import ledger, retrain, run_record
 from ..storage import FeatureStore, NotFound
 
@@ -41,12 +42,14 @@ class _Stages:
         self.log = log
 
     def add(self, stage: str, corpus: str, start: float, computed: int, cached: int, unit: str,
-            note: str = "", stale: dict | None = None) -> dict:
+            note: str = "", stale: dict | None = None, reason: str | None = None) -> dict:
         rec = {"stage": stage, "corpus": corpus, "seconds": round(time.perf_counter() - start, 3),
                "computed": int(computed), "cached": int(cached), "unit": unit, "skipped": computed == 0,
                "note": note}
         if stale is not None:             # a model kept by its retrain policy: how far behind it is
             rec["stale"] = stale
+        if reason is not None:            # a training stage: why it trained or kept its model (the report says)
+            rec["reason"] = reason
         self.records.append(rec)
         what = (f"skipped: the store has all {cached:,} {unit}" if computed == 0 else
                 f"computed {computed:,} {unit}, {cached:,} from the cache")
@@ -143,9 +146,11 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
     t = time.perf_counter()
     ing = ingest_flow(name, list(corpus.sources), cfg.ingest, store=root)
     rec = stages.add("ingest", name, t, ing["new_texts"], ing["documents"] - ing["new_texts"], "texts",
-                     f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected")
+                     f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected"
+                     + (f"; encoding auto: {describe(ing['encodings'])}" if ing.get("encodings") else ""))
     rec["sources"] = {k: ing[k] for k in source_state.COUNTS}     # files added, edited, removed, ...
-    s = {"documents": ing["documents"], "rejected": ing["rejected_total"], "head_accuracy": None,
+    s = {"snapshot": ing["snapshot"], "documents": ing["documents"], "rejected": ing["rejected_total"],
+         "head_accuracy": None,
          "static_accuracy": None, "wordsim353": None, "analogy_accuracy": None}
     snapshot_sha = fs.corpus(name).snapshot().sha256
 
@@ -208,20 +213,22 @@ def _once(fs: FeatureStore, stages: _Stages, stage: str, corpus: str, name: str,
     t = time.perf_counter()
     r = ledger.recall(fs, stage, corpus, name, identity, model_kind)
     if r is not None:
-        stages.add(stage, corpus, t, 0, 1, "models", "inputs and config unchanged: stored result")
+        stages.add(stage, corpus, t, 0, 1, "models", "inputs and config unchanged: stored result",
+                   reason="inputs and config unchanged")
         return r
-    why = ""
+    why, reason = "", "its inputs changed"
     if policy is not None:
         d = retrain.decide(fs, stage, corpus, name, policy.basis, policy.stage.retrain,
                            policy.stage.retrain_threshold, policy.force, model_kind)
         if not d.train:
-            stages.add(stage, corpus, t, 0, 1, "models", f"stored result kept: {d.reason}", d.stale.as_dict())
+            stages.add(stage, corpus, t, 0, 1, "models", f"stored result kept: {d.reason}", d.stale.as_dict(),
+                       reason=d.reason)
             return d.previous
-        why = f" ({d.reason})"
+        why, reason = f" ({d.reason})", d.reason
     r = {k: v for k, v in train().items() if k not in ("history", "markdown")}    # the bulky parts stay in the model
     ledger.remember(fs, stage, corpus, name, identity, r, policy.basis if policy else None,
                     fs.corpus(corpus).snapshot().id)
-    stages.add(stage, corpus, t, 1, 0, "models", note(r) + why)
+    stages.add(stage, corpus, t, 1, 0, "models", note(r) + why, reason=reason)
     return r
 
 
@@ -277,12 +284,12 @@ def _train_word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stag
     tr = ledger.recall(fs, "train-word2vec", name, "default", identity, None)
     if tr is not None and linked == [tr["fingerprint"]]:
         stages.add("train-word2vec", name, t, 0, 1, "models", f"word_vectors@{tr['fingerprint'][:12]}: "
-                   "inputs and config unchanged: stored result")
+                   "inputs and config unchanged: stored result", reason="inputs and config unchanged")
         return tr
     d = retrain.decide(fs, "train-word2vec", name, "default", basis, w.retrain, w.retrain_threshold, force, None)
     if not d.train and linked == [d.previous["fingerprint"]]:
         stages.add("train-word2vec", name, t, 0, 1, "models", f"word_vectors@{d.previous['fingerprint'][:12]} "
-                   f"kept: {d.reason}", d.stale.as_dict())
+                   f"kept: {d.reason}", d.stale.as_dict(), reason=d.reason)
         return d.previous
     trained_before = set(fs.fingerprints("word_vectors"))
     tr = train_word2vec_flow(name, cfg.sgns, w.seed, store=root)
@@ -290,7 +297,8 @@ def _train_word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stag
     ledger.remember(fs, "train-word2vec", name, "default", identity, tr, basis, snapshot.id)
     stages.add("train-word2vec", name, t, 0 if existed else 1, 1 if existed else 0, "models",
                f"word_vectors@{tr['fingerprint'][:12]}" + ("" if existed else f", {tr['pairs_per_s']:,.0f} pairs/s"
-                                                         f" ({d.reason})"))
+                                                         f" ({d.reason})"),
+               reason="these vectors were trained before: linked again" if existed else d.reason)
     return tr
 
 

@@ -20,6 +20,7 @@ from ..pipeline.configs import (EncodeConfig, FinetuneConfig, HeadConfig, Ingest
                                 Source, StaticConfig, TokenizeConfig, Trainable, VectorFormat, WordConfig)
 from ..pipeline.errors import PipelineError
 from ..stages.retrain import POLICIES, RetrainPolicy
+from ..storage.errors import did_you_mean
 from ..storage.store import DEFAULT_ROOT
 from .errors import ConfigError, FlowError
 from .runners import RunnerConfig
@@ -216,11 +217,21 @@ def _read_config_file(path: Path) -> dict:
     return raw
 
 
+def _unknown(where: str, unknown, known) -> ConfigError:
+    """"unknown key(s) ['max_lenght']; did you mean 'max_length'? known: ...": each close name said."""
+    unknown, known = sorted(unknown), list(known)
+    guesses = [f"{u!r} → {g!r}" if len(unknown) > 1 else repr(g)
+               for u in unknown if (g := did_you_mean(u, known)) is not None]
+    if guesses:
+        return ConfigError(where, f"unknown key(s) {unknown}: did you mean {', '.join(guesses)}? "
+                                  f"(known: {', '.join(known)})")
+    return ConfigError(where, f"unknown key(s) {unknown}; known: {', '.join(known)}")
+
+
 def _build(raw: dict, where: str) -> RunConfig:
     unknown = sorted(set(raw) - {"store", "model", "corpora"} - set(_SECTIONS))
     if unknown:
-        raise ConfigError(where, f"unknown key(s) {unknown}; known: store, model, corpora, "
-                                   f"{', '.join(_SECTIONS)}")
+        raise _unknown(where, unknown, ["store", "model", "corpora", *_SECTIONS])
     base = RunConfig()
     kw: dict = {"store": str(raw.get("store", DEFAULT_STORE)), "model": raw.get("model")}
     kw["corpora"] = tuple(_corpus(c, f"{where}: corpora[{i}]") for i, c in enumerate(raw.get("corpora", [])))
@@ -244,7 +255,9 @@ def _build(raw: dict, where: str) -> RunConfig:
             except (TypeError, PipelineError, FlowError) as e:
                 raise ConfigError(f"{where}: [{section}]", str(e)) from None
         if left:
-            raise ConfigError(where, f"[{section}] has unknown key(s) {sorted(left)}")
+            known = [f.name for _, cls in targets for f in fields(cls)]
+            known += ["enabled"] if section in ("report", "ingest", "bert") else []
+            raise _unknown(f"{where}: [{section}]", left, known)
     return RunConfig(**kw)
 
 
@@ -253,10 +266,13 @@ def _corpus(raw, where: str) -> CorpusConfig:
         raise ConfigError(where, "needs name = \"...\" and sources = [{path = \"...\", ...}, ...]")
     extra = sorted(set(raw) - {"name", "sources"})
     if extra:
-        raise ConfigError(where, f"unknown key(s) {extra}")
+        raise _unknown(where, extra, ["name", "sources"])
     sources = []
     for j, s in enumerate(raw["sources"]):
         s = {"path": s} if isinstance(s, str) else s
+        if isinstance(s, dict) and set(s) - {f.name for f in fields(Source)}:
+            raise _unknown(f"{where}.sources[{j}]", set(s) - {f.name for f in fields(Source)},
+                           [f.name for f in fields(Source)])
         try:
             sources.append(Source(**s))
         except TypeError as e:

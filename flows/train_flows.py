@@ -6,6 +6,10 @@ settings, which computes features for the documents the store lacks and no other
 
 from __future__ import annotations
 
+# torch's first optimizer imports torch._dynamo (1-5 s here, pipeline.heads.torch_startup): imported
+# with these flows, it loads while the CLI's Prefect server starts (cli/app.py prefect_api), not
+# inside the first training.
+import torch._dynamo  # noqa: F401
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

@@ -34,14 +34,17 @@ sklearn LogisticRegression(max_iter=1000).fit vs train_head(HeadConfig()) on the
   Without the preconditioner L-BFGS needs up to 5x the epochs (synthetic 52 vs 15, BBC
   sentences 19-35 vs 18-25). Adam on batches of 1024 (preconditioned) took ~3x as long and
   was 0.13 pt lower on average over 15 splits (worst -0.58). float16 input: ~0.2 s more.
-Not in those times: the first optimizer a process builds makes torch import torch._dynamo
-(1-2 s, once; a cold first call measured 2.6 s). On a busy machine threads=1 is safer: at
-load ~4 on 2 cores one run took 0.74 s with 1 thread and 2.1 s with 2.
+Not in those times, nor in HeadHistory.seconds: the first optimizer a process builds makes torch
+import torch._dynamo (1-2 s, once; a cold first call measured 2.6 s), and the first threaded eigh
+starts MKL's LAPACK threads; `torch_startup` pays both first (HeadHistory.startup_seconds).
+On a busy machine threads=1 is safer: at load ~4 on 2 cores one run took 0.74 s with 1 thread
+and 2.1 s with 2.
 Same seed, data and thread count → bit-identical weights (the tests use threads=1).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,7 +72,29 @@ class HeadHistory:
     val_accuracy: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     best_epoch: int = -1        # index into the lists of the kept weights (last improving epoch)
     stopped_early: bool = False  # True: patience ran out before max_epochs
-    seconds: float = 0.0        # wall time of train_head, conversions included
+    seconds: float = 0.0        # wall time of the training itself (conversions, preconditioner, every
+                                # epoch and its validation): the same for a head trained alone or in compare
+    startup_seconds: float = 0.0  # torch's one-time costs in this process, paid before `seconds` starts
+                                  # (`torch_startup`; 0 when an earlier training paid them)
+
+
+def torch_startup(features: int, threads: int | None) -> float:
+    """Pay, once per process, what torch's first L-BFGS head costs beyond its training: the
+    first optimizer imports torch._dynamo (1-5 s here) and the first multi-threaded
+    (H, H) eigh starts MKL's LAPACK threads (1.7-6 s here, measured under load). Measured by
+    profiling `embcache train head` (10.3 s reported) against `compare`'s same head (0.54 s),
+    which had paid both earlier in its process. Returns the seconds spent (~0 after the first)."""
+    start = time.perf_counter()
+    _startup(features, threads)
+    return time.perf_counter() - start
+
+
+@functools.lru_cache(maxsize=16)
+def _startup(features: int, threads: int | None) -> None:
+    torch.optim.LBFGS([nn.Parameter(torch.zeros(1))])
+    with torch_threads(threads):
+        a = torch.randn(features, features, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        torch.linalg.eigh(a @ a.t())
 
 
 def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -81,6 +106,7 @@ def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
     in a row bring no improvement, and the head returns in eval mode with the weights of its
     last improving epoch (history.best_epoch).
     """
+    startup = torch_startup(np.shape(x_train)[1] if np.ndim(x_train) == 2 else 1, config.threads)
     start = time.perf_counter()
     xt, yt = _tensors(x_train, y_train, num_labels, "x_train")               # (N, H) float32, (N,) int64
     xv, yv = _tensors(x_val, y_val, num_labels, "x_val")                      # (M, H), (M,)
@@ -112,7 +138,7 @@ def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
                 break
         head.load_state_dict(best)                                            # V of the best epoch; W = V @ P
     head.eval()
-    hist.seconds = time.perf_counter() - start
+    hist.seconds, hist.startup_seconds = time.perf_counter() - start, startup
     return head, hist
 
 

@@ -47,16 +47,17 @@ import math
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .decoding import AUTO, choose_encoding, reader_encoding
 from .errors import IngestOptionError
 from .readers import read_records
-from .sources import (UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, absolute_base, is_folder_source,
-                      plan_files)
+from .sources import (UNREAD_SIZE_FACTOR, RawRecord, Source, SourceFile, absolute_base, compressed_kind,
+                      is_folder_source, plan_files)
 from .configs import IngestConfig, Normalization  # noqa: F401  (defined once, in configs.py)
 
 __all__ = ["PATH_REJECT_REASONS", "RECORD_REJECT_REASONS", "REJECT_REASONS", "IngestBatch", "IngestConfig",
@@ -157,13 +158,35 @@ def iter_ingest(sources: Source | Iterable[Source], config: IngestConfig = Inges
                     yield batch.flush()      # keeps input order
                 yield previous
                 continue
-            for records in read_records(group, batch_rows, max_file_bytes):
-                for record in records:
-                    batch.add(record, *checker.check(record, source, root))
-                    if batch.input_rows >= batch_rows:
-                        yield batch.flush()
+            for part in _by_reader(_detected(group)):
+                for records in read_records(part, batch_rows, max_file_bytes):
+                    for record in records:
+                        batch.add(record, *checker.check(record, source, root))
+                        if batch.input_rows >= batch_rows:
+                            yield batch.flush()
     if batch.input_rows:
         yield batch.flush()
+
+
+def _detected(files: list[SourceFile]) -> list[SourceFile]:
+    """Files of an encoding="auto" source with the encoding detected for each ("auto:cp1252",
+    decoding.choose_encoding); files that are read are detected, reused ones are not."""
+    return [replace(f, source=replace(f.source, encoding=choose_encoding(f.path)))
+            if f.source.encoding == AUTO and f.problem is None and not compressed_kind(f.path) else f
+            for f in files]
+
+
+def _by_reader(files: list[SourceFile]) -> Iterator[list[SourceFile]]:
+    """Runs of files read with the same `datasets` options (one-document files are read in
+    one call per run: an auto source may hold UTF-16 files beside cp1252 ones)."""
+    run: list[SourceFile] = []
+    for f in files:
+        if run and reader_encoding(f.source.encoding) != reader_encoding(run[0].source.encoding):
+            yield run
+            run = []
+        run.append(f)
+    if run:
+        yield run
 
 
 def _reuse_groups(files: list[SourceFile], reuse, checker: "_Checker"):

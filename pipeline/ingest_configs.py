@@ -9,6 +9,7 @@ import codecs
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from . import decoding  # noqa: F401  (registers the codecs "auto" and "auto:<codec>")
 from .errors import PipelineError
 
 Normalization = Literal["NFC", "NFKC", "none"]                                  # unicode form of every text
@@ -61,7 +62,8 @@ class Source:
     id_prefix: str = ""
     # text encoding of the source's lines, files, folder, csv and jsonl files (Parquet strings
     # are UTF-8 by definition): None reads UTF-8 (a UTF-8 BOM is dropped; a UTF-16/32 BOM is
-    # reported); else any Python codec name, as pandas takes it ("cp1252", "latin-1", "utf-16")
+    # reported); "auto" detects each file's (pipeline/decoding.py; ingest says what it chose);
+    # else any Python codec name, as pandas takes it ("cp1252", "latin-1", "utf-16")
     encoding: str | None = None
 
     def __post_init__(self) -> None:
@@ -76,4 +78,4 @@ def _check_text_codec(name: str, where: str) -> None:
         ok = False
     if not ok:
         raise PipelineError(where, f"encoding {name!r} is not a text encoding Python knows "
-                                   "(e.g. 'utf-8', 'cp1252', 'latin-1', 'utf-16')")
+                                   "(e.g. 'utf-8', 'cp1252', 'latin-1', 'utf-16'), nor 'auto'")

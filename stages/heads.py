@@ -47,7 +47,11 @@ def vectors_for(store: FeatureStore, table: str, fingerprint: str, keys: list[st
 
 def train(store_root: str, corpus: str, name: str, config: HeadConfig = HeadConfig(),
           features_fp: str | None = None, split_seed: int = 0) -> dict:
-    """Train head `name` on the corpus's labelled documents; save it; write their predictions."""
+    """Train head `name` on the corpus's labelled documents; save it; write their predictions.
+
+    Times, in seconds: train_seconds, the training itself (pipeline.heads.HeadHistory.seconds:
+    what `compare` reports for the same head); read_seconds, reading the feature rows;
+    startup_seconds, torch's one-time costs in this process (0 when paid earlier)."""
     store = FeatureStore(store_root)
     fp = features_fp or store.resolve_linked(corpus, "bert_features")
     data = labelled(store, corpus, split_seed)
@@ -71,6 +75,7 @@ def train(store_root: str, corpus: str, name: str, config: HeadConfig = HeadConf
     table = write_predictions(store, corpus, fp, info.version, data.labels, keys, proba)
     return {"name": name, "version": info.version, "feature_fingerprint": fp, "metrics": scores,
             "history": asdict(history), "train_seconds": history.seconds, "read_seconds": read_s,
+            "startup_seconds": history.startup_seconds,
             "documents": len(keys), "unlabelled": data.unlabelled, "predictions": table}
 
 

@@ -1,13 +1,16 @@
 """The run report: one offline HTML page with PNGs, written into the store.
 
     reports/<run_id>/index.html          (reports/latest/ when the store has no run record)
-    reports/<run_id>/<corpus>-loss.png, <corpus>-confusion.png, <corpus>-projection.png
+    reports/<run_id>/<corpus>-loss.png, -confusion.png, -head-curve.png, -projection.png
 
-Per corpus: documents and rejected rows (snapshot stats), cache hits vs computed and
-timings per stage (runs/<run_id>.json), the word2vec loss curve and nearest neighbours,
-the linear head's metrics and confusion matrix, a PCA projection of the document
-vectors coloured by label, and the comparison table. Every section is optional: what
-the store lacks is said in one line. No JavaScript, no external CSS: it opens offline.
+Per corpus: documents and rejected rows (snapshot stats), what changed since the last run
+(documents added, edited, removed; what each stage recomputed or kept, and why:
+stages/report_changes.py), cache hits vs computed and timings per stage (runs/<run_id>.json),
+the word2vec loss curve and nearest neighbours, the linear head's metrics, confusion matrix
+and learning curve, a PCA projection of the document vectors coloured by label, and the
+comparison table. Every section is optional: what the store lacks is said in one line.
+No JavaScript, no external CSS: it opens offline. Figures: stages/report_figures.py; HTML
+pieces: stages/report_html.py.
 
     >>> write_report("./embcache-store")              # doctest: +SKIP
     './embcache-store/reports/20261121T130501Z-1a2b3c/index.html'
@@ -16,36 +19,26 @@ the store lacks is said in one line. No JavaScript, no external CSS: it opens of
 from __future__ import annotations
 
 import hashlib
-import html
-import io
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from ..storage import FeatureStore, NotFound
-from ..storage.errors import CorruptShard
+from ..storage.errors import CorruptShard, did_you_mean
 from ..storage.manifest import utcnow
 from ..storage.query import as_matrix
 
 from . import run_record
 from .heads import HEAD_KIND
+from .report_changes import changes_section
+from .report_figures import confusion_png, learning_curve_png, loss_curve_png, projection_png
+from .report_html import CSS, Raw, esc, img, missing, num, table
 
 SAMPLE_WORDS = 5          # frequent non-stopwords whose neighbours are shown
 NEIGHBOURS = 8
 PROJECTION_POINTS = 5000  # documents drawn (seeded) for the PCA plot; all of them when fewer
 STATIC_KIND = "static"
 
-CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1100px;margin:2em auto;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2em;margin-top:2em}
-h3{margin-top:1.4em}table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #d0d7de;padding:.3em .6em}
-th{background:#f6f8fa;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.missing{color:#6e7781;font-style:italic}.meta{color:#57606a}img{max-width:100%;border:1px solid #d0d7de}
-.bar{display:inline-block;height:.8em;background:#2da44e;vertical-align:middle}
-.bar.c{background:#d0d7de}code{background:#f6f8fa;padding:0 .25em}nav a{margin-right:1em}
-"""
 
 
 # -- reading the store ----------------------------------------------------------
@@ -68,101 +61,6 @@ def sample_words(kv, n: int = SAMPLE_WORDS) -> list[str]:
     """The n most frequent vocabulary words that are alphabetic, 3+ letters and not stopwords."""
     from gensim.parsing.preprocessing import STOPWORDS
     return [w for w in kv.index_to_key if w.isalpha() and len(w) >= 3 and w not in STOPWORDS][:n]
-
-
-# -- figures (Agg, no pyplot state) ---------------------------------------------------
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def loss_curve_png(loss: list[float], title: str) -> bytes:
-    """The word2vec issue's loss PNG (w2v_eval.loss_png), as bytes for the store."""
-    from .word2vec_eval import loss_png
-    with tempfile.TemporaryDirectory() as tmp:
-        return loss_png(loss, Path(tmp) / "loss.png", title).read_bytes()
-
-
-def confusion_png(matrix: list[list[int]], labels: list[str], title: str) -> bytes:
-    """Rows = true class, columns = predicted; each cell annotated with its count."""
-    m = np.asarray(matrix, dtype=np.int64)                                   # (C, C)
-    side = 1.6 + 0.55 * len(labels)
-    fig = _figure(side + 1.2, side)
-    ax = fig.add_subplot()
-    im = ax.imshow(m, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
-    return _png(fig)
-
-
-def projection_png(points: np.ndarray, labels: list[str | None], title: str) -> bytes:
-    """(N, 2) points, one colour per label (one colour and no legend when nothing is labelled)."""
-    fig = _figure(6.4, 4.8)
-    ax = fig.add_subplot()
-    names = sorted({lab for lab in labels if lab is not None})
-    groups = [(n, [lab == n for lab in labels]) for n in names]
-    if any(lab is None for lab in labels):
-        groups.append(("(no label)", [lab is None for lab in labels]))
-    for name, mask in groups:
-        xy = points[np.asarray(mask)]
-        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.7, label=name)
-    if names:
-        ax.legend(fontsize="small", markerscale=1.5, loc="best")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title)
-    return _png(fig)
-
-
-# -- HTML pieces ----------------------------------------------------------------------
-def esc(v) -> str:
-    return html.escape(str(v))
-
-
-def num(v, digits: int = 4) -> str:
-    """Counts with thousands separators, scores with `digits` decimals, "—" for none (plain text)."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "—"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    return f"{v:,}" if isinstance(v, int) else f"{v:.{digits}f}"
-
-
-class Raw(str):
-    """A string that is already HTML."""
-
-
-def table(head: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
-    """An HTML table; cells are escaped unless Raw, columns in `numeric` right-aligned."""
-    def cell(i: int, c) -> str:
-        return f"<td{' class=n' if i in numeric else ''}>{c if isinstance(c, Raw) else esc(c)}</td>"
-    th = "".join(f"<th>{esc(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
-
-
-def missing(text: str) -> str:
-    return f'<p class="missing">{esc(text)}</p>'
-
-
-def img(file: str, alt: str) -> str:
-    return f'<p><img src="{esc(file)}" alt="{esc(alt)}"></p>'
 
 
 # -- sections (each returns HTML; PNGs go into `pngs`) ---------------------------------
@@ -274,6 +172,22 @@ def word2vec_section(store: FeatureStore, corpus: str, run: dict | None, pngs: d
     return "".join(out) + "<h3>Nearest neighbours</h3>" + table(["word", f"{NEIGHBOURS} nearest (cosine)"], rows)
 
 
+def learning_curve(meta: dict, corpus: str, name: str, pngs: dict) -> str:
+    """The head's learning curve (its saved history), with what its training time covers."""
+    h = meta.get("history") or {}
+    if not h.get("train_loss"):
+        return missing(f"Head {name} saved no training history: no learning curve.")
+    best, n = h.get("best_epoch", -1), len(h["train_loss"])
+    pngs[f"{corpus}-head-curve.png"] = learning_curve_png(h, f"head {name}: learning curve")
+    timing = (f"training {num(h.get('seconds'), 2)} s (every epoch with its validation pass"
+              + (f"; torch's one-time start-up, {num(h['startup_seconds'], 2)} s, apart" if h.get("startup_seconds")
+                 else "") + ")")
+    return (f"<h4>Learning curve</h4><p>{n:,} epochs, kept epoch {best + 1:,} (validation loss "
+            f"{num(h['val_loss'][best], 4)}, accuracy {num(h['val_accuracy'][best], 4)})"
+            f"{', stopped early' if h.get('stopped_early') else ''}; {esc(timing)}.</p>"
+            + img(f"{corpus}-head-curve.png", f"learning curve of head {name}"))
+
+
 def head_section(store: FeatureStore, corpus: str, pngs: dict) -> str:
     heads = models_of(store, HEAD_KIND, corpus)
     if not heads:
@@ -298,6 +212,7 @@ def head_section(store: FeatureStore, corpus: str, pngs: dict) -> str:
                       for c, v in m["per_class"].items()], {1, 2, 3, 4}))
     pngs[f"{corpus}-confusion.png"] = confusion_png(m["confusion_matrix"], m["labels"], f"head {head.name}: {part}")
     out.append(img(f"{corpus}-confusion.png", f"confusion matrix of head {head.name}"))
+    out.append(learning_curve(meta, corpus, head.name, pngs))
     others = [h for h in heads if h is not head]
     if others:
         out.append("<p class=meta>Other heads on this corpus: " + ", ".join(
@@ -361,7 +276,8 @@ def run_section(run: dict | None, corpora: list[str]) -> str:
         return missing("No run record in runs/: this report shows what the store holds, without cache hits "
                        "or timings (embcache run writes one).")
     out = [f"<p>Run <b>{esc(run['run_id'])}</b>: {esc(run.get('status', '?'))}, started {esc(run.get('started'))}, "
-           f"finished {esc(run.get('finished'))}, wall time <b>{esc(num(run.get('wall_seconds'), 1))} s</b>.</p>"]
+           f"finished {esc(run.get('finished'))}, the flow's wall time <b>{esc(num(run.get('wall_seconds'), 1))} s</b> "
+           "(without the command's start: imports, Prefect's server).</p>"]
     summary = run.get("summary") or {}
     if summary:
         keys = ["documents", "rejected", "head_accuracy", "static_accuracy", "wordsim353", "analogy_accuracy"]
@@ -378,6 +294,7 @@ def run_section(run: dict | None, corpora: list[str]) -> str:
 
 def corpus_html(store: FeatureStore, corpus: str, run: dict | None, pngs: dict) -> str:
     parts = [("Documents", documents_section(store, corpus)),
+             ("What changed since the last run", changes_section(store, run, corpus)),
              ("Tokenization", truncation_section(store, corpus)),
              ("Stages: cache hits and timings", stages_section(run, corpus)),
              ("word2vec", word2vec_section(store, corpus, run, pngs)),
@@ -397,8 +314,10 @@ def write_report(store_root: str, run_id: str | None = None, corpora: list[str] 
     if corpora:
         unknown = [c for c in corpora if c not in known]
         if unknown:
-            raise NotFound(store.fs.path("corpora"), f"no corpus {', '.join(unknown)} (known: "
-                                                    f"{', '.join(known) or 'none'})")
+            close = [f"{c!r} → {g!r}" for c in unknown if (g := did_you_mean(c, known))]
+            raise NotFound(store.fs.path("corpora"), f"no corpus {', '.join(unknown)}"
+                                                    + (f"; did you mean {', '.join(close)}?" if close else "")
+                                                    + f" (known: {', '.join(known) or 'none'})")
     elif run is not None:
         named = [*(run.get("summary") or {}), *(s.get("corpus") for s in run.get("stages", []))]
         corpora = [c for c in dict.fromkeys(named) if c in known] or known

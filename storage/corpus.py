@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import manifest as mf
-from .errors import CorruptShard, NotFound, SchemaMismatch
+from .errors import CorruptShard, NotFound, SchemaMismatch, did_you_mean
 from .fs import StoreFS, check_fingerprint, check_name
 from .lock import commit_lock
 from .shards import choose_codecs, decode_shard, encode_shard
@@ -40,8 +40,15 @@ class Corpus:
     def require(self) -> "Corpus":
         """This corpus, or NotFound when nothing was ever ingested under its name."""
         if not self.exists():
+            known = [n for n in self.fs.listdir(self.fs.path("corpora"))
+                     if self.fs.exists(f"{self.fs.path('corpora', n)}/manifest.json")]
+            close = did_you_mean(self.name, known)
+            if close is not None:         # a typo: not an invitation to ingest a second corpus
+                raise NotFound(self.dir, f"no corpus {self.name!r} in this store; did you mean {close!r}? "
+                                         f"(corpora: {', '.join(known)})")
             raise NotFound(self.dir, f"no corpus {self.name!r} in this store: ingest it first "
-                                     f"(embcache ingest {self.name} SOURCES...)")
+                                     f"(embcache ingest {self.name} SOURCES...)"
+                                     + (f"; corpora here: {', '.join(known)}" if known else ""))
         return self
 
     def manifest(self) -> mf.CorpusManifest:

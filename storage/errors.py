@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """The name of `known` closest to a mistyped `name` (difflib's ratio >= 0.6), or None.
+
+    >>> did_you_mean("tweet", ["bbc", "tweets"]), did_you_mean("max_lenght", ["max_length", "pooling"])
+    ('tweets', 'max_length')
+    """
+    close = difflib.get_close_matches(name, [k for k in known if k != name], n=1, cutoff=0.6)
+    return close[0] if close else None
+
 
 class StoreError(Exception):
     """Base class: something about the store at `path` is wrong, for `reason`."""

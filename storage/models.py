@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from . import manifest as mf
-from .errors import CorruptShard, NotFound
+from .errors import CorruptShard, NotFound, did_you_mean
 from .fs import StoreFS, check_name
 
 MODEL_FORMAT = ("embcache.model", 1)              # models/<kind>/<name>/<version>/model.json
@@ -110,9 +110,11 @@ class Models:
     def require(self, kind: str, name: str) -> None:
         """NotFound, naming the saved ones, unless a `kind` model `name` is saved."""
         if not self.exists(kind, name):
-            saved = ", ".join(self.names(kind)) if self.fs.exists(self.fs.path("models", kind)) else ""
-            raise NotFound(self.dir(kind, name), f"no saved {kind} named {name!r} "
-                                                 f"({'saved: ' + saved if saved else f'no {kind} is saved yet'})")
+            names = self.names(kind) if self.fs.exists(self.fs.path("models", kind)) else []
+            close = did_you_mean(name, names)
+            saved = f"saved: {', '.join(names)}" if names else f"no {kind} is saved yet"
+            raise NotFound(self.dir(kind, name), f"no saved {kind} named {name!r}"
+                                                 + (f"; did you mean {close!r}?" if close else "") + f" ({saved})")
 
     def kinds(self) -> list[str]:
         return [k for k in self.fs.listdir(self.fs.path("models")) if self.fs.is_dir(self.fs.path("models", k))]

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .corpus import Corpus
-from .errors import NotFound, StoreError
+from .errors import NotFound, StoreError, did_you_mean
 from .fingerprint import fingerprint_of
 from .fs import NAME_RE, FINGERPRINT_RE, StoreFS, check_fingerprint
 from .models import Models
@@ -93,7 +93,9 @@ class FeatureStore:
         if fingerprint is None:
             fp = read_current(self.fs, name)
             if fp is None:
-                raise NotFound(self.fs.path("tables", name), f"no table named {name!r} in {self.root}")
+                close = did_you_mean(name, self.table_names())
+                raise NotFound(self.fs.path("tables", name), f"no table named {name!r} in {self.root}"
+                                                             + (f"; did you mean {close!r}?" if close else ""))
             return fp
         matches = [fp for fp in self.fingerprints(name) if fp.startswith(fingerprint)]
         if len(matches) != 1 or len(fingerprint) < 8:

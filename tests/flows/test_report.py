@@ -136,8 +136,8 @@ def test_report_shows_what_the_store_holds(built):
         assert text in notes
     # every image is a PNG next to index.html, by a relative path
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert sorted(images) == ["notes-projection.png", "topics-confusion.png", "topics-loss.png",
-                              "topics-projection.png"]
+    assert sorted(images) == ["notes-projection.png", "topics-confusion.png", "topics-head-curve.png",
+                              "topics-loss.png", "topics-projection.png"]
     for name in images:
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -192,7 +192,7 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
         assert driver.title == f"embcache report: {RUN_ID}"
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
-        assert len(images) == 4
+        assert len(images) == 5
         assert all(complete and width > 0 for _, complete, width in images), images
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
@@ -200,5 +200,60 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
         driver.set_window_size(1200, height + 100)
         shot = tmp_path / "report.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
+
+
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1200,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: `make browser` (as root) "
+                                                   "installs Debian's chromium and chromium-driver")
+def test_the_report_says_what_changed_since_the_last_run_and_shows_the_learning_curve(tmp_path, tiny_bert):
+    """Two real runs (issue 31 item 6): between them 2 documents are added, 1 edited, 1 removed;
+    the second run's report says so, says which stages recomputed and why the head kept its
+    model (retrain policy), and draws the head's learning curve; read in headless Chromium."""
+    from embcache.flows.run import pipeline_flow
+    src = labelled_folder(tmp_path / "topics")
+    config = {"model": tiny_bert, "corpora": [{"name": "topics", "sources": [{"path": str(src), "format": "folder"}]}],
+              "bert": {"max_length": 16}, "word2vec": {"enabled": False}, "static": {"enabled": False},
+              "head": {"retrain_threshold": 0.5}}
+    store = str(tmp_path / "store")
+    first = pipeline_flow(config=config, store=store)
+    (src / "sport" / "new_1.txt").write_text("the new team won the cup")
+    (src / "business" / "new_2.txt").write_text("bank earnings beat the market")
+    (src / "politics" / "0_0.txt").write_text("the minister said the election was near")        # edited
+    (src / "sport" / "1_1.txt").unlink()                                                         # removed
+    second = pipeline_flow(config=config, store=store)
+    assert second["summary"]["topics"]["snapshot"] != first["summary"]["topics"]["snapshot"]
+    index = Path(second["report"])
+    page = index.read_text()
+    assert (f"Since run {first['run_id']} (snapshot {first['summary']['topics']['snapshot']} → "
+            f"{second['summary']['topics']['snapshot']}): <b>2</b> documents added, <b>1</b> edited, <b>1</b> removed; "
+            "61 documents now." in page)
+    assert "<td>featurize-bert</td><td>recomputed 3 texts</td>" in page                 # 2 added + 1 edited
+    kept = next(s for s in second["stages"] if s["stage"] == "train-head")
+    assert kept["reason"].startswith('retrain policy "changed": 3 documents changed since training')  # max(3 in, 2 out)
+    assert f"<td>train-head</td><td>kept its model</td><td>{escape(kept['reason'])}</td>" in page
+    assert "First run of this corpus" in Path(first["report"]).read_text()
+    assert "<h4>Learning curve</h4>" in page and '<img src="topics-head-curve.png"' in page
+    driver = chromium()
+    try:
+        driver.get(index.as_uri())
+        text = driver.find_element("tag name", "body").text
+        assert "2 documents added, 1 edited, 1 removed" in text and "What changed since the last run" in text
+        curve = driver.execute_script("const i = document.querySelector('img[src=\"topics-head-curve.png\"]');"
+                                      "return [i.complete, i.naturalWidth, i.naturalHeight]")
+        assert curve[0] and curve[1] > 300 and curve[2] > 200, curve
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()

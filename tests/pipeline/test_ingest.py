@@ -47,7 +47,8 @@ def test_lines_one_document_per_line_with_exact_line_numbers(tmp_path):
         (1, "notes.txt:1", "café"), (4, "notes.txt:4", "lÅst\u2028end"), (5, "notes.txt:5", "after CR")]
     assert [(r["row"], r["doc_id"], r["reason"]) for r in rejected] == [
         (2, "notes.txt:2", "empty_text"), (3, "notes.txt:3", "invalid_utf8")]
-    assert rejected[1]["detail"].startswith("text: invalid UTF-8 byte 0xff at byte 5; the file decodes as")
+    assert rejected[1]["detail"].startswith("text: invalid UTF-8 byte 0xff at byte 5; the rest of the file reads "
+                                            "as UTF-8 (mostly UTF-8: 3 non-ASCII characters, 1 invalid bytes)")
     assert {d["source"] for d in docs} == {str(tmp_path / "notes.txt")}
 
 

@@ -245,7 +245,8 @@ def test_every_reject_reason_in_jsonl_csv_and_parquet_through_the_cli(tmp_path):
     assert [r["doc_id"] for r in result.rejected if r["source"] == str(csv)] == [
         "c2", "c3", "c4", "c5", "c6", None, "c8", "j15", "c1"]
     assert result.detail(csv, 2) == "row has 5 fields, the header has 4"
-    assert result.detail(csv, 5).startswith("text: invalid UTF-8 byte 0xe9 at byte 4; the file decodes as cp1252")
+    assert result.detail(csv, 5).startswith("text: invalid UTF-8 byte 0xe9 at byte 4; the rest of the file reads "
+                                            "as UTF-8")        # its other non-ASCII text is UTF-8: not cp1252
     assert result.detail(csv, 9).startswith(f"doc_id 'j15' already taken by {jsonl} row 15")
     assert result.detail(jsonl, 12) == f"same doc_id and text as {jsonl} row 1"
     assert result.detail(parquet, 3) == "text: invalid UTF-8 byte 0xff at byte 5"

@@ -27,10 +27,11 @@ def run(root, *args):
 
 
 @pytest.mark.parametrize("args, allowed", [
+    (["query", "neighbours", "game", "--k", "3", "--json"], set()),
     (["query", "neighbors", "game", "--k", "3", "--json"], set()),
     (["query", "features", "bert_features", "--corpus", "bbc", "--ids", "tech/001.txt"], set()),
     (["query", "sql", "SELECT count(*) AS n FROM corpora.bbc", "--format", "json"], {"duckdb"}),
-    (["query", "similar", "bbc", "the team won", "--k", "2", "--json"], {"torch", "transformers"}),
+    (["query", "similar", "bbc", "the team won", "--k", "2", "--json"], set()),     # the ONNX export, no torch
 ])
 def test_query_commands_import_only_what_they_need(built_store, args, allowed):
     code, heavy, out = run(built_store[0], *args)

@@ -137,7 +137,7 @@ def query_similar(ctx: typer.Context,
                                                                      "{query, hits} per text (several).")):
     """Nearest documents to TEXT by cosine over cached vectors (the query is encoded with the same model).
 
-    Example: `embcache query similar bbc "interest rates rise" --k 5 --where "split = 'test'"`
+    Example: `embcache query similar bbc "interest rates rise" --k 5 --label business`
     """
     results = open_store(ctx).similar(corpus, list(texts), k=k, fingerprint=fingerprint, exact=exact,
                                       where=where, label=label or None, snapshot=snapshot)

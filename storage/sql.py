@@ -347,9 +347,20 @@ def _run(con: duckdb.DuckDBPyConnection, query: str, limits: QueryLimits, params
     except duckdb.IOException as e:             # reading a checked shard failed: the store's problem
         raise StoreError("sql", str(e).strip()) from e
     except duckdb.Error as e:                   # cannot bind or run it: the statement's problem
-        raise QueryRefused("sql", f"cannot run the statement: {str(e).strip()}") from e
+        raise QueryRefused("sql", f"cannot run the statement: {_whole_message(con, query, e)}") from e
     finally:
         timer.cancel()
+
+
+def _whole_message(con: duckdb.DuckDBPyConnection, query: str, e: duckdb.Error) -> str:
+    """DuckDB's message with its caret line: the relational API (con.sql) leaves out "LINE 1: … ^",
+    execute() keeps it. A statement that failed to bind fails again at once, before running."""
+    if isinstance(e, (duckdb.BinderException, duckdb.CatalogException)):
+        try:
+            con.execute(query)
+        except duckdb.Error as again:
+            return str(again).strip()
+    return str(e).strip()
 
 
 FILTER_VIEW = "corpus"        # what a select_rows predicate reads: the table it filters

@@ -99,3 +99,12 @@ def test_a_damaged_shard_is_the_same_error_on_every_path(built_store, tmp_path):
         done = console(root, *args)
         assert done.returncode == 4, (args, done.stderr)                # store damage: exit 4, one line
         assert "Traceback" not in done.stderr and "repair" in done.stderr
+
+
+def test_unusable_sql_exits_2_with_duckdbs_whole_message(built_store):
+    """Issue 31 item 2: an unknown column exited 4 (store) and lost DuckDB's candidate bindings and caret."""
+    done = console(built_store[0], "query", "sql", "SELECT nosuch FROM corpora.bbc")
+    assert done.returncode == 2, done.stderr
+    assert "nosuch" in done.stderr and "Candidate bindings" in done.stderr and "^" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert console(built_store[0], "query", "sql", "SELECT * FROM no_such_table").returncode == 2

@@ -156,12 +156,7 @@ class Store:
         ids = [ids] if isinstance(ids, str) else list(ids)
         fp = self.reads.fingerprint_for(table, corpus, fingerprint)
         keys = self.reads.text_shas(corpus, ids, snapshot) if corpus is not None else ids
-        t = self.reads.table(table, fp)
-        absent = t.missing(pa.array(keys, pa.string()))
-        if len(absent):
-            from .errors import UnknownKeys
-            raise UnknownKeys(table, absent.to_pylist(), f"key(s) not in {table}")
-        found = t.lookup(keys, columns)
+        found = self.reads.table(table, fp).lookup(keys, columns)     # NotFound names absent keys
         return found.append_column("doc_id", pa.array(ids, pa.string())) if corpus is not None else found
 
     def similar(self, corpus: str, text: str | Sequence[str] | None = None, *, vector=None, k: int = 5,

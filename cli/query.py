@@ -1,9 +1,10 @@
-"""Query commands: sql, features (by id), similar (documents), neighbors (words); `index`.
+"""Query commands: sql, features (by id), similar (documents), neighbours (words); `index`.
 
-They read the store only and never import Prefect. Vectors come from each table's warm,
-memory-mapped matrix (built once per shard set and kept in the store), so only `similar`
-imports torch (to encode its query text with the table's own model); `neighbors` is a
-numpy cosine, and DuckDB loads only for `sql`.
+They read the store only, through `embcache.Store` (the read path the Python API and
+`embcache serve` use too), and never import Prefect. Vectors come from each table's
+matrix (built once per shard set and kept in the store); `similar` encodes its text
+through the store's ONNX export without torch when it can (pipeline/query_encoder.py);
+`neighbours` is a numpy cosine, and DuckDB loads only for `sql` and `--where`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Literal
 import typer
 from rich.table import Table as RichTable
 
-from ..storage import StoreError
 from ..storage.ann import AnnConfig
 from .app import app, out, query_app, store_of
 from .options import option
@@ -33,14 +33,20 @@ def query_sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One
     """Read-only DuckDB SQL over the store's committed shards.
 
     Views: each table by name (current fingerprint), `"NAME@FP12"` for any
-    fingerprint, `corpora.NAME` (current snapshot), embcache_tables (catalog),
-    embcache_snapshots (every corpus's snapshots; `rejected` rows name theirs).
-    Statements that write, attach, install or read files outside the store are refused.
+    fingerprint, `corpora.NAME` (current snapshot), `corpora."NAME@000003"` (any kept
+    snapshot), embcache_tables (catalog), embcache_snapshots (every corpus's snapshots;
+    `rejected` rows name theirs). Statements that write, attach, install or read files
+    outside the store are refused.
 
     Example: `embcache query sql "SELECT label, count(*) FROM corpora.bbc GROUP BY 1"`
     """
-    from ..storage.query import sql
-    print_table(sql(store_of(ctx), statement), fmt, limit)
+    print_table(open_store(ctx).sql(statement), fmt, limit)
+
+
+def open_store(ctx: typer.Context):
+    """The public read facade over --store (every query command reads through one)."""
+    import embcache
+    return embcache.Store(store_of(ctx))
 
 
 def print_table(result, fmt: SqlFormat, limit: int) -> None:
@@ -83,7 +89,9 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
                    ids: list[str] = typer.Option(..., "--ids", help="Ids to look up (repeat, or comma-separate)."),
                    corpus: str = typer.Option(None, help="Treat ids as doc_ids of this corpus's current snapshot "
                                                          "(default: ids are the table's keys, e.g. text_sha)."),
-                   fingerprint: str = typer.Option(None, help="A fingerprint (8+ hex digits); default: current."),
+                   snapshot: str = typer.Option(None, help="With --corpus: a kept snapshot id (embcache_snapshots)."),
+                   fingerprint: str = typer.Option(None, help="A fingerprint (8+ hex digits); default: the "
+                                                              "corpus's, else the current one."),
                    column: str = typer.Option("vector", help="Vector column for --format npy."),
                    fmt: FeatureFormat = typer.Option("json", "--format"),
                    output: Path = typer.Option(None, "-o", "--output", help="File for npy/parquet (required).")):
@@ -92,75 +100,79 @@ def query_features(ctx: typer.Context, table: str = typer.Argument(..., help="Ta
     Example: `embcache query features bert_features --corpus bbc --ids tech/001.txt,tech/002.txt --format npy -o v.npy`
     """
     import numpy as np
-    import pyarrow as pa
-    from ..storage.query import as_matrix
-    from ..search import text_shas
     wanted = [i for chunk in ids for i in chunk.split(",") if i]
-    s = store_of(ctx)
-    t = s.open(table, fingerprint)
-    if corpus:
-        rows = t.lookup(text_shas(s, corpus, wanted))
-        rows = rows.append_column("doc_id", pa.array(wanted))
-    else:
-        rows = t.lookup(wanted)
+    store = open_store(ctx)
+    if fmt != "json" and output is None:
+        raise typer.BadParameter(f"--format {fmt} writes a file: give -o PATH", param_hint="--output")
+    if fmt == "npy":
+        vectors = store.lookup(wanted, corpus, table=table, column=column, fingerprint=fingerprint,
+                               snapshot=snapshot)
+        np.save(output, vectors)
+        out.print(f"wrote {len(vectors)} rows to {output}")
+        return
+    rows = store.rows(table, wanted, corpus, fingerprint=fingerprint, snapshot=snapshot)
     if fmt == "json":
         print(json.dumps(rows.to_pylist(), default=str))
         return
-    if output is None:
-        raise StoreError("--output", f"--format {fmt} writes a file: give -o PATH")
-    if fmt == "npy":
-        if column not in rows.column_names:
-            raise StoreError(table, f"no column {column!r} (columns: {', '.join(rows.column_names)})")
-        np.save(output, as_matrix(rows[column]))
-    else:
-        import pyarrow.parquet as pq
-        pq.write_table(rows, output)
+    import pyarrow.parquet as pq
+    pq.write_table(rows, output)
     out.print(f"wrote {rows.num_rows} rows to {output}")
 
 
 @query_app.command("similar")
 def query_similar(ctx: typer.Context,
                   corpus: str = typer.Argument(..., help="Corpus whose documents to search."),
-                  text: str = typer.Argument(..., help="Query text."),
-                  k: int = typer.Option(5, "--k", min=1, help="How many documents."),
+                  texts: list[str] = typer.Argument(..., help="Query text; several for a batch (one result each)."),
+                  k: int = typer.Option(5, "--k", min=1, help="How many documents per query."),
+                  where: str = typer.Option(None, "--where", help="Only documents for which this SQL predicate over "
+                                                                  "the corpus's columns holds, e.g. \"split = 'test'\" "
+                                                                  "(searched exactly)."),
+                  label: list[str] = typer.Option(None, "--label", help="Only documents with this label (repeat "
+                                                                        "for several)."),
+                  snapshot: str = typer.Option(None, help="Search a kept snapshot's documents (default: current)."),
                   fingerprint: str = typer.Option(None, help="bert_features fingerprint (default: the corpus's)."),
                   exact: bool = typer.Option(False, "--exact", help="Scan every vector, even where "
                                              "`embcache index bert_features` built an HNSW index."),
-                  as_json: bool = typer.Option(False, "--json")):
+                  as_json: bool = typer.Option(False, "--json", help="JSON: a list of hits (one text), or one "
+                                                                     "{query, hits} per text (several).")):
     """Nearest documents to TEXT by cosine over cached vectors (the query is encoded with the same model).
 
-    Example: `embcache query similar bbc "interest rates rise" --k 5`
+    Example: `embcache query similar bbc "interest rates rise" --k 5 --label business`
     """
-    import embcache
-    hits = embcache.open(store_of(ctx).root).similar(corpus, text, k=k, fingerprint=fingerprint, exact=exact)
+    results = open_store(ctx).similar(corpus, list(texts), k=k, fingerprint=fingerprint, exact=exact,
+                                      where=where, label=label or None, snapshot=snapshot)
     if as_json:
-        print(json.dumps([{"doc_id": h.doc_id, "label": h.label, "score": h.score, "text": h.text[:160]}
-                          for h in hits]))
+        shown = [[{"doc_id": h.doc_id, "label": h.label, "score": h.score, "text": h.text[:160]} for h in hits]
+                 for hits in results]
+        print(json.dumps(shown[0] if len(texts) == 1 else
+                         [{"query": t, "hits": hits} for t, hits in zip(texts, shown)]))
         return
-    for h in hits:
-        out.print(f"{h.score:.4f}  {h.doc_id}  [{h.label or ''}]  {h.text[:100]!r}",
-                  highlight=False, markup=False)
+    for text, hits in zip(texts, results):
+        if len(texts) > 1:
+            out.print(f"== {text}", highlight=False, markup=False)
+        for h in hits:
+            out.print(f"{h.score:.4f}  {h.doc_id}  [{h.label or ''}]  {h.text[:100]!r}",
+                      highlight=False, markup=False)
 
 
-@query_app.command("neighbors")
-def query_neighbors(ctx: typer.Context, word: str = typer.Argument(..., help="A word in the vocabulary."),
-                    k: int = typer.Option(10, "--k", min=1, help="How many neighbours."),
-                    fingerprint: str = typer.Option(None, help="word_vectors fingerprint (default: current)."),
-                    as_json: bool = typer.Option(False, "--json")):
-    """Nearest words by cosine over the trained word vectors.
+@query_app.command("neighbours")
+def query_neighbours(ctx: typer.Context, word: str = typer.Argument(..., help="A word in the vocabulary."),
+                     k: int = typer.Option(10, "--k", min=1, help="How many neighbours."),
+                     fingerprint: str = typer.Option(None, help="word_vectors fingerprint (default: current)."),
+                     as_json: bool = typer.Option(False, "--json")):
+    """Nearest words by cosine over the trained word vectors (`query neighbors` is the same).
 
-    Example: `embcache query neighbors market --k 10`
+    Example: `embcache query neighbours market --k 10`
     """
-    import embcache
-    try:
-        hits = embcache.open(store_of(ctx).root).neighbours(word, k, fingerprint=fingerprint)
-    except KeyError:
-        raise StoreError("word_vectors", f"{word!r} is not in the vocabulary") from None
+    hits = open_store(ctx).neighbours(word, k, fingerprint=fingerprint)
     if as_json:
         print(json.dumps([{"word": w, "score": s} for w, s in hits]))
         return
     for w, s in hits:
         out.print(f"{s:.4f}  {w}", highlight=False, markup=False)
+
+
+query_app.command("neighbors", hidden=True)(query_neighbours)        # the American spelling, as an alias
 
 
 @app.command("index")
@@ -185,12 +197,12 @@ def index(ctx: typer.Context, table: str = typer.Argument(..., help="Table whose
     Example: `embcache index bert_features`
     """
     from ..storage.ann import build_index, require_faiss
-    from ..storage.matrix import WARM
     require_faiss()
-    t = store_of(ctx).open(table, fingerprint)
+    store = open_store(ctx)
+    t = store.feature_store.open(table, fingerprint)
     config = AnnConfig(m=m, ef_construction=ef_construction, ef_search=ef_search, storage=storage,
                        min_rows=min_rows)
-    done = build_index(t, WARM.get(t, column), config, rebuild=rebuild)
+    done = build_index(t, store.reads.matrix(table, t.fingerprint, column), config, rebuild=rebuild)
     out.print(f"{table}@{t.fingerprint[:12]}: index {done['action']} ({done['rows']:,} rows"
               f"{', +' + format(done['added'], ',') if done['action'] == 'extended' else ''}) "
               f"in {done['seconds']:.1f} s", highlight=False)

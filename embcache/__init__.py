@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "open": "store", "Store": "store", "TableInfo": "store", "Features": "features", "Hit": "search", "run": "running",
     "StoreError": "errors", "NotFound": "errors", "CorruptShard": "errors", "QueryRefused": "errors",
+    "InvalidName": "errors",
     "UnknownKeys": "errors", "PipelineError": "errors", "FlowError": "errors", "ConfigError": "errors",
 }
 _LAYERS = ("storage", "pipeline", "stages", "flows", "cli")
@@ -30,8 +31,8 @@ _LAYERS = ("storage", "pipeline", "stages", "flows", "cli")
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .errors import (ConfigError, CorruptShard, FlowError, NotFound, PipelineError, QueryRefused, StoreError,
-                         UnknownKeys)
+    from .errors import (ConfigError, CorruptShard, FlowError, InvalidName, NotFound, PipelineError, QueryRefused,
+                         StoreError, UnknownKeys)
     from .features import Features
     from .running import run
     from .search import Hit

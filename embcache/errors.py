@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from .flows.errors import ConfigError, FlowError
 from .pipeline.errors import PipelineError
-from .storage.errors import CorruptShard, NotFound, QueryRefused, StoreError
+from .storage.errors import CorruptShard, InvalidName, NotFound, QueryRefused, StoreError
 
-__all__ = ["ConfigError", "CorruptShard", "FlowError", "NotFound", "PipelineError", "QueryRefused",
+__all__ = ["ConfigError", "CorruptShard", "FlowError", "InvalidName", "NotFound", "PipelineError", "QueryRefused",
            "StoreError", "UnknownKeys"]
 
 SHOWN = 10   # unknown keys named in the message; all of them are in `.keys`

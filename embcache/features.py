@@ -1,4 +1,4 @@
-"""A corpus's document vectors with their labels and splits, as numpy, torch, Arrow or a `datasets.Dataset`.
+"""A corpus's document vectors with their labels and splits, as numpy, torch, Arrow, pandas or a `datasets.Dataset`.
 
     f = read_features(store, "bbc", fingerprint)   # the current snapshot ⨝ bert_features, snapshot order
     f.vectors[f.splits == "train"]                  # (n_train, H) float32
@@ -19,13 +19,14 @@ import pyarrow as pa
 
 from .pipeline.errors import PipelineError
 from .storage import FeatureStore
-from .storage.matrix import WARM
+from .storage.matrix import WarmMatrices
 
 if TYPE_CHECKING:
     import datasets
+    import pandas
 
-Format = Literal["numpy", "torch", "arrow", "dataset"]
-FORMATS: tuple[str, ...] = ("numpy", "torch", "arrow", "dataset")
+Format = Literal["numpy", "torch", "arrow", "dataset", "pandas"]
+FORMATS: tuple[str, ...] = ("numpy", "torch", "arrow", "dataset", "pandas")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,21 @@ class Features:
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]),
         })
 
+    def to_pandas(self, wide: bool = False) -> pandas.DataFrame:
+        """A DataFrame with the to_arrow() columns: `vector` holds one (H,) float32 array per row,
+        or, wide=True, H float32 columns vector_0 … vector_{H-1} (what scikit-learn and
+        plotting code take as they are)."""
+        import pandas as pd
+        vectors = np.asarray(self.vectors, dtype=np.float32)                             # (N, H)
+        frame = pd.DataFrame({"doc_id": self.doc_ids, "text_sha": self.text_sha, "label": self.labels,
+                              "label_id": np.asarray(self.label_ids), "split": self.splits})
+        if wide:
+            columns = pd.DataFrame(vectors, columns=[f"vector_{i}" for i in range(vectors.shape[1])],
+                                   index=frame.index)
+            return pd.concat([frame, columns], axis=1)
+        frame["vector"] = list(vectors)
+        return frame
+
     def to_dataset(self) -> datasets.Dataset:
         """A Hugging Face `datasets.Dataset` with the to_arrow() columns (`.with_format("torch")` for tensors)."""
         import datasets
@@ -84,14 +100,16 @@ class Features:
 
 
 def read_features(store: FeatureStore, corpus: str, fingerprint: str, split_seed: int = 0,
-                  snapshot: str | None = None) -> Features:
-    """The snapshot's documents joined with bert_features@fingerprint (NotFound if any lacks a vector)."""
+                  snapshot: str | None = None, matrices: WarmMatrices | None = None) -> Features:
+    """The snapshot's documents joined with bert_features@fingerprint (NotFound if any lacks a vector).
+
+    matrices: the caller's warm matrices (embcache.Store's); a fresh one loads the matrix again."""
     snap = store.corpus(corpus).snapshot(snapshot).id
     joined = store.corpus(corpus).read(snap)
     n = joined.num_rows
     labels = _column(joined, "label", n)
     names, label_ids = _label_ids(labels)
-    matrix = WARM.get(store.open("bert_features", fingerprint))      # the table's warm, checked matrix
+    matrix = (matrices or WarmMatrices()).get(store.open("bert_features", fingerprint))   # checked matrix
     vectors = np.array(matrix.vectors[matrix.rows_of(joined["text_sha"])])              # (N, H), own copy
     return Features(corpus=corpus, snapshot=snap, fingerprint=fingerprint,
                     doc_ids=_column(joined, "doc_id", n), text_sha=_column(joined, "text_sha", n),
@@ -133,8 +151,8 @@ def _splits(store: FeatureStore, corpus: str, snapshot: str, joined: pa.Table, s
     return out
 
 
-def convert(features: Features, format: Format) -> Features | pa.Table | datasets.Dataset:
-    """`features` in the asked format (numpy: as is)."""
+def convert(features: Features, format: Format, wide: bool = False):
+    """`features` in the asked format (numpy: as is; wide: pandas' vector columns)."""
     if format == "numpy":
         return features
     if format == "torch":
@@ -143,4 +161,6 @@ def convert(features: Features, format: Format) -> Features | pa.Table | dataset
         return features.to_arrow()
     if format == "dataset":
         return features.to_dataset()
+    if format == "pandas":
+        return features.to_pandas(wide)
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")

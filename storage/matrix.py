@@ -1,13 +1,14 @@
-"""A table's vectors as one contiguous float32 matrix, memory-mapped: the warm read path.
+"""A table's vectors as one contiguous float32 matrix, kept beside the table: the warm read path.
 
-    m = WARM.get(store.open("bert_features"))   # built once per shard set, then only mapped
+    m = WarmMatrices().get(store.open("bert_features"))   # built once per shard set, then loaded
     m.rows_of(["3f2a…", "9bc1…"])                # row positions of keys (binary search)
     rows, scores = m.topk(q, k=10)               # exact cosine, (Q, k) each
 
 A derived artifact, a cache entry like any other: keyed by what it came from, checked
 before use, rebuildable, never the only copy. Files under tables/<name>/<fp>/derived/:
 
-    matrix-<column>-<setkey>.json        {"format": "embcache.vector_matrix", "format_version": 1, …}
+    matrix-<column>-<setkey>.json        {"format": "embcache.vector_matrix", "format_version": 2, …,
+                                          "meta_sha256": the checksum of the rest of this file}
     matrix-<column>-<setkey>.f32         (N, D) float32, row-major, shards in manifest order
     matrix-<column>-<setkey>.keys.npy    (N,) the key of each row
     matrix-<column>-<setkey>.sorted.npy  (N,) the keys sorted; .order.npy: their rows
@@ -17,33 +18,43 @@ before use, rebuildable, never the only copy. Files under tables/<name>/<fp>/der
 makes a new key; the new matrix copies the previous one's rows (its shard list is a
 prefix of the new one) and appends the new shards' rows, read through Table.read_shard
 and so checked against the manifest. Anything else (compaction, repair) rebuilds. The
-.json is written last and lists every file's sha256: each is checked once per process
-(storage/verified.py) before it is mapped, and a damaged one is rebuilt from the shards.
-Object stores (nothing local to map) and read-only stores get the same matrix in memory.
+.json is written last, lists every file's sha256 and carries a checksum of its own; a
+reader checks the .json, then reads each file into memory while hashing it, and a
+damaged or edited one is rebuilt from the shards.
+
+Why read, not map: a mapped file that another process truncates kills the reader with
+SIGBUS at its next touch of a lost page (issue 26), and Python cannot catch that. A
+process's own copy, checked as it is read, cannot change under it: deleting, truncating
+or flipping a derived file affects only the next process to load it, which rebuilds it.
+The cost is the matrix in private memory (the sha256 pass read every byte already);
+benchmarks/serve.py measures it. Object stores and read-only stores get the same matrix
+built in memory from the shards.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from . import manifest as mf
-from .errors import CorruptShard, FormatError, NotFound, StoreError
+from .errors import CorruptShard, FormatError, InvalidName, NotFound, StoreError
 from .fs import TMP_PREFIX
 from .lock import commit_lock
 from .table import Table
-from .verified import VERIFIED, file_sha256, stamp
+from .verified import CHUNK, file_sha256, stamp
 
-MATRIX_FORMAT = ("embcache.vector_matrix", 1)
+MATRIX_FORMAT = ("embcache.vector_matrix", 2)          # 2: the .json carries its own checksum (meta_sha256)
 PARTS = ("keys", "sorted", "order", "norms")           # the .npy files beside the .f32
 COLUMN_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 BLOCK_ROWS = 262_144                                    # rows scored at once: (block, Q) float32 scores
@@ -135,9 +146,11 @@ class VectorMatrix:
 
     def normalized(self, queries) -> np.ndarray:
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))                        # (Q, D)
-        if q.shape[1] != self.vectors.shape[1]:
-            raise StoreError(self.table, f"query vectors have {q.shape[1]} values; {self.table}."
-                                         f"{self.column} has {self.vectors.shape[1]}")
+        if q.ndim != 2 or q.shape[1] != self.vectors.shape[1]:       # the caller's mistake, not the store's
+            raise ValueError(f"query vectors have {q.shape[-1]} values; {self.table}.{self.column} has "
+                             f"{self.vectors.shape[1]}")
+        if not np.isfinite(q).all():
+            raise ValueError("query vectors must be finite (no NaN or infinity, nothing beyond float32's range)")
         return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
     def scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -190,23 +203,69 @@ def _paths(t: Table, column: str, setkey: str) -> dict[str, str]:
     return {"vectors": f"{base}.f32", **{p: f"{base}.{p}.npy" for p in PARTS}}
 
 
+def _meta_sha256(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _read_meta(t: Table, path: str) -> dict:
+    """The matrix's .json, checked like a shard: format, its own checksum, what it names."""
     meta = mf.load(path, t.fs.read_bytes(path), MATRIX_FORMAT, "vector matrix")
+    if meta.get("meta_sha256") != _meta_sha256(meta):
+        raise FormatError(path, "vector matrix metadata does not match its checksum (edited or damaged)")
     if meta.get("table") != t.name or meta.get("fingerprint") != t.fingerprint:
         raise FormatError(path, f"vector matrix names {meta.get('table')}/{str(meta.get('fingerprint'))[:12]}")
     return meta
 
 
+def check_vector_column(m: mf.Manifest, column: str) -> int:
+    """The width of `column`, a fixed-size list of floats in the table; a client's error otherwise.
+
+    A wrong column is the caller's mistake (InvalidName, NotFound), never damage.
+    """
+    if not COLUMN_RE.match(column):
+        raise InvalidName(column, "a vector column's name is 1-64 letters, digits and underscores")
+    schema = m.arrow_schema()
+    vectors = [] if schema is None else [f.name for f in schema if pa.types.is_fixed_size_list(f.type)
+                                         and pa.types.is_floating(f.type.value_type)]
+    if column not in vectors:
+        if schema is None:
+            raise NotFound(m.table, f"{m.table} has no committed rows yet")
+        raise NotFound(m.table, f"{m.table} has no vector column {column!r} "
+                                f"(vector columns: {', '.join(vectors) or 'none'})")
+    return schema.field(column).type.list_size
+
+
+def _read_checked(path: str, entry: dict) -> bytes:
+    """The whole file, checked against its entry (bytes, sha256) as it is read; CorruptShard if not."""
+    h, parts, size = hashlib.sha256(), [], 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                parts.append(chunk)
+                size += len(chunk)
+    except FileNotFoundError as e:
+        raise CorruptShard(path, "derived vector matrix file is missing") from e
+    if size != entry["bytes"]:
+        raise CorruptShard(path, f"derived vector matrix file has {size} bytes, its .json says {entry['bytes']}")
+    if h.hexdigest() != entry["sha256"]:
+        raise CorruptShard(path, "derived vector matrix file does not match its sha256 (bytes changed on disk)")
+    return b"".join(parts)
+
+
 def _open_files(t: Table, meta: dict, setkey: str, column: str) -> VectorMatrix:
-    """Map a built matrix after checking every file it lists (once per process)."""
+    """Load a built matrix into this process's memory, each file checked as it is read."""
     paths = _paths(t, column, setkey)
-    for part, path in paths.items():
-        entry = meta["files"][part]
-        VERIFIED.check(t.fs, path, entry["bytes"], entry["sha256"], "derived vector matrix file")
     rows, dim = int(meta["rows"]), int(meta["dim"])
-    vectors = np.memmap(paths["vectors"], np.float32, "r", shape=(rows, dim)) if rows * dim else \
-        np.zeros((rows, dim), np.float32)
-    arrays = {p: np.load(paths[p], mmap_mode="r", allow_pickle=False) for p in PARTS}
+    data = _read_checked(paths["vectors"], meta["files"]["vectors"])
+    if len(data) != rows * dim * 4:
+        raise CorruptShard(paths["vectors"], f"{len(data)} bytes for {rows} × {dim} float32")
+    vectors = np.frombuffer(data, np.float32).reshape(rows, dim)                       # (N, D), read-only
+    arrays = {p: np.load(io.BytesIO(_read_checked(paths[p], meta["files"][p])), allow_pickle=False)
+              for p in PARTS}
+    if any(len(a) != rows for a in arrays.values()):
+        raise CorruptShard(paths["keys"], f"derived vector matrix parts do not all have {rows} rows")
     return VectorMatrix(t.name, t.fingerprint, column, setkey, tuple(tuple(s) for s in meta["shards"]),
                         vectors, arrays["keys"], arrays["sorted"], arrays["order"], arrays["norms"],
                         files=tuple(paths.values()))
@@ -219,21 +278,13 @@ def _shard_arrays(t: Table, shard: mf.Shard, column: str) -> tuple[np.ndarray, n
 
 def _in_memory(t: Table, m: mf.Manifest, column: str) -> VectorMatrix:
     parts = [_shard_arrays(t, s, column) for s in m.shards]
-    dim = _dim(m, column)
+    dim = check_vector_column(m, column)
     vectors = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, dim), np.float32)
-    keys = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, "S1")
+    keys = concat_keys([p[1] for p in parts])
     order = np.argsort(keys, kind="stable")
     return VectorMatrix(t.name, t.fingerprint, column, set_key(m.shards),
                         tuple((s.file, s.sha256, s.rows) for s in m.shards), vectors, keys, keys[order],
                         order, np.linalg.norm(vectors, axis=1).astype(np.float32))
-
-
-def _dim(m: mf.Manifest, column: str) -> int:
-    schema = m.arrow_schema()
-    if schema is None or column not in schema.names:
-        raise StoreError(m.table, f"no column {column!r} in {m.table}")
-    t = schema.field(column).type
-    return t.list_size if pa.types.is_fixed_size_list(t) else 0
 
 
 def _prefix(t: Table, m: mf.Manifest, column: str) -> tuple[dict, str] | None:
@@ -253,26 +304,45 @@ def _prefix(t: Table, m: mf.Manifest, column: str) -> tuple[dict, str] | None:
     return best
 
 
+def _copy_checked(src: str, entry: dict, out) -> None:
+    """Append `src` to `out`, hashing as it goes; CorruptShard (nothing trusted) if it is not `entry`."""
+    h, size = hashlib.sha256(), 0
+    with open(src, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    if size != entry["bytes"] or h.hexdigest() != entry["sha256"]:
+        raise CorruptShard(src, "derived vector matrix file changed on disk")
+
+
 def _build(t: Table, m: mf.Manifest, column: str, setkey: str) -> dict:
     """Write the matrix files for the manifest's shards (extending a prefix when there is one)."""
     fs, ddir = t.fs, derived_dir(t)
     fs.makedirs(ddir)
+    try:
+        return _write(t, m, column, setkey, _prefix(t, m, column))
+    except (CorruptShard, KeyError, ValueError) as e:
+        if isinstance(e, CorruptShard) and "/shards/" in e.path:
+            raise                                               # a committed shard: not ours to fix
+        return _write(t, m, column, setkey, None)              # the prefix was damaged: from the shards
+
+
+def _write(t: Table, m: mf.Manifest, column: str, setkey: str, base: tuple[dict, str] | None) -> dict:
+    fs, ddir = t.fs, derived_dir(t)
     tmp = {p: f"{ddir}/{TMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}"
            for p, path in _paths(t, column, setkey).items()}
-    base = _prefix(t, m, column)
-    try:
-        old = None if base is None else _open_files(t, base[0], base[1], column)   # checked before reuse
-    except (NotFound, CorruptShard, KeyError, ValueError):
-        old = None                                                  # damaged: start from the shards
-    keys, norms, done, dim = [], [], 0, _dim(m, column)
+    keys, norms, done, dim = [], [], 0, check_vector_column(m, column)
     try:
         with open(tmp["vectors"], "wb") as out:
-            if old is not None:
-                with open(old.files[0], "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 24)
-                keys.append(np.asarray(old.keys))
-                norms.append(np.asarray(old.norms))
-                done = len(old.shards)
+            if base is not None:                            # earlier rows: copied, checked on the way
+                meta, old = base
+                old_paths = _paths(t, column, old)
+                _copy_checked(old_paths["vectors"], meta["files"]["vectors"], out)
+                for part, into in (("keys", keys), ("norms", norms)):
+                    into.append(np.load(io.BytesIO(_read_checked(old_paths[part], meta["files"][part])),
+                                        allow_pickle=False))
+                done = len(meta["shards"])
             for s in m.shards[done:]:
                 vectors, k = _shard_arrays(t, s, column)
                 out.write(vectors.tobytes())
@@ -298,6 +368,7 @@ def _build(t: Table, m: mf.Manifest, column: str, setkey: str) -> dict:
     meta = {**mf.header(MATRIX_FORMAT), "table": t.name, "fingerprint": t.fingerprint, "column": column,
             "key": m.key, "rows": int(sum(len(k) for k in keys)), "dim": dim, "dtype": "float32",
             "shards": [[s.file, s.sha256, s.rows] for s in m.shards], "files": files, "created": mf.utcnow()}
+    meta["meta_sha256"] = _meta_sha256(meta)
     fs.write_atomic(f"{ddir}/{_name(column, setkey, 'json')}", mf.dump(meta))
     _remove_stale(t, column, setkey)
     return meta
@@ -315,88 +386,81 @@ def concat_keys(keys: list[np.ndarray]) -> np.ndarray:
 
 
 def _remove_stale(t: Table, column: str, keep: str) -> None:
-    """Older shard sets' matrices (a process still mapping one keeps its pages: unlinking is safe)."""
+    """Older shard sets' matrices (readers hold their own copies: removing is safe)."""
     for base in t.fs.listdir(derived_dir(t)):
         if base.startswith(f"matrix-{column}-") and not base.startswith(f"matrix-{column}-{keep}."):
             t.fs.delete(f"{derived_dir(t)}/{base}")
 
 
+# What a damaged or absent derived matrix raises while it is opened: rebuild it from the shards.
+_DAMAGED = (NotFound, CorruptShard, FormatError, KeyError, ValueError, TypeError)
+
+
 def open_matrix(t: Table, column: str = "vector", m: mf.Manifest | None = None) -> VectorMatrix:
-    """The table's matrix for its current shard set: mapped if built, else built (or extended) first."""
-    if not COLUMN_RE.match(column):
-        raise StoreError(column, "vector column names are letters, digits and underscores")
+    """The table's matrix for its current shard set: loaded if built, else built (or extended) first.
+
+    InvalidName / NotFound for a column that is not one of the table's vector columns.
+    """
     m = m or t.manifest()
+    check_vector_column(m, column)
     setkey = set_key(m.shards)
     if not t.fs.local:
         return _in_memory(t, m, column)
     meta_path = f"{derived_dir(t)}/{_name(column, setkey, 'json')}"
     try:
         return _open_files(t, _read_meta(t, meta_path), setkey, column)
-    except (NotFound, CorruptShard, FormatError, KeyError, ValueError):
+    except _DAMAGED:
         pass                                        # absent, or damaged: rebuild from the shards
     try:
         with commit_lock(t.fs, f"{derived_dir(t)}/.lock"):
             try:
                 return _open_files(t, _read_meta(t, meta_path), setkey, column)   # another process built it
-            except (NotFound, CorruptShard, FormatError, KeyError, ValueError):
+            except _DAMAGED:
                 meta = _build(t, m, column, setkey)
             return _open_files(t, meta, setkey, column)
-    except CorruptShard:
-        raise
+    except CorruptShard as e:
+        if "/shards/" in e.path:
+            raise                                   # a damaged committed shard: an error on every path
+        return _in_memory(t, m, column)             # the files changed again under us: from the shards
     except (OSError, StoreError):      # e.g. a read-only store: the same matrix, in memory (which
         return _in_memory(t, m, column)  # raises again any error that is not about writing)
 
 
 class WarmMatrices:
-    """Process-wide: each table's matrix, re-derived only when its manifest (or a mapped file) changes.
+    """Each table's matrix, loaded once per shard set and reloaded only when its manifest changes.
 
-    The manifest's and the mapped files' stat are re-checked at most every `recheck_s`
-    seconds: 0 (every call) by default; `embcache serve`, answering thousands of lookups a
-    second, sets 0.05 and sees a commit that late.
+    One per `embcache.Store` (the store's read path owns it; nothing here is process-wide).
+    The manifest's stat is re-checked at most every `recheck_s` seconds: 0 (every call) by
+    default; `embcache serve`, answering thousands of lookups a second, sets 0.05 and sees a
+    commit that late. A loaded matrix is this process's own copy: derived files changed on
+    disk afterwards do not change it (the next process to load them checks and rebuilds).
     """
 
-    def __init__(self, recheck_s: float = 0.0):
+    def __init__(self, recheck_s: float = 0.0, max_entries: int = 16):
         self.recheck_s = recheck_s
-        self._cache: dict[tuple, tuple] = {}
-        self._checked: dict[tuple, float] = {}
+        self.max_entries = max_entries
+        self._cache: OrderedDict[tuple, tuple] = OrderedDict()     # key -> (manifest stat, matrix, checked at)
         self._lock = threading.Lock()
 
     def get(self, t: Table, column: str = "vector") -> VectorMatrix:
         key = (t.fs.url, t.name, t.fingerprint, column)
         with self._lock:
             hit = self._cache.get(key)
-            fresh = time.monotonic() - self._checked.get(key, -1e9) < self.recheck_s
-        if hit is not None and fresh:
+        if hit is not None and time.monotonic() - hit[2] < self.recheck_s:
             return hit[1]
         now = stamp(t.fs, t.manifest_path) if t.fs.local else None
-        if hit is not None and now is not None and hit[0] == now and _unchanged(t, hit[1]):
-            with self._lock:
-                self._checked[key] = time.monotonic()
-            return hit[1]
-        m = t.manifest()
-        if hit is not None and hit[1].setkey == set_key(m.shards) and _unchanged(t, hit[1]):
+        if hit is not None and now is not None and hit[0] == now:
             matrix = hit[1]
         else:
-            matrix = open_matrix(t, column, m)
+            m = t.manifest()
+            matrix = hit[1] if hit is not None and hit[1].setkey == set_key(m.shards) else open_matrix(t, column, m)
         with self._lock:
-            self._cache[key] = (now, matrix)
-            self._checked[key] = time.monotonic()
+            self._cache[key] = (now, matrix, time.monotonic())
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
         return matrix
 
     def forget(self) -> None:
         with self._lock:
             self._cache.clear()
-            self._checked.clear()
-
-
-def _unchanged(t: Table, matrix: VectorMatrix) -> bool:
-    """The mapped files still have the stat they were verified with (else: verify or rebuild again)."""
-    if not matrix.files:
-        return True
-    try:
-        return all(VERIFIED.is_current(t.fs, path) for path in matrix.files)
-    except NotFound:
-        return False
-
-
-WARM = WarmMatrices()

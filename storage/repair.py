@@ -2,7 +2,10 @@
 
 Nothing is deleted. Each damaged file goes to `damaged/<UTC time>-<id>/<its store path>`
 (with `repair.json` there saying why), and the manifest that listed it is rewritten
-under its lock without it, so the next run computes exactly the rows it held:
+under its lock without it, so the next run computes exactly the rows it held.
+repair.json is the journal: it is written (atomically) before each move, so a repair
+killed at any point leaves the record of what it moved and why ("complete": false until
+it finished); a re-run finds the moved files' manifest entries and finishes the job.
 
 - a shard that is missing, truncated, changed or unreadable: dropped from its table
   (its keys become missing, so `featurize` / `ingest` recompute them);
@@ -73,15 +76,16 @@ class _Aside:
             self.report.actions.append((relative, why))
             return
         self.report.aside = fs.relative(self.dir)
-        if not self.dry_run:
-            fs.move(path, f"{self.dir}/{relative}")
         self.report.actions.append((relative, f"moved aside: {why}"))
+        if not self.dry_run:
+            self.write_report(complete=False)        # the journal first: the record outlives a kill
+            fs.move(path, f"{self.dir}/{relative}")
 
-    def write_report(self) -> None:
+    def write_report(self, complete: bool = True) -> None:
         if self.dry_run or self.report.aside is None:
             return
         self.store.fs.write_atomic(f"{self.dir}/repair.json", mf.dump({
-            **mf.header(REPORT_FORMAT), "created": mf.utcnow(),
+            **mf.header(REPORT_FORMAT), "created": mf.utcnow(), "complete": complete,
             "actions": [list(a) for a in self.report.actions],
             "unrepaired": [list(a) for a in self.report.unrepaired]}))
 

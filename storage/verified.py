@@ -9,7 +9,12 @@ stat untouched goes unnoticed until the process restarts or `embcache verify` ru
 (which always re-hashes everything); object stores are trusted by (path, sha256, size)
 alone, since a HEAD per shard per query would cost more than the read.
 
-    VERIFIED.check(fs, path, size, sha256)   # hashes the file the first time, then stats it
+    verified = Verified()                    # one per reader: embcache.Store keeps its own
+    verified.check(fs, path, size, sha256)   # hashes the file the first time, then stats it
+
+VERIFIED below is the storage layer's own memo: Table.read_shard notes each shard whose
+bytes it has just checked, and storage/ann.py checks index files with it. The public read
+path (embcache.Store) does not share it.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def file_sha256(fs: StoreFS, path: str) -> tuple[int, str]:
 
 
 class Verified:
-    """Process-wide memo: (path, sha256, size) -> the stat it had when its bytes matched."""
+    """A memo: (path, sha256, size) -> the stat the file had when its bytes matched."""
 
     def __init__(self):
         self._seen: dict[tuple[str, str, int], tuple | None] = {}

@@ -1,7 +1,9 @@
 """A small real store built through the public API: `embcache.run` on a tiny labelled corpus.
 
 Corpus "bbc" (folder per label, doc ids like business/001.txt), the tiny BERT of
-tests/pipeline/conftest.py, word2vec on (min_count 1, no subsampling), heads and report off.
+tests/conftest.py saved with its fast tokenizer's tokenizer.json (as hub models ship, so
+query texts are encoded through the store's ONNX export without torch), word2vec on
+(min_count 1, no subsampling), heads and report off.
 """
 
 import pytest
@@ -48,7 +50,19 @@ def config(corpus_dir, tiny_bert) -> dict:
 
 
 @pytest.fixture(scope="session")
-def built_store(tmp_path_factory, tiny_bert, prefect_engine):  # noqa: F811
+def fast_tiny_bert(tmp_path_factory, tiny_bert) -> str:
+    """The tiny BERT with a tokenizer.json beside its vocab.txt (transformers' own conversion)."""
+    import shutil
+    from transformers import AutoTokenizer
+    path = tmp_path_factory.mktemp("fast_tiny_bert") / "model"
+    shutil.copytree(tiny_bert, path)
+    AutoTokenizer.from_pretrained(tiny_bert, local_files_only=True).save_pretrained(path)
+    assert (path / "tokenizer.json").is_file()
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def built_store(tmp_path_factory, fast_tiny_bert, prefect_engine):  # noqa: F811
     """(store root, the run record) of one `embcache.run` over the tiny corpus."""
     import embcache
     root = tmp_path_factory.mktemp("api")
@@ -57,7 +71,7 @@ def built_store(tmp_path_factory, tiny_bert, prefect_engine):  # noqa: F811
         (corpus_dir / doc_id).parent.mkdir(parents=True, exist_ok=True)
         (corpus_dir / doc_id).write_text(text_of(doc_id), encoding="utf-8")
     store = root / "store"
-    record = embcache.run(config(corpus_dir, tiny_bert), store=store)
+    record = embcache.run(config(corpus_dir, fast_tiny_bert), store=store)
     return str(store), record
 
 

@@ -65,7 +65,7 @@ def test_formats_agree(store):
     assert ds.num_rows == len(f) and ds["label"] == f.labels.tolist()
     np.testing.assert_array_equal(ds.with_format("numpy")[:]["vector"], f.vectors)
     with pytest.raises(ValueError, match="format must be one of"):
-        store.features("bbc", format="pandas")
+        store.features("bbc", format="polars")
 
 
 def test_lookup_by_doc_id_and_by_text_sha_in_the_order_given(store):
@@ -106,11 +106,11 @@ def test_similar_by_text_equals_similar_by_its_vector(store):
         store.similar("bbc", vector=np.zeros(5))
 
 
-def test_encode_matches_the_stored_vectors(store, tiny_bert):
+def test_encode_matches_the_stored_vectors(store, fast_tiny_bert):
     f = store.features("bbc")
     texts = [text_of(d) for d in f.doc_ids]
     np.testing.assert_allclose(store.encode(texts, corpus="bbc"), f.vectors, atol=1e-5)
-    direct = encode_texts(texts[:2], load_tokenizer(tiny_bert), load_model(tiny_bert),
+    direct = encode_texts(texts[:2], load_tokenizer(fast_tiny_bert), load_model(fast_tiny_bert),
                           TokenizeConfig(max_length=32), EncodeConfig())
     np.testing.assert_allclose(store.encode(texts[:2]), direct, atol=1e-5)   # no corpus: the current table
 

@@ -16,7 +16,6 @@ import pytest
 import embcache
 from embcache.storage import FeatureStore
 from embcache.storage.ann import AnnConfig, build_index
-from embcache.storage.matrix import WARM
 
 from .conftest import doc_ids
 
@@ -61,9 +60,9 @@ def served(built_store, tmp_path_factory):
     """(store root, client) of `embcache serve` over a copy of the API store, with an HNSW index built."""
     root = str(tmp_path_factory.mktemp("served") / "store")
     shutil.copytree(built_store[0], root)
-    fs = FeatureStore(root)
-    t = fs.open("bert_features")
-    build_index(t, WARM.get(t), AnnConfig(min_rows=0, ef_search=128))       # 18 documents: forced on
+    store = embcache.open(root)
+    t = store.feature_store.open("bert_features")
+    build_index(t, store.reads.matrix("bert_features", t.fingerprint), AnnConfig(min_rows=0, ef_search=128))
     proc, client = start(root)
     yield root, client
     stop(proc)
@@ -122,7 +121,7 @@ def test_sql_is_bounded_and_read_only(served):
     root, client = served
     cross = client.post("/sql", json={"query": "SELECT * FROM bert_features a, bert_features b, bert_features c, "
                                                "bert_features d"})
-    assert cross.status_code == 400 and "rows" in cross.json()["detail"]
+    assert cross.status_code == 413 and "rows" in cross.json()["detail"]          # past sql_max_rows
     shard = glob.glob(f"{root}/tables/bert_features/*/shards/*.parquet")[0]
     refused = client.post("/sql", json={"query": f"SELECT count(*) FROM read_parquet('{shard}')"})
     assert refused.status_code == 400 and "sandbox" in refused.json()["detail"]
@@ -151,18 +150,125 @@ def test_new_commits_are_served_without_a_restart(served):
     row = t.read().slice(0, 1)
     new = row.set_column(row.schema.get_field_index("text_sha"), "text_sha", pa.array(["f" * 64]))
     t.write(new)
-    deadline = time.monotonic() + 5                  # the server re-checks files every ServeConfig.recheck_s
+    deadline = time.monotonic() + 5                  # the server re-checks files every QueryServerConfig.recheck_s
     while (got := client.get("/features/bert_features", params={"ids": "f" * 64})).status_code == 404 \
             and time.monotonic() < deadline:
         time.sleep(0.05)
     assert got.status_code == 200 and got.json()["keys"] == ["f" * 64]
 
 
-def test_openapi_docs(served):
+def test_openapi_docs_work_offline(served):
+    """Issue 27: /docs loaded Swagger UI from a CDN (blank offline): every asset it names is served here."""
+    import re
     _, client = served
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/features/{table}", "/similar", "/neighbours", "/sql", "/health"} <= set(paths)
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", page.text) + \
+        re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/"), f"/docs loads {asset} from elsewhere"
+        assert client.get(asset).status_code == 200, asset
+
+
+def error_of(response, status: int) -> str:
+    """The one error body of every 4xx/5xx: {"error", "detail"}; returns the detail."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    return body["detail"]
+
+
+def test_bad_vectors_are_refused_with_422(served):
+    """Issue 26 items 2 and 4: NaN, Infinity, 1e39 and vectors of the wrong length answered 200 or 500."""
+    _, client = served
+    for values in ([float("nan")] * 32, [float("inf")] * 32, [1e39] * 32, [], [0.5] * 10, [0.5] * 385):
+        got = client.post("/similar", content=__import__("json").dumps({"corpus": "bbc", "vector": values}),
+                          headers={"content-type": "application/json"})
+        error_of(got, 422)
+    error_of(client.post("/similar", content=b'{"corpus": "bbc", "text": "\\ud800"}',
+                         headers={"content-type": "application/json"}), 422)
+
+
+def test_a_wrong_table_column_or_name_is_the_clients_error(served):
+    """Issue 26 items 3 and 4: these were 500 CorruptShard with advice to run repair."""
+    _, client = served
+    for params, table, status in [({"ids": "x"}, "documents", 404), ({"ids": "x", "column": "nosuch"},
+                                                                       "bert_features", 404),
+                                  ({"ids": "x", "column": "../x"}, "bert_features", 400),
+                                  ({"ids": "x", "corpus": "../../etc"}, "bert_features", 400),
+                                  ({"ids": "x"}, "%2e%2e", 400), ({"ids": "x"}, "nosuch", 404)]:
+        got = client.get(f"/features/{table}", params=params)
+        detail = error_of(got, status)
+        assert got.json()["error"] != "CorruptShard" and "repair" not in detail, detail
+    error_of(client.post("/similar", json={"corpus": "../../etc", "vector": [0.1] * 32}), 400)
+    error_of(client.get("/no/such/route"), 404)
+    error_of(client.post("/similar", json={"corpus": "bbc", "text": "x", "k": 0}), 422)      # validation
+    error_of(client.post("/similar", json={"corpus": "bbc", "txt": "x"}), 422)
+
+
+def test_unusable_sql_is_400_with_duckdbs_whole_message(served):
+    """Issue 26 item 4 and issue 31 item 2: an unknown table or column was a 500 (exit 4), its hints cut."""
+    _, client = served
+    detail = error_of(client.post("/sql", json={"query": "SELECT nosuch FROM corpora.bbc"}), 400)
+    assert "nosuch" in detail and "Candidate bindings" in detail
+    error_of(client.post("/sql", json={"query": "SELECT * FROM no_such_table"}), 400)
+    error_of(client.post("/sql", json={"query": "SELECT * FROM '/etc/passwd'"}), 400)
+    error_of(client.post("/sql", json={"query": "SELECT * FROM query_table('/etc/passwd')"}), 400)
+
+
+def test_what_one_request_may_cost_is_bounded_with_413(served):
+    """Issue 26: a 10 MB text took 40 s of CPU. Text length, batch size, ids, body and SQL rows are bounded."""
+    from embcache.query_server_config import QueryServerConfig
+    _, client = served
+    limits = QueryServerConfig()
+    error_of(client.post("/similar", json={"corpus": "bbc", "text": "a " * limits.max_text_chars}), 413)
+    error_of(client.post("/similar", json={"corpus": "bbc", "texts": ["a"] * (limits.max_batch + 1)}), 413)
+    error_of(client.get("/features/bert_features", params={"ids": ",".join(["x"] * (limits.max_ids + 1))}), 413)
+    error_of(client.post("/similar", content=b"{" + b" " * limits.max_body_bytes + b"}",
+                         headers={"content-type": "application/json"}), 413)
+    assert client.get("/health").status_code == 200
+
+
+def test_batches_filters_snapshots_and_both_spellings(served):
+    root, client = served
+    store = embcache.open(root)
+    texts = ["the team won the game", "bank shares rise"]
+    got = client.post("/similar", json={"corpus": "bbc", "texts": texts, "k": 3, "label": "sports"}).json()
+    want = store.similar("bbc", text=texts, k=3, label="sports")
+    assert [[h["doc_id"] for h in hits] for hits in got["results"]] == [[h.doc_id for h in w] for w in want]
+    where = client.post("/similar", json={"corpus": "bbc", "text": texts[0], "where": "label = 'tech'"}).json()
+    assert {h["label"] for h in where["hits"]} == {"tech"}
+    snap = store.snapshots("bbc")[-1]
+    same = client.post("/similar", json={"corpus": "bbc", "text": texts[0], "snapshot": snap}).json()["hits"]
+    assert [h["doc_id"] for h in same] == [h.doc_id for h in store.similar("bbc", text=texts[0])]
+    error_of(client.post("/similar", json={"corpus": "bbc", "text": "x", "snapshot": "999999"}), 404)
+    assert client.get("/neighbors", params={"word": "game"}).json() == \
+        client.get("/neighbours", params={"word": "game"}).json()
+
+
+def test_serve_restarts_on_the_same_port_at_once(built_store, tmp_path):
+    """Issue 26 item 8: a TIME_WAIT socket left by the last server made the port look taken."""
+    import subprocess as sp
+    port = free_port()
+    for attempt in range(2):
+        proc = sp.Popen([EMBCACHE, "--store", built_store[0], "serve", "--port", str(port), "--no-warm"],
+                        stdout=sp.PIPE, stderr=sp.STDOUT, text=True)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}")   # keep-alive: the server closes first
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"serve #{attempt + 1} exited {proc.returncode}: {proc.stdout.read()}"
+            try:
+                if client.get("/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert client.get("/tables").status_code == 200
+        stop(proc)                                           # leaves the server's side in TIME_WAIT
+        client.close()
 
 
 def test_a_damaged_shard_is_reported_not_served(built_store, tmp_path):

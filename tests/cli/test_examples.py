@@ -36,12 +36,13 @@ DEFAULT = RunConfig()
 ORDER = [("ingest",), ("status",), ("featurize", "bert"), ("featurize", "word2vec"), ("train", "head"),
          ("train", "static"), ("train", "word2vec"), ("evaluate", "head"), ("evaluate", "word2vec"),
          ("predict",), ("compare",), ("finetune",), ("query", "sql"), ("query", "features"),
-         ("query", "similar"), ("query", "neighbors"), ("index",), ("export", "vectors"), ("report",), ("run",),
+         ("query", "similar"), ("query", "neighbours"), ("index",), ("export", "vectors"), ("report",), ("run",),
          ("verify",), ("repair",), ("compact",), ("gc",)]
 SKIP = {
     ("demo",): "the whole BBC pipeline (~3 min): `make demo` runs it",
     ("server",): "runs until Ctrl-C: tests/flows/test_schedule.py starts and stops it",
     ("serve",): "runs until Ctrl-C: tests/api/test_serve.py starts real ones on loopback",
+    ("query", "neighbors"): "an alias of `query neighbours` (the same command, hidden)",
     ("schedule",): "serves until Ctrl-C: tests/flows/test_schedule.py serves a real schedule",
 }
 SKIP_EXAMPLES = {"embcache run": "the whole BBC pipeline, as `make demo`"}

@@ -186,3 +186,52 @@ def test_status_shows_a_damaged_pointer_and_corpus(store, features_spec):
     assert "not valid JSON" in s["corpora"][0]["damaged"]
     assert s["tables"][0]["rows"] == 40 and s["tables"][0]["current"] is None
     assert [d["path"] for d in s["damaged"]] == [str(pointer)]
+
+
+class _Process:
+    """The real `embcache` console script as store_watch.run_watched drives a child: by pidfd."""
+
+    def __init__(self, args: list[str]):
+        import subprocess
+        import sys
+        import time
+        self.args = args
+        self.proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "embcache"), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.started, self.ended = time.monotonic(), None
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def output(self) -> str:
+        return ""
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+
+def test_a_killed_repair_keeps_its_record(store, features_spec):
+    """Issue 26 item 7: repair killed after its first manifest write left damaged/<stamp>/ without
+    repair.json, and a re-run said "nothing to repair": the record of why files moved was lost."""
+    from tests.reliability.store_watch import Trigger, run_watched
+    t = four_shards(store, features_spec)
+    others = [store.table(name, {**features_spec, "name": name}) for name in ("clusters", "labels", "projections")]
+    for other in others:
+        for lo in (0, 10, 20):
+            other.write(feature_rows(range(lo, lo + 10)))
+    victims = [t.shard_path(t.manifest().shards[1])] + [o.shard_path(o.manifest().shards[0]) for o in others]
+    for path in victims:
+        flip(path)
+    root = Path(store.root)
+    w = run_watched(lambda: _Process(["--store", str(root), "repair"]), root, Trigger("manifest:bert_features"))
+    assert w.killed, "repair ended before the kill: nothing tested"
+    (aside,) = (root / "damaged").iterdir()
+    journal = json.loads((aside / "repair.json").read_text())
+    moved = [path for path, what in journal["actions"] if what.startswith("moved aside")]
+    assert os.path.relpath(victims[0], root) in moved and journal["complete"] is False
+    for path in moved:
+        assert (aside / path).exists() or (root / path).exists()       # moved, or about to be (re-run does it)
+    report = repair(store)                                             # the re-run finishes the job
+    assert report.ok and verify(store).ok
+    assert (aside / "repair.json").exists()                            # and the first record stays

@@ -1,4 +1,4 @@
-"""The warm read path: a table's vectors as one checked, memory-mapped matrix, and its HNSW index."""
+"""The warm read path: a table's vectors as one checked matrix loaded into memory, and its HNSW index."""
 
 import glob
 
@@ -7,11 +7,13 @@ import pytest
 
 from embcache.storage import CorruptShard
 from embcache.storage.ann import AnnConfig, WARM_INDEXES, build_index, search
-from embcache.storage.matrix import WARM, open_matrix
+from embcache.storage.matrix import WarmMatrices, open_matrix
 from embcache.storage.query import as_matrix, lookup_vectors, topk_cosine
 from embcache.storage.verified import VERIFIED
 
 from .conftest import feature_rows, sha
+
+WARM = WarmMatrices()            # this module's own cache (each embcache.Store owns one)
 
 
 @pytest.fixture
@@ -36,9 +38,9 @@ def derived(t, pattern="*"):
     return sorted(glob.glob(f"{t.dir}/derived/{pattern}"))
 
 
-def test_the_matrix_is_built_once_and_mapped(store, table):
+def test_the_matrix_is_built_once_and_loaded(store, table):
     m = WARM.get(table)
-    assert m.vectors.shape == (300, 16) and isinstance(m.vectors, np.memmap)
+    assert m.vectors.shape == (300, 16) and not m.vectors.flags.writeable and not isinstance(m.vectors, np.memmap)
     assert len(derived(table, "matrix-vector-*.json")) == 1
     assert WARM.get(table) is m                                   # same manifest: no re-read, no re-hash
     np.testing.assert_array_equal(lookup_vectors(store, "bert_features", [sha(299), sha(3)]),
@@ -68,6 +70,52 @@ def test_a_damaged_matrix_file_is_rebuilt_from_the_shards(table):
     VERIFIED.forget()
     WARM.forget()
     np.testing.assert_array_equal(np.asarray(open_matrix(table).vectors), expected)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_a_loaded_matrix_is_immune_to_its_files_changing(table, damage):
+    """Issue 26: a mapped file truncated under a reader killed it (SIGBUS); a loaded copy cannot change."""
+    m = WARM.get(table)
+    expected = np.array(m.vectors)
+    for path in derived(table, "matrix-*"):
+        if damage == "truncate":
+            open(path, "r+b").truncate(16)
+        elif damage == "flip":
+            with open(path, "r+b") as f:
+                f.seek(40)
+                f.write(b"\x55")
+        else:
+            import os
+            os.unlink(path)
+    np.testing.assert_array_equal(np.asarray(m.vectors), expected)          # touches every page: no SIGBUS
+    assert m.find([sha(7)])[1].all()
+    np.testing.assert_array_equal(np.asarray(WarmMatrices().get(table).vectors), expected)   # rebuilt
+    assert len(derived(table, "matrix-vector-*.json")) == 1
+
+
+def test_edited_matrix_metadata_is_detected_and_rebuilt(table):
+    """Issue 26: "rows": 300 changed to 298 in the matrix's .json gave an IndexError (exit 70)."""
+    import json
+    expected = np.array(WARM.get(table).vectors)
+    (meta,) = derived(table, "matrix-vector-*.json")
+    text = open(meta).read()
+    assert '"rows": 300' in text
+    open(meta, "w").write(text.replace('"rows": 300', '"rows": 298'))
+    m = WarmMatrices().get(table)
+    assert len(m) == 300 and json.load(open(meta))["rows"] == 300
+    np.testing.assert_array_equal(np.asarray(m.vectors), expected)
+
+
+def test_a_wrong_column_is_the_callers_error_not_damage(table):
+    """Issue 26: a column the table does not have was reported as a corrupt shard, with repair advice."""
+    from embcache.storage import InvalidName, NotFound
+    with pytest.raises(NotFound, match="no vector column 'nosuch'") as e:
+        WARM.get(table, "nosuch")
+    assert not isinstance(e.value, CorruptShard) and "repair" not in str(e.value)
+    with pytest.raises(NotFound, match="vector columns: vector"):
+        WARM.get(table, "text_sha")
+    with pytest.raises(InvalidName):
+        WARM.get(table, "../x")
 
 
 def test_a_damaged_shard_is_never_served(table):

@@ -26,6 +26,9 @@ def run() -> None:  # console-script entry point
     import os
     import sys
     import threading
+
+    from ..storage.memory import use_returning_pool
+    use_returning_pool()                   # Arrow's freed memory goes back to the OS (storage/memory.py)
     try:
         app()
         code = 0

@@ -29,6 +29,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ..pipeline.cores import available_cores
+from ..storage.memory import worker_environment
 from .errors import RunnerError
 
 from . import progress
@@ -96,7 +97,8 @@ def local_cluster(workers: int | None = None):
     log.setLevel(logging.WARNING)
     try:
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.WARNING, env={"OMP_NUM_THREADS": str(share)}) as cluster:
+                          silence_logs=logging.WARNING,
+                          env={"OMP_NUM_THREADS": str(share), **worker_environment()}) as cluster:
             _restore_environ(saved)
             yield cluster
     finally:

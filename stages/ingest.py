@@ -29,6 +29,8 @@ from .source_state import SourceState
 REJECT_SHARD_ROWS = 100_000
 TEXT_SHARD_ROWS = 50_000             # new texts are checked and committed this many documents at a time
 TEXT_SHARD_BYTES = 64 * 2**20        # ... or this many bytes of text, whichever comes first
+DIGEST_ROWS = 65_536                 # snapshot rows hashed per IPC batch (content_digest)
+DIGEST_SCHEME = b"embcache.content_digest 2\n"
 
 
 @dataclass(frozen=True)
@@ -179,11 +181,16 @@ def content_digest(snapshot_docs: pa.Table, stats: dict) -> str:
     """sha256 of a snapshot's rows (in order) and of what was read to make it, new_texts aside.
 
     Re-ingesting unchanged sources gives the same digest, so a scheduled run that finds
-    nothing new leaves the corpus on its current snapshot instead of adding a copy.
+    nothing new leaves the corpus on its current snapshot instead of adding a copy. The rows
+    are hashed as an Arrow IPC stream of DIGEST_ROWS-row batches, whatever chunks the
+    snapshot came in: a copy of one batch at a time, never of the whole snapshot. (Digests
+    made before this scheme, one batch of every row, differ: a store's first re-ingest of
+    re-read but unchanged files after the change commits one identical snapshot.)
     """
-    h = hashlib.sha256()
-    table = snapshot_docs.replace_schema_metadata(None).combine_chunks()
+    h = hashlib.sha256(DIGEST_SCHEME)
+    table = snapshot_docs.replace_schema_metadata(None)
     with pa.ipc.new_stream(pa.PythonFile(_HashSink(h), mode="w"), table.schema) as writer:
-        writer.write_table(table)          # hashed as written: no second copy of the snapshot
+        for start in range(0, table.num_rows, DIGEST_ROWS):
+            writer.write_table(table.slice(start, DIGEST_ROWS).combine_chunks())
     h.update(json.dumps({k: v for k, v in stats.items() if k != "new_texts"}, sort_keys=True).encode())
     return h.hexdigest()

@@ -132,9 +132,12 @@ class KeyIndex:
         return self.shards == shards[:len(self.shards)]
 
     # -- building ------------------------------------------------------------
-    def with_shard(self, file: str, sha256: str, keys: np.ndarray) -> "KeyIndex":
-        """A new index that also covers this shard, given its key column in row order."""
+    def with_shard(self, file: str, sha256: str, keys: np.ndarray, rows: np.ndarray | None = None) -> "KeyIndex":
+        """A new index that also covers this shard, given its key column in row order (or any
+        keys with `rows`, the row of each: the first row of a repeated key is kept)."""
         uniq, first = np.unique(keys, return_index=True)
+        if rows is not None:
+            first = rows[first]
         position = len(self.shards)
         mode, runs = self.mode, self.runs
         stored, mode, runs = self._to_mode(uniq, mode, runs)
@@ -230,8 +233,8 @@ class KeyIndexes:
         self._lock = threading.Lock()
 
     def for_shards(self, table_dir: str, shards: tuple[tuple[str, str], ...],
-                   read_keys: Callable[[int], np.ndarray]) -> KeyIndex:
-        """The index covering exactly `shards`; read_keys(i) gives shard i's key column in row order."""
+                   read_keys: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> KeyIndex:
+        """The index covering exactly `shards`; read_keys(i) gives shard i's keys and their rows."""
         with self._lock:
             index = self._cache.get(table_dir)
             if index is not None:
@@ -239,7 +242,7 @@ class KeyIndexes:
         if index is None or not index.covers_prefix_of(shards):
             index = KeyIndex()
         for i in range(len(index.shards), len(shards)):
-            index = index.with_shard(*shards[i], read_keys(i))
+            index = index.with_shard(*shards[i], *read_keys(i))
         self.put(table_dir, index)
         return index
 

@@ -30,7 +30,7 @@ from .fs import StoreFS, check_fingerprint, check_name
 from .lock import commit_lock
 from .shards import choose_codecs, decode_shard, encode_shard
 from .keyindex import KeyIndex, KeyIndexes, has_nul, key_array
-from .keyset import read_key_column
+from .keyset import read_distinct_keys, read_key_column
 from .verified import VERIFIED
 
 CURRENT_FORMAT = ("embcache.current", 1)   # tables/<name>/current.json
@@ -226,9 +226,11 @@ class Table:
         """Where each committed key lives: built once per process from the shards' key columns,
         then extended by the shards each commit adds (storage/keyindex.py)."""
         m = m or self.manifest()
-        return KEY_INDEXES.for_shards(
-            self._cache_key, tuple((s.file, s.sha256) for s in m.shards),
-            lambda i: key_array(self.shard_keys(m.shards[i])))
+        def read_keys(i: int) -> tuple[np.ndarray, np.ndarray]:
+            keys, rows = read_distinct_keys(self.fs, self.shard_path(m.shards[i]), self.key, m.shards[i].bytes)
+            return key_array(keys), rows
+
+        return KEY_INDEXES.for_shards(self._cache_key, tuple((s.file, s.sha256) for s in m.shards), read_keys)
 
     def keys(self) -> pa.Array:
         """Every committed key, once, sorted."""

@@ -23,6 +23,9 @@ def status_mb(field: str) -> float:
 def main(store: str, corpus_glob: str, model: str) -> None:
     import pyarrow as pa  # noqa: F401  (imports before the first measurement)
 
+    from embcache.storage.memory import use_returning_pool
+    use_returning_pool()                                   # as the console script does
+
     from embcache.pipeline.configs import EncodeConfig, SGNSConfig, TokenizeConfig
     from embcache.pipeline.ingest import IngestConfig, Source
     from embcache.pipeline.words import WordConfig

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_corpus(folder: Path, n: int, per_file: int = 10_000) -> str:
-    """n distinct documents of 30 words drawn from the tiny vocabulary's words, in JSONL files."""
+    """n distinct documents of 12 words drawn from the tiny vocabulary's words, in JSONL files."""
     rng = random.Random(n)
     folder.mkdir(parents=True)
     for start in range(0, n, per_file):
-        lines = (json.dumps({"text": " ".join(rng.choices(WORDS, k=30))}) for _ in range(min(per_file, n - start)))
+        lines = (json.dumps({"text": " ".join(rng.choices(WORDS, k=12))}) for _ in range(min(per_file, n - start)))
         (folder / f"part-{start // per_file:04d}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(folder / "*.jsonl")
 

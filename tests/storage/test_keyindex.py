@@ -100,3 +100,16 @@ def test_keys_with_a_nul_are_refused(tmp_path):
     t = FeatureStore(tmp_path).table("lengths", spec("length", 1, {}), key="word")
     with pytest.raises(SchemaMismatch, match="NUL"):
         t.write(pa.table({"word": ["ok", "bad\x00"], "n": [1, 2]}))
+
+
+def test_many_rows_per_key_index_their_first_row(tmp_path, monkeypatch):
+    """A table such as w2v_examples (a row per center): the index is built from the key column
+    read as dictionaries, per row group, and keeps each key's first row."""
+    from embcache.storage import shards
+    monkeypatch.setattr(shards, "ROW_GROUP_ROWS", 64)
+    t = FeatureStore(tmp_path).table("examples", spec("examples", 1, {}), key="text_sha")
+    keys = [sha(i // 7) for i in range(700)]                 # 100 keys, 7 rows each, across 11 row groups
+    t.write(pa.table({"text_sha": keys, "center": list(range(700))}))
+    KEY_INDEXES.forget()
+    shard, row = FeatureStore(tmp_path).open("examples").locate([sha(0), sha(99), sha(9), sha(100)])
+    assert shard.tolist() == [0, 0, 0, -1] and row.tolist()[:3] == [0, 693, 63]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 
+from ..common.formats import Format, HeaderMismatch, header, parse_json
 from ..storage import FeatureStore, StoreError
 
-FORMAT, FORMAT_VERSION = "embcache.stage_ledger", 1
+FORMAT = Format("embcache.stage_ledger", 1)
 
 
 def _path(fs: FeatureStore, stage: str, corpus: str, name: str) -> str:
@@ -28,12 +29,9 @@ def _entry(fs: FeatureStore, stage: str, corpus: str, name: str) -> dict | None:
     if not fs.fs.exists(path):
         return None
     try:
-        entry = json.loads(fs.fs.read_bytes(path))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return parse_json(fs.fs.read_bytes(path), FORMAT, "a stage ledger entry")
+    except HeaderMismatch:
         return None
-    if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("format_version") != FORMAT_VERSION:
-        return None
-    return entry
 
 
 def _model_current(fs: FeatureStore, entry: dict, name: str, model_kind: str | None) -> bool:
@@ -65,6 +63,6 @@ def last(fs: FeatureStore, stage: str, corpus: str, name: str, model_kind: str |
 def remember(fs: FeatureStore, stage: str, corpus: str, name: str, identity: str, result: dict,
              basis: str | None = None, snapshot: str | None = None) -> None:
     """basis: the identity without the corpus snapshot; snapshot: the one trained on (retrain policies)."""
-    body = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "identity": identity,
+    body = json.dumps({**header(FORMAT), "identity": identity,
                        "basis": basis, "snapshot": snapshot, "result": result}, default=str).encode()
     fs.fs.write_atomic(_path(fs, stage, corpus, name), body)

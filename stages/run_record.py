@@ -12,10 +12,11 @@ import re
 import uuid
 from datetime import datetime, timezone
 
+from ..common.formats import Format, HeaderMismatch, header, parse_json
 from ..storage import FeatureStore, NotFound
 from ..storage.errors import FormatError
 
-FORMAT, FORMAT_VERSION = "embcache.run", 1
+FORMAT = Format("embcache.run", 1)
 RUN_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 
 
@@ -30,7 +31,7 @@ def new_run_id(started: datetime) -> str:
 
 def save(fs: FeatureStore, record: dict) -> None:
     """Write (or replace) runs/<run_id>.json atomically, with the format header."""
-    body = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **record}, indent=1, default=str)
+    body = json.dumps({**header(FORMAT), **record}, indent=1, default=str)
     fs.fs.write_atomic(fs.fs.path("runs", f"{record['run_id']}.json"), body.encode())
 
 
@@ -48,13 +49,9 @@ def load(store: FeatureStore, run_id: str | None) -> dict | None:
     if not store.fs.exists(path):
         raise NotFound(path, f"no run record {run_id!r}")
     try:
-        run = json.loads(store.fs.read_bytes(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(path, f"run record is not valid JSON ({e})") from e
-    if not isinstance(run, dict) or run.get("format") != FORMAT or run.get("format_version") != FORMAT_VERSION:
-        found = (run.get("format"), run.get("format_version")) if isinstance(run, dict) else type(run).__name__
-        raise FormatError(path, f"not a run record: format {found!r}, this code reads {FORMAT!r} "
-                                f"version {FORMAT_VERSION}")
+        run = parse_json(store.fs.read_bytes(path), FORMAT, "a run record")
+    except HeaderMismatch as e:
+        raise FormatError(path, str(e)) from None
     if not isinstance(run.get("stages", []), list):
         raise FormatError(path, "run record must have a 'stages' list")
     return {"run_id": run_id, **run}

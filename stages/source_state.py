@@ -42,14 +42,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..common.formats import Format, HeaderMismatch, check, metadata, metadata_header
 from ..pipeline.ingest import DOCUMENTS_SCHEMA, REJECTED_SCHEMA, IngestBatch, IngestConfig, Source
 from ..pipeline.sources import SourceFile, plan_files
 from ..storage import FeatureStore, NotFound, StoreError
 from ..storage.manifest import Snapshot
 from .rejected import rejected_table
 
-FORMAT = ("embcache.source_state", 2)
-READS_VERSIONS = ("1", "2")      # version 1: the same columns but `version` (local files only)
+FORMAT = Format("embcache.source_state", 2)
+READS_VERSIONS = (1, 2)          # version 1: the same columns but `version` (local files only)
 RACY_NS = 2_000_000_000          # a file modified within 2 s of its stat is read again next time
 STATE_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                           ("inode", pa.int64()), ("version", pa.string())])
@@ -181,11 +182,13 @@ class SourceState:
             table = pq.read_table(pa.BufferReader(self.store.fs.read_bytes(path)))
         except (NotFound, pa.ArrowException, OSError):
             return                                # a cache: absent or unreadable means read every file
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        if meta.get("format") != FORMAT[0] or meta.get("format_version") not in READS_VERSIONS:
+        meta = metadata_header(table.schema.metadata)
+        try:
+            version = check(meta, FORMAT, "a source state", reads=READS_VERSIONS)
+        except HeaderMismatch:
             return
         table = table.replace_schema_metadata(None)
-        if meta["format_version"] == "1" and "version" not in table.column_names:
+        if version == 1 and "version" not in table.column_names:
             table = table.append_column("version", pa.nulls(table.num_rows, pa.string()))
         if not table.schema.equals(STATE_SCHEMA):
             return
@@ -199,8 +202,7 @@ class SourceState:
 
     def save(self, snap: Snapshot) -> None:
         """Record the files as stat-ed before reading them, with the snapshot they made current."""
-        meta = {"format": FORMAT[0], "format_version": str(FORMAT[1]), "digest": self.digest,
-                "stat_ns": str(self.stat_ns)}
+        meta = metadata(FORMAT, digest=self.digest, stat_ns=str(self.stat_ns))
         buf = io.BytesIO()
         pq.write_table(self.now.replace_schema_metadata(meta), buf, compression="zstd")
         try:

@@ -21,14 +21,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..common.formats import Format, HeaderMismatch, header, parse_json  # noqa: F401 (header: re-exported)
 from .errors import FormatError
 from .fs import FILE_RE
 
 # Every file embcache writes starts {"format": "embcache.<what>", "format_version": N}; readers
 # check both. Stores written before this convention have {"format": N}: still read as version N.
-MANIFEST_FORMAT = ("embcache.table_manifest", 1)
-SPEC_FORMAT = ("embcache.table_spec", 1)
-CORPUS_FORMAT = ("embcache.corpus_manifest", 1)
+MANIFEST_FORMAT = Format("embcache.table_manifest", 1)
+SPEC_FORMAT = Format("embcache.table_spec", 1)
+CORPUS_FORMAT = Format("embcache.corpus_manifest", 1)
 
 
 def utcnow() -> str:
@@ -39,25 +40,12 @@ def dump(obj: dict) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
 
-def header(fmt: tuple[str, int]) -> dict:
-    """The first two fields of a file of format `fmt` = (name, version)."""
-    return {"format": fmt[0], "format_version": fmt[1]}
-
-
-def load(path: str, data: bytes, fmt: tuple[str, int], kind: str) -> dict:
-    """Parse a JSON file and check its format header, naming the file on any problem."""
+def load(path: str, data: bytes, fmt: Format, kind: str) -> dict:
+    """Parse a JSON file and check its format header (common/formats.py), naming the file on any problem."""
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(path, f"{kind} is not valid JSON ({e})") from e
-    if not isinstance(obj, dict) or "format" not in obj:
-        raise FormatError(path, f"{kind} has no 'format' field")
-    found = (obj["format"], obj.get("format_version"))
-    legacy = found == (fmt[1], None) and isinstance(obj["format"], int)    # {"format": N}, before names
-    if found != fmt and not legacy:
-        raise FormatError(path, f"{kind} has format {found[0]!r} version {found[1]!r}; this embcache reads "
-                                f"{fmt[0]!r} version {fmt[1]}")
-    return obj
+        return parse_json(data, fmt, f"a {kind}")
+    except HeaderMismatch as e:
+        raise FormatError(path, str(e)) from None
 
 
 def schema_to_text(schema: pa.Schema) -> str:

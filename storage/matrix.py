@@ -54,7 +54,7 @@ from .lock import commit_lock
 from .table import Table
 from .verified import CHUNK, file_sha256, stamp
 
-MATRIX_FORMAT = ("embcache.vector_matrix", 2)          # 2: the .json carries its own checksum (meta_sha256)
+MATRIX_FORMAT = mf.Format("embcache.vector_matrix", 2)          # 2: the .json carries its own checksum (meta_sha256)
 PARTS = ("keys", "sorted", "order", "norms")           # the .npy files beside the .f32
 COLUMN_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 BLOCK_ROWS = 262_144                                    # rows scored at once: (block, Q) float32 scores

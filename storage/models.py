@@ -21,8 +21,8 @@ from . import manifest as mf
 from .errors import CorruptShard, NotFound, did_you_mean
 from .fs import StoreFS, check_name
 
-MODEL_FORMAT = ("embcache.model", 1)              # models/<kind>/<name>/<version>/model.json
-CURRENT_FORMAT = ("embcache.model_pointer", 1)     # models/<kind>/<name>/current.json
+MODEL_FORMAT = mf.Format("embcache.model", 1)              # models/<kind>/<name>/<version>/model.json
+CURRENT_FORMAT = mf.Format("embcache.model_pointer", 1)     # models/<kind>/<name>/current.json
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from .store import FeatureStore
 from .table import CURRENT_FORMAT, Table, read_current
 
 DAMAGED_DIR = "damaged"       # under the store root; never read, never removed by gc
-REPORT_FORMAT = ("embcache.repair_report", 1)
+REPORT_FORMAT = mf.Format("embcache.repair_report", 1)
 
 
 @dataclass

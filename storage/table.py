@@ -33,7 +33,7 @@ from .keyindex import KeyIndex, KeyIndexes, has_nul, key_array
 from .keyset import read_distinct_keys, read_key_column
 from .verified import VERIFIED
 
-CURRENT_FORMAT = ("embcache.current", 1)   # tables/<name>/current.json
+CURRENT_FORMAT = mf.Format("embcache.current", 1)   # tables/<name>/current.json
 
 
 KEY_INDEXES = KeyIndexes()   # per process: each table's sorted keys and where they live (storage/keyindex.py)

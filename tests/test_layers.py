@@ -1,7 +1,8 @@
 """The layers form a straight stack (DESIGN.md): cli → flows → stages → pipeline / storage.
 
 Read from the source with `ast`, every import counts, those inside functions too:
-only flows/ imports Prefect; storage/ imports nothing of ours; pipeline/ does not import
+only flows/ imports Prefect; common/ imports nothing but the standard library; storage/ imports
+nothing of ours but common/; pipeline/ does not import
 storage/ (nor anything above it); stages/ imports no Prefect and nothing above it; nothing
 but the CLI itself imports cli/ (the public API, embcache/, may not). Imports between our modules, deferred ones included, form no cycle.
 """
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("storage", "pipeline", "stages", "flows", "cli", "embcache")   # folder = embcache.<folder>
+LAYERS = ("common", "storage", "pipeline", "stages", "flows", "cli", "embcache")   # folder = embcache.<folder>
 ABOVE = {                     # what each layer must not import (ours), besides prefect outside flows
+    "common": {"storage", "pipeline", "stages", "flows", "cli", "embcache"},
     "storage": {"pipeline", "stages", "flows", "cli", "embcache"},
     "pipeline": {"storage", "stages", "flows", "cli", "embcache"},
     "stages": {"flows", "cli", "embcache"},
@@ -115,3 +117,13 @@ def test_the_checker_sees_a_violation(tmp_path):
     fake = ROOT / "pipeline" / "configs.py"
     assert ("embcache.pipeline.errors", True) in imports(fake)
     assert layer_of("embcache.storage.table") == "storage" and "storage" in ABOVE["pipeline"]
+
+
+def test_common_is_standard_library_only():
+    """common/ is the bottom every layer shares: no third-party package, nothing of ours."""
+    import sys
+    bad = [f"{p.relative_to(ROOT)} imports {mod}" for p in sorted((ROOT / "common").rglob("*.py"))
+           for mod, _ in imports(p)
+           if mod.split(".")[0] not in sys.stdlib_module_names and not mod.startswith("embcache.common")
+           and mod != "__future__"]
+    assert not bad, "\n".join(bad)

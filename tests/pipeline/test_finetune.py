@@ -197,7 +197,7 @@ def test_checkpoint_from_another_version_or_run_refused(template, toy):
     finetune(copy.deepcopy(template), *toy, config, on_checkpoint=lambda info, f: files.update(f))
     meta = json.loads(files["checkpoint.json"])
     wrong = {**files, "checkpoint.json": json.dumps({**meta, "format_version": 2}).encode()}
-    with pytest.raises(PipelineError, match="format_version 2"):
+    with pytest.raises(PipelineError, match="version 2; this code reads"):
         finetune(copy.deepcopy(template), *toy, config, resume=wrong)
     with pytest.raises(PipelineError, match="seed"):
         finetune(copy.deepcopy(template), *toy, FinetuneConfig(unfreeze_epochs=1, seed=1), resume=files)

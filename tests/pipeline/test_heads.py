@@ -192,7 +192,7 @@ def test_head_from_other_features_raises_head_mismatch(trained):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format_version": 2}, "format_version 2"),
+    ({"format_version": 2}, "version 2; this code reads"),
     ({"format": "something-else"}, "format 'something-else'"),
 ])
 def test_other_formats_are_refused(trained, change, message):

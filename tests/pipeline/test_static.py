@@ -168,7 +168,7 @@ def test_vocab_arrow_round_trip_and_version_check():
     table = vocab.to_arrow()
     old = table.replace_schema_metadata({**{k.decode(): v.decode() for k, v in table.schema.metadata.items()},
                                          "format_version": "0"})
-    with pytest.raises(PipelineError, match="format_version '0' found"):
+    with pytest.raises(PipelineError, match="version '0'; this code reads"):
         StaticVocab.from_arrow(old)
     with pytest.raises(PipelineError, match="not a static vocabulary"):
         StaticVocab.from_arrow(pa.table({"word": ["a"]}))
@@ -392,7 +392,7 @@ def test_from_bytes_checks_format(task):
     model, vocab, _, _, _ = trained(task, epochs=1)
     files = static_to_bytes(model, vocab, {})
     header = json.loads(files["static.json"])
-    for change, pattern in [({"format_version": 2}, "format_version 2 found, this code reads 1"),
+    for change, pattern in [({"format_version": 2}, "version 2; this code reads 'embcache.static' version 1"),
                             ({"format": "pickle"}, "not a static classifier")]:
         with pytest.raises(PipelineError, match=pattern):
             static_from_bytes({**files, "static.json": json.dumps({**header, **change}).encode()})

@@ -100,7 +100,7 @@ def test_arrow_and_parquet_round_trip(lee_tokens, tmp_path):
 def test_from_arrow_checks_format_version(lee_tokens):
     table = Vocabulary.build(lee_tokens[:20], min_count=2).to_arrow()
     meta = dict(table.schema.metadata)
-    with pytest.raises(PipelineError, match="format_version '99' found, this code reads 1"):
+    with pytest.raises(PipelineError, match="version '99'; this code reads 'embcache.vocabulary' version 1"):
         Vocabulary.from_arrow(table.replace_schema_metadata({**meta, b"format_version": b"99"}))
     with pytest.raises(PipelineError, match="not a vocabulary table"):
         Vocabulary.from_arrow(table.replace_schema_metadata({**meta, b"format": b"something.else"}))

@@ -1,4 +1,4 @@
-"""flows.serve.TemporaryAPI: the Prefect server one `embcache` command starts for itself.
+"""flows.temporary_api.TemporaryAPI: the Prefect server one `embcache` command starts for itself.
 
 The real thing runs in a subprocess with its own PREFECT_HOME and no PREFECT_API_URL
 (this test session's `prefect_engine` sets one, which TemporaryAPI rightly defers to):
@@ -15,14 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from embcache.flows.serve import TemporaryAPI
+from embcache.flows.temporary_api import TemporaryAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = textwrap.dedent("""
     import json, sys
     from prefect import flow, get_run_logger, task
-    from embcache.flows.serve import TemporaryAPI
+    from embcache.flows.temporary_api import TemporaryAPI
 
     @task
     def step(x: int) -> int:
@@ -55,7 +55,7 @@ RECORDED = textwrap.dedent("""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import TaskRunSort
-    from embcache.flows.serve import TemporaryAPI
+    from embcache.flows.temporary_api import TemporaryAPI
 
     with TemporaryAPI() as api, api.ready():
         with get_client(sync_client=True) as client:

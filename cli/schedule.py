@@ -59,10 +59,10 @@ def start(ctx: typer.Context,
     with prompt_stop(), runners.session(ctx.obj["runner"] or cfg.runner):
         why = serve_schedule(s, on_run=lambda r: out.print(run_line(r), highlight=False, soft_wrap=True),
                              on_note=lambda note: out.print(note, highlight=False, soft_wrap=True))
+    again = " ".join(["embcache schedule", *([str(config)] if config else []), "..."])
     out.print(f"embcache-run/{s.name} was deleted: stopped serving" if why == "deleted" else
-              f"stopped serving; embcache-run/{s.name} is paused (`embcache schedule {s.name} ...` again, or "
-              f"`embcache schedule resume {s.name}` with another process serving it)", highlight=False,
-              soft_wrap=True)
+              f"stopped serving; embcache-run/{s.name} is paused until served again (`{again}`)",
+              highlight=False, soft_wrap=True)
 
 
 def run_line(r) -> str:

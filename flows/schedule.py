@@ -121,9 +121,9 @@ def serve_schedule(s: ScheduleConfig, on_run, on_note) -> str:
     (paused, resumed). SIGTERM / SIGHUP / Ctrl-C stop it and pause the schedule;
     `embcache schedule delete NAME` stops it with "deleted".
     """
-    from . import featurize_flows, train_flows, word2vec_flows  # noqa: F401 - warm before the first run
     from .run import pipeline_flow
     from .warm_runner import WarmRunner
     deployment_id = apply_deployment(s)
+    from . import featurize_flows, train_flows, word2vec_flows  # noqa: F401 - warm before the first run
     runner = WarmRunner(pipeline_flow, deployment_id, s.poll, on_run, on_note)
     return runner.serve()

@@ -19,7 +19,8 @@ event workers.
 
 The trade-off is isolation. A run that leaks memory or corrupts the interpreter state
 affects the next runs (the Runner's fresh process per run would not carry it over); a
-run cannot be killed without stopping the serving process; and edits to embcache's own
+run cannot be killed without stopping the serving process (one cancelled from the UI
+runs to its end, then is marked Cancelled); and edits to embcache's own
 code take effect at the next `embcache schedule`, not the next run (the run config is
 re-read by every run). The store's commits make an interrupted run safe either way.
 
@@ -116,7 +117,7 @@ class WarmRunner:
         """Claim `run` (Scheduled -> Pending) and run it here, in this thread; report how it ended."""
         from prefect.exceptions import Abort
         from prefect.flow_engine import run_flow
-        from prefect.states import Pending
+        from prefect.states import Cancelled, Pending
         from prefect.utilities.engine import propose_state_sync
         started, t = datetime.now(timezone.utc), time.perf_counter()
         try:
@@ -135,6 +136,10 @@ class WarmRunner:
         except BaseException:                 # SIGTERM / Ctrl-C mid-run: its line, with the state Prefect gave it
             self._report_interrupted(client, run, started, t)
             raise
+        if state.is_cancelling():             # cancelled from the UI while it ran: nothing here kills a run,
+            state = propose_state_sync(       # so it ran to its end; settle it (and free the deployment's slot)
+                client, Cancelled(message=f"{state.message or 'cancelled'}; it was running and ran to its end, "
+                                          f"keeping what it committed"), flow_run_id=run.id, force=True)
         self.on_run(self._report(run, started, t, state))
 
     def _report_interrupted(self, client, run, started: datetime, t: float) -> None:

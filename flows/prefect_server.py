@@ -129,7 +129,8 @@ class PrefectServer:
         self.api_url = f"{self.url}/api"                    # what PREFECT_API_URL must say
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, output=None) -> None:
+        """Start it; `output`: a file for its stdout and stderr (default: this process's own)."""
         c = self.config
         if not c.allow_remote and not is_loopback(c.host):
             raise PrefectServerOptionError(
@@ -144,7 +145,8 @@ class PrefectServer:
         cmd = [sys.executable, "-m", "prefect", "server", "start", "--no-prompt",
                "--host", c.host, "--port", str(c.port)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env=server_env(self.api_url), preexec_fn=die_with_parent)
+                                     env=server_env(self.api_url), preexec_fn=die_with_parent, stdout=output,
+                                     stderr=None if output is None else subprocess.STDOUT)
 
     def wait_healthy(self) -> None:
         """Poll /api/health until it answers; fail early if the server exits first."""

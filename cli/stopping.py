@@ -83,7 +83,7 @@ def _closed_within(reader: socket.socket, seconds: float) -> bool:
         try:
             if not reader.recv(64):
                 return True
-        except socket.timeout:
+        except TimeoutError:
             return False
         except OSError:
             return True

@@ -129,7 +129,7 @@ def test_a_server_named_by_prefect_api_url_that_does_not_answer_is_one_line(tmp_
                            "ingest", "notes", str(tmp_path / "a.txt"), "--format", "lines"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 5, done.stderr[-3000:]
-    assert done.stderr.strip().splitlines() == [
+    assert done.stderr.strip().splitlines() == [(
         "error: no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:9/api (set in the environment): "
         "start it (`embcache prefect-server`), or `prefect config unset PREFECT_API_URL` to let each command "
-        "start a temporary one"], done.stderr
+        "start a temporary one")], done.stderr

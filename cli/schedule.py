@@ -44,6 +44,7 @@ def start(ctx: typer.Context,
     from ..flows import runners
     from ..flows.run import load_config
     from ..flows.schedule import check_schedule, serve_schedule, server_for_schedules
+    from ..flows.schedule_admin import set_paused
     from .stopping import prompt_stop
     s = ScheduleConfig(name=name or (config.stem if config else "default"),
                        config_path=str(config.resolve()) if config else None,
@@ -56,7 +57,7 @@ def start(ctx: typer.Context,
     out.print(f"serving [bold]embcache-run/{s.name}[/bold] {when} against {url} · config "
               f"{s.config_path or 'embedded default'} · store {s.store or cfg.store}", highlight=False,
               soft_wrap=True)
-    with prompt_stop(), runners.session(ctx.obj["runner"] or cfg.runner):
+    with prompt_stop(before_exit=lambda: set_paused(s.name, True)), runners.session(ctx.obj["runner"] or cfg.runner):
         why = serve_schedule(s, on_run=lambda r: out.print(run_line(r), highlight=False, soft_wrap=True),
                              on_note=lambda note: out.print(note, highlight=False, soft_wrap=True))
     again = " ".join(["embcache schedule", *([str(config)] if config else []), "..."])

@@ -30,15 +30,20 @@ GRACE = 2.0        # seconds the command's own handlers get to stop cleanly (Pre
 
 
 @contextmanager
-def prompt_stop(grace: float = GRACE) -> Iterator[None]:
-    """For the block: a stop signal ends the process within `grace` seconds (exit 128 + signal, 130 for Ctrl-C)."""
+def prompt_stop(grace: float = GRACE, before_exit=None) -> Iterator[None]:
+    """For the block: a stop signal ends the process within `grace` seconds (exit 128 + signal, 130 for Ctrl-C).
+
+    before_exit(): what must still happen when the watchdog ends the process (e.g. pause a
+    schedule), called from the watchdog's thread; its errors are reported, not raised.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield                                   # wakeup fds belong to the main thread
         return
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    watchdog = threading.Thread(target=_watch, args=(reader, grace), name="embcache-prompt-stop", daemon=True)
+    watchdog = threading.Thread(target=_watch, args=(reader, grace, before_exit), name="embcache-prompt-stop",
+                                daemon=True)
     watchdog.start()
     try:
         yield
@@ -49,7 +54,7 @@ def prompt_stop(grace: float = GRACE) -> Iterator[None]:
         reader.close()
 
 
-def _watch(reader: socket.socket, grace: float) -> None:
+def _watch(reader: socket.socket, grace: float, before_exit) -> None:
     try:
         while data := reader.recv(64):
             stops = [s for s in data if s in STOP_SIGNALS]
@@ -71,6 +76,11 @@ def _watch(reader: socket.socket, grace: float) -> None:
         pass
     os.write(2, f"\nstopped by {name} ({grace:g} s after it, without waiting for the shard tasks still "
                 f"running: nothing committed is lost)\n".encode())
+    if before_exit is not None:
+        try:
+            before_exit()
+        except Exception as e:      # noqa: BLE001 - the process ends either way; say what did not happen
+            os.write(2, f"while stopping: {type(e).__name__}: {e}\n".encode())
     os._exit(STOP_SIGNALS[signum])
 
 

@@ -147,8 +147,8 @@ class WarmRunner:
             state = client.read_flow_run(run.id).state
         except Exception:                     # noqa: BLE001 - the line is a courtesy; stopping goes on
             return
-        if state is not None:
-            self.on_run(self._report(run, started, t, state))
+        if state is not None:              # read back from the server: it holds no result, so no record
+            self.on_run(self._report(run, started, t, state, in_process=False))
 
     def _cancel(self, client, run, message: str) -> None:
         from prefect.exceptions import Abort
@@ -161,10 +161,14 @@ class WarmRunner:
             return
         self.on_run(self._report(run, started, time.perf_counter(), state))
 
-    def _report(self, run, started: datetime, t: float, state) -> ScheduledRun:
+    def _report(self, run, started: datetime, t: float, state, in_process: bool = True) -> ScheduledRun:
+        from prefect.exceptions import MissingResult
         record = None
-        if state.is_completed():
-            result = state.result(raise_on_failure=False)
+        if in_process and state.is_completed():      # the flow's return value, held in memory
+            try:
+                result = state.result(raise_on_failure=False)
+            except MissingResult:
+                result = None
             record = result if isinstance(result, dict) else None
         return ScheduledRun(flow_run=run.name, flow_run_id=str(run.id),
                             scheduled=run.next_scheduled_start_time or run.expected_start_time, started=started,

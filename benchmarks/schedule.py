@@ -52,7 +52,7 @@ import scale  # noqa: E402 - the scale benchmark's corpus, tiny model and run co
 EMBCACHE = scale.EMBCACHE
 MODES = ("warm", "cold_default", "cold_same_server", "prefect_runner")
 
-# `flow.serve` as `embcache schedule` used it before it ran warm (flows/serve.py serve_pipeline)
+# `flow.serve` as `embcache schedule` used it before its runs ran warm (one process per run)
 PREFECT_RUNNER = """
 import sys
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy

@@ -88,30 +88,44 @@ class WarmRunner:
                 signal.signal(sig, handler)
 
     def _loop(self, client) -> str:
+        import httpx
         from prefect.exceptions import ObjectNotFound
-        paused = None
+        self._paused, unreachable = None, False
         while True:
             try:
-                deployment = client.read_deployment(self.deployment_id)
+                self._poll_once(client)
+                if unreachable:
+                    self.on_note("the Prefect server answers again")
+                unreachable = False
             except ObjectNotFound:
                 return "deleted"
-            if deployment.paused != paused:
-                if paused is not None:
-                    self.on_note("schedule paused: no runs until it is resumed" if deployment.paused
-                                 else "schedule resumed")
-                paused = deployment.paused
-            # polled while paused too: the server then shows the deployment as served (status READY)
-            due = client.get_scheduled_flow_runs_for_deployments(
-                deployment_ids=[self.deployment_id], scheduled_before=datetime.now(timezone.utc))
-            if paused or not due:
-                time.sleep(self.poll)        # a signal interrupts the sleep: StopRequested / KeyboardInterrupt
-                continue
-            due.sort(key=lambda r: r.next_scheduled_start_time or r.expected_start_time or r.created)
-            *earlier, latest = due
-            for run in earlier:
-                self._cancel(client, run, f"one run at a time: {latest.name!r} came due too and runs instead, "
-                                          f"picking up everything that arrived")
-            self._execute(client, latest)
+            except httpx.HTTPError as e:      # a server restart or a network blip: keep serving, say so once
+                if not unreachable:
+                    self.on_note(f"the Prefect server did not answer ({type(e).__name__}: {e}); "
+                                 f"trying again every {self.poll:g} s")
+                unreachable = True
+                time.sleep(self.poll)
+
+    def _poll_once(self, client) -> None:
+        """One look at the deployment: note a pause or resume; run what came due, or sleep a poll interval."""
+        deployment = client.read_deployment(self.deployment_id)
+        if deployment.paused != self._paused:
+            if self._paused is not None:
+                self.on_note("schedule paused: no runs until it is resumed" if deployment.paused
+                             else "schedule resumed")
+            self._paused = deployment.paused
+        # polled while paused too: the server then shows the deployment as served (status READY)
+        due = client.get_scheduled_flow_runs_for_deployments(
+            deployment_ids=[self.deployment_id], scheduled_before=datetime.now(timezone.utc))
+        if self._paused or not due:
+            time.sleep(self.poll)            # a signal interrupts the sleep: StopRequested / KeyboardInterrupt
+            return
+        due.sort(key=lambda r: r.next_scheduled_start_time or r.expected_start_time or r.created)
+        *earlier, latest = due
+        for run in earlier:
+            self._cancel(client, run, f"one run at a time: {latest.name!r} came due too and runs instead, "
+                                      f"picking up everything that arrived")
+        self._execute(client, latest)
 
     def _execute(self, client, run) -> None:
         """Claim `run` (Scheduled -> Pending) and run it here, in this thread; report how it ended."""

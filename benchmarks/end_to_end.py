@@ -79,7 +79,7 @@ def time_encoding() -> list[float]:
     if "embcache.stages.bert" in sys.modules:
         patch()
     else:
-        from embcache.flows.serve import TemporaryAPI
+        from embcache.flows.temporary_api import TemporaryAPI
         start = TemporaryAPI.start
 
         def start_then_patch(self) -> None:
@@ -215,7 +215,7 @@ def encode_ab(store: str, rounds: int, docs: int = 64) -> dict:
 
     from embcache.stages import bert
     from embcache.flows.featurize_flows import encode_task
-    from embcache.flows.serve import TemporaryAPI
+    from embcache.flows.temporary_api import TemporaryAPI
 
     plan = bert.plan_bert(store, bert.BertConfig(), "NFC")
     keys = bert.tables(plan)[2].keys().to_pylist()[:docs]

@@ -2,8 +2,8 @@
 
 One module per group registers its commands by importing this one (cli/store.py,
 cli/query.py, cli/ingest.py, cli/featurize.py, cli/train.py, cli/evaluate.py,
-cli/predict.py, cli/export.py, cli/run.py, cli/report.py, cli/server.py); cli/main.py
-imports them all. Nothing here imports a command module, so there is no import loop.
+cli/predict.py, cli/export.py, cli/run.py, cli/report.py, cli/prefect_server.py,
+cli/schedule.py); cli/main.py imports them all. Nothing here imports a command module, so there is no import loop.
 
 Store and query commands never import Prefect (fast startup); pipeline commands check
 their arguments, then start Prefect (`prefect_api`) and import their flows. An error a
@@ -98,6 +98,23 @@ class Group(ConventionalHelp, TyperGroup):
     """Every command group below the root."""
 
 
+class GroupWithDefault(Group):
+    """A group whose arguments go to its default command when the first names none of its own:
+    `embcache schedule pipeline.toml --interval 600` is `embcache schedule start pipeline.toml ...`.
+
+    Only an option or something that looks like a path (it exists, or has a suffix or a
+    slash) goes there; any other unknown word is click's "No such command".
+    """
+    default_command = "start"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            first = args[0]
+            if first.startswith("-") or os.path.exists(first) or "/" in first or os.path.splitext(first)[1]:
+                args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
 class Commands(ConventionalHelp, TyperGroup):
     """The root command: global options anywhere, and one line and an exit code per user error."""
 
@@ -183,8 +200,13 @@ featurize_app = Typer(help="Precompute features into the store (only what is mis
 train_app = Typer(help="Train models from the cache (never recomputing features).", no_args_is_help=True)
 evaluate_app = Typer(help="Evaluate trained models.", no_args_is_help=True)
 export_app = Typer(help="Export from the store to standard formats.", no_args_is_help=True)
+schedule_app = Typer(cls=GroupWithDefault, no_args_is_help=True,
+                     help="The end-to-end run on a schedule; the schedules on the Prefect server.\n\n"
+                          "`embcache schedule CONFIG --interval S` (short for `schedule start`) serves one "
+                          "in this process; list, pause, resume and delete manage them on the server at "
+                          "$PREFECT_API_URL.")
 for group, name in ((query_app, "query"), (featurize_app, "featurize"), (train_app, "train"),
-                    (evaluate_app, "evaluate"), (export_app, "export")):
+                    (evaluate_app, "evaluate"), (export_app, "export"), (schedule_app, "schedule")):
     app.add_typer(group, name=name)
 
 
@@ -206,12 +228,12 @@ def prefect_api(*modules: str):
     """The block's flows run against a Prefect API: a temporary server, or the user's own.
 
     Enter it after the command has checked its arguments (a mistake is one line, before
-    any server starts). The temporary server (flows.serve.TemporaryAPI: Prefect's own, in
+    any server starts). The temporary server (flows.temporary_api.TemporaryAPI: Prefect's own, in
     a subprocess) starts while `modules` (flows.<name>, the command's flows and what they
     import: torch, transformers, Prefect) are imported, instead of after them at the first
     flow call (~7 s). With PREFECT_API_URL set, the flows report to that server.
     """
-    from ..flows.serve import TemporaryAPI
+    from ..flows.temporary_api import TemporaryAPI
     with TemporaryAPI() as api:
         for name in modules:
             importlib.import_module(f"embcache.flows.{name}")

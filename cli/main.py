@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # in the order `embcache --help` lists the top-level commands (the groups follow them)
 from . import store, ingest, query, featurize, train, predict, evaluate, export  # noqa: F401,I001 (register commands)
-from . import run as run_cmds, report, server  # noqa: F401,I001
+from . import run as run_cmds, report, prefect_server, schedule  # noqa: F401,I001
 from . import serve  # noqa: F401,I001 (the query server)
 from . import compact  # noqa: F401,I001 (shard compaction)
 from .app import app

@@ -4,7 +4,7 @@
     record["summary"]["bbc"]["head_accuracy"]
 
 The flow (flows/run.py `pipeline_flow`) runs on a temporary Prefect server started for
-the call (flows/serve.py `TemporaryAPI`), or on the server PREFECT_API_URL names; every
+the call (flows/temporary_api.py `TemporaryAPI`), or on the server PREFECT_API_URL names; every
 stage computes only what the store lacks. Prefect, torch and the stages are imported
 here, when a run starts, never by `import embcache`.
 """
@@ -33,7 +33,7 @@ def run(config: str | os.PathLike | dict | None = None, *, store: str | os.PathL
         raise TypeError(f"config must be a path, a dict or None, got {type(config).__name__}")
     cfg = load_config(source)
     root = _store_root(store) or os.environ.get("EMBCACHE_STORE") or cfg.store
-    from .flows.serve import TemporaryAPI
+    from .flows.temporary_api import TemporaryAPI
     with TemporaryAPI() as api:                # starts while the flows import (torch, transformers, Prefect)
         from .flows import runners
         from .flows.run import pipeline_flow

@@ -1,4 +1,4 @@
-"""Small network helpers shared by both servers: Prefect's (flows/serve.py) and the query server (cli/serve.py).
+"""Small network helpers shared by both servers: Prefect's (flows/prefect_server.py) and the query server (cli/serve.py).
 
 Standard library only, so the query server's command imports no Prefect through it.
 

@@ -40,10 +40,13 @@ ORDER = [("ingest",), ("status",), ("featurize", "bert"), ("featurize", "word2ve
          ("verify",), ("repair",), ("compact",), ("gc",)]
 SKIP = {
     ("demo",): "the whole BBC pipeline (~3 min): `make demo` runs it",
-    ("server",): "runs until Ctrl-C: tests/flows/test_schedule.py starts and stops it",
+    ("prefect-server",): "runs until Ctrl-C: tests/flows/test_schedule.py starts and stops it",
+    ("server",): "prefect-server's deprecated alias: tests/flows/test_schedule.py runs it",
     ("serve",): "runs until Ctrl-C: tests/api/test_serve.py starts real ones on loopback",
     ("query", "neighbors"): "an alias of `query neighbours` (the same command, hidden)",
-    ("schedule",): "serves until Ctrl-C: tests/flows/test_schedule.py serves a real schedule",
+    ("schedule", "start"): "serves until Ctrl-C: tests/flows/test_schedule.py serves a real schedule",
+    **{("schedule", name): "needs a Prefect server: tests/flows/test_schedule.py runs it against one"
+       for name in ("list", "pause", "resume", "delete")},
 }
 SKIP_EXAMPLES = {"embcache run": "the whole BBC pipeline, as `make demo`"}
 

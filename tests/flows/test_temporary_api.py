@@ -1,4 +1,4 @@
-"""flows.serve.TemporaryAPI: the Prefect server one `embcache` command starts for itself.
+"""flows.temporary_api.TemporaryAPI: the Prefect server one `embcache` command starts for itself.
 
 The real thing runs in a subprocess with its own PREFECT_HOME and no PREFECT_API_URL
 (this test session's `prefect_engine` sets one, which TemporaryAPI rightly defers to):
@@ -15,14 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from embcache.flows.serve import TemporaryAPI
+from embcache.flows.temporary_api import TemporaryAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = textwrap.dedent("""
     import json, sys
     from prefect import flow, get_run_logger, task
-    from embcache.flows.serve import TemporaryAPI
+    from embcache.flows.temporary_api import TemporaryAPI
 
     @task
     def step(x: int) -> int:
@@ -55,7 +55,7 @@ RECORDED = textwrap.dedent("""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import TaskRunSort
-    from embcache.flows.serve import TemporaryAPI
+    from embcache.flows.temporary_api import TemporaryAPI
 
     with TemporaryAPI() as api, api.ready():
         with get_client(sync_client=True) as client:
@@ -117,3 +117,19 @@ def test_stage_commands_start_it_too(tmp_path):
     quiet = subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert "Flow run" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
+
+
+def test_a_server_named_by_prefect_api_url_that_does_not_answer_is_one_line(tmp_path):
+    """PREFECT_API_URL naming a stopped server (`prefect config set` outlives it) used to end in
+    Prefect's "Failed to reach API" traceback, reported as an internal error (exit 70)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL="http://127.0.0.1:9/api")
+    (tmp_path / "a.txt").write_text("one line\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "embcache"), "--store", str(tmp_path / "store"),
+                           "ingest", "notes", str(tmp_path / "a.txt"), "--format", "lines"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 5, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [(
+        "error: no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:9/api (set in the environment): "
+        "start it (`embcache prefect-server`), or `prefect config unset PREFECT_API_URL` to let each command "
+        "start a temporary one")], done.stderr

@@ -48,10 +48,10 @@ class PrefectServer:
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, timeout: float = 240) -> None:
-        from embcache.flows.serve import ServeError, wait_healthy
+        from embcache.flows.prefect_server import PrefectServerError, wait_healthy
         try:
             wait_healthy(self.api_url, self.proc, timeout)
-        except ServeError as e:
+        except PrefectServerError as e:
             raise RuntimeError(f"{e}:\n{self.log.read_text(errors='replace')[-3000:]}") from None
 
     def stop(self) -> None:

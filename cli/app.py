@@ -231,10 +231,12 @@ def prefect_api(*modules: str):
     any server starts). The temporary server (flows.temporary_api.TemporaryAPI: Prefect's own, in
     a subprocess) starts while `modules` (flows.<name>, the command's flows and what they
     import: torch, transformers, Prefect) are imported, instead of after them at the first
-    flow call (~7 s). With PREFECT_API_URL set, the flows report to that server.
+    flow call (~7 s). With PREFECT_API_URL set, the flows report to that server. A stop
+    signal (SIGTERM, Ctrl-C) ends the command within seconds, even mid-shard (cli/stopping.py).
     """
     from ..flows.temporary_api import TemporaryAPI
-    with TemporaryAPI() as api:
+    from .stopping import prompt_stop
+    with prompt_stop(), TemporaryAPI() as api:
         for name in modules:
             importlib.import_module(f"embcache.flows.{name}")
         with api.ready():

@@ -12,7 +12,6 @@ import typer
 from .app import app, out, prefect_api
 from .ingest import changes_line
 from .progress import progress_bars
-from .stopping import prompt_stop
 
 _IMPORTED = time.perf_counter()          # where /proc cannot say when the process started
 
@@ -35,7 +34,7 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
 
     The config and its sources are checked first; then the temporary Prefect server starts
     while the stages import (`prefect_api`). SIGTERM or Ctrl-C stops it within seconds,
-    even mid-stage (`prompt_stop`).
+    even mid-stage (prefect_api: cli/stopping.py).
     """
     from ..flows import runners
     from ..flows.run_config import load_config
@@ -50,7 +49,7 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
             check_ingest(corpus.sources, cfg.ingest)
             for source in corpus.sources:
                 check_source(source)
-        with prompt_stop(), prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), \
+        with prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), \
                 progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
             from ..flows.run import pipeline_flow
             record = pipeline_flow(config_path=str(config) if config else None, store=store,

@@ -58,12 +58,12 @@ def stop(proc) -> None:
 
 @pytest.fixture(scope="module")
 def served(built_store, tmp_path_factory):
-    """(store root, client) of `embcache serve` over a copy of the API store, with an HNSW index built."""
+    """(store root, client) of `embcache serve` over a copy of the API store, with a vector index built."""
     root = str(tmp_path_factory.mktemp("served") / "store")
     shutil.copytree(built_store[0], root)
     fs = FeatureStore(root)
     t = fs.open("bert_features")
-    build_index(t, WARM.get(t), AnnConfig(min_rows=0, ef_search=128))       # 18 documents: forced on
+    build_index(t, WARM.get(t), AnnConfig(min_rows=0))                      # 18 documents: forced on
     proc, client = start(root)
     yield root, client
     stop(proc)

@@ -24,6 +24,7 @@ uses it and scans the rows added since exactly (no query waits for a build), and
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import numpy as np
 
 from .errors import StoreError
 from .index_build import build_index, covering, load_segments
-from .index_files import AnnConfig, have_faiss, metas, require_faiss
+from .index_files import AnnConfig, have_faiss, meta_path, metas, require_faiss
 from .index_search import candidates, exact_topk, rerank
 from .matrix import VectorMatrix
 from .table import Table
@@ -82,17 +83,19 @@ class WarmIndexes:
             self._cache[key] = (ann, time.monotonic())
         return ann
 
-    def _load(self, t: Table, matrix: VectorMatrix) -> AnnIndex | None:
+    def _load(self, t: Table, matrix: VectorMatrix, tries: int = 2) -> AnnIndex | None:
         found, bad = metas(t, matrix.column)
-        for path, why in bad:
-            self._warn(path, why)
         hit = covering(t, matrix, found)
         if hit is None:
+            for path, why in bad:
+                self._warn(path, why)
             return None
         setkey, meta = hit
         try:
             index = load_segments(t, meta)
         except (StoreError, RuntimeError) as e:       # damaged or gone: exact search until rebuilt
+            if tries > 1 and not os.path.exists(meta_path(t, matrix.column, setkey)):
+                return self._load(t, matrix, tries - 1)      # a build replaced it meanwhile: look again
             self._warn(getattr(e, "path", setkey), getattr(e, "reason", str(e)))
             return None
         return AnnIndex(index, int(meta["rows"]), setkey, int(meta["nprobe"]), AnnConfig(**meta["config"]))

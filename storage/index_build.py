@@ -48,7 +48,7 @@ from .matrix import VectorMatrix, derived_dir
 from .table import Table
 
 BUILD_ROWS = 65_536          # rows normalized and added per faiss call (bounded memory)
-TRAIN_PER_LIST = 32          # k-means sample: rows per cluster (faiss warns under 39 per cluster at most)
+TRAIN_PER_LIST = 40          # k-means sample: rows per cluster (faiss warns under 39)
 KMEANS_ITERATIONS = 10
 
 

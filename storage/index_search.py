@@ -53,11 +53,11 @@ def rerank(matrix: VectorMatrix, q: np.ndarray, cand: np.ndarray, k: int) -> tup
 
 
 def nprobe_ladder(nlist: int) -> list[int]:
-    """1, 2, 3, 4, 6, 8, 12, … (steps of about 1.5x) up to nlist."""
+    """1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, … (steps of about 1.25x) up to nlist."""
     out, p = [], 1
     while p < nlist:
         out.append(p)
-        p = p + 1 if p < 4 else int(p * 1.5) // 2 * 2
+        p = p + 1 if p < 8 else int(p * 1.25) // 2 * 2
     return out + [nlist]
 
 

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AnnIndex:
-    index: object                 # faiss IndexIVFScalarQuantizer: base and deltas merged; ids = matrix rows
+    segments: list                # faiss IndexIVFScalarQuantizer: the base, then deltas; ids = matrix rows
     rows: int                     # matrix rows 0..rows-1 are in it
     setkey: str                   # the shard list it was built for
     nprobe: int                   # clusters scanned per query (measured at build, or configured)
@@ -92,13 +92,13 @@ class WarmIndexes:
             return None
         setkey, meta = hit
         try:
-            index = load_segments(t, meta)
+            segments = load_segments(t, meta)
         except (StoreError, RuntimeError) as e:       # damaged or gone: exact search until rebuilt
             if tries > 1 and not os.path.exists(meta_path(t, matrix.column, setkey)):
                 return self._load(t, matrix, tries - 1)      # a build replaced it meanwhile: look again
             self._warn(getattr(e, "path", setkey), getattr(e, "reason", str(e)))
             return None
-        return AnnIndex(index, int(meta["rows"]), setkey, int(meta["nprobe"]), AnnConfig(**meta["config"]))
+        return AnnIndex(segments, int(meta["rows"]), setkey, int(meta["nprobe"]), AnnConfig(**meta["config"]))
 
     def _warn(self, path: str, why: str) -> None:
         if path not in self._warned:
@@ -131,10 +131,10 @@ def search(t: Table, matrix: VectorMatrix, queries, k: int, rows: np.ndarray | N
     q = matrix.normalized(queries)                                                       # (Q, D)
     bits, allowed = None, None
     if rows is not None:
-        if len(rows) * ann.index.nlist <= len(matrix) * nprobe:    # fewer rows than a probe scans: exact
+        if len(rows) * ann.segments[0].nlist <= len(matrix) * nprobe:   # fewer rows than a probe scans: exact
             return (*exact_topk(matrix, q, k, rows, cfg), "exact")
         allowed, bits = _mask(rows, len(matrix))
-    cand = candidates(ann.index, q, k * cfg.rerank, nprobe, bits)                         # (Q, k*rerank)
+    cand = candidates(ann.segments, q, k * cfg.rerank, nprobe, bits)                     # (Q, k*rerank)
     tail = np.arange(ann.rows, len(matrix))        # rows committed since the index was built: exact
     if allowed is not None:
         tail = tail[allowed[tail]]

@@ -8,8 +8,9 @@
   files are written: the trained empty index (template), the base, the .json.
 - extended: the matrix gained rows (a commit added shards): only they are added, to a
   copy of the template, written as a delta segment; the base is not read or rewritten.
-- merged: when the deltas hold more than `merge_fraction` of the base's rows, base and
-  deltas become one new base (a copy of the index bytes: no training, no re-assignment).
+- merged: when the deltas would hold more than `merge_fraction` of the base's rows, or
+  number more than MAX_DELTAS, base and deltas become one new base (a copy of the index
+  bytes: no training, no re-assignment).
 - reused: the shard list changed but the rows did not (compaction keeps keys and order,
   checked by the keys' sha256 per segment): the same segments under the new shard set.
 - cached: nothing to do, after every file of the index was checked (sha256).
@@ -50,6 +51,7 @@ from .table import Table
 BUILD_ROWS = 65_536          # rows normalized and added per faiss call (bounded memory)
 TRAIN_PER_LIST = 40          # k-means sample: rows per cluster (faiss warns under 39)
 KMEANS_ITERATIONS = 10
+MAX_DELTAS = 8               # a query scans each segment's lists: past this many deltas they are merged
 
 
 def auto_nlist(rows: int) -> int:
@@ -194,7 +196,8 @@ def _extend(t: Table, matrix: VectorMatrix, config: AnnConfig, setkey: str, old:
         base_rows = sum(s["hi"] - s["lo"] for s in segments if s["role"] == "base")
         delta_rows = sum(s["hi"] - s["lo"] for s in segments if s["role"] == "delta") + n - have
         template = next(s for s in segments if s["role"] == "template")
-        if delta_rows > config.merge_fraction * base_rows:
+        deltas = sum(s["role"] == "delta" for s in segments)
+        if delta_rows > config.merge_fraction * base_rows or deltas >= MAX_DELTAS:
             index = _merged(t, segments)
             add_rows(index, matrix, have, n)
             segments = [template, write_segment(t, column, index, "base", 0, n, matrix.keys[:n])]
@@ -217,7 +220,7 @@ def _merged(t: Table, segments: list[dict]):
     return index
 
 
-def load_segments(t: Table, meta: dict):
-    """What a query searches: base and deltas merged in memory, every file checked once per process."""
-    return _merged(t, meta["segments"])
-
+def load_segments(t: Table, meta: dict) -> list:
+    """What a query searches: the base, then each delta, every file checked once per process."""
+    return [read_segment(t, s) for s in meta["segments"] if s["role"] == "base"] + \
+        [read_segment(t, s) for s in meta["segments"] if s["role"] == "delta"]

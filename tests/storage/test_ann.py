@@ -107,8 +107,10 @@ def test_new_rows_go_to_a_delta_and_the_base_is_never_rewritten(table):
     assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
     WARM_INDEXES.forget()
     ann = WARM_INDEXES.get(table, m)
-    assert ann.rows == 3030 and ann.index.ntotal == 3030       # base and delta, merged in memory
+    assert ann.rows == 3030 and [s.ntotal for s in ann.segments] == [3000, 30]     # base, delta
     assert m.key_of(search(table, m, new, 1)[0][0]) == [sha(3012)]
+    got, _, how = search(table, m, new, 3, rows=np.arange(0, 3030, 2))        # both segments, restricted
+    assert how == "indexed" and m.key_of(got[0])[0] == sha(3012) and set(got[0]) <= set(range(0, 3030, 2))
     table.write(rows(range(3030, 4000)))                        # deltas past merge_fraction: one new base
     done = build_index(table, WARM.get(table), CONFIG)
     assert (done["action"], done["segments"]) == ("merged", 1)

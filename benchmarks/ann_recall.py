@@ -236,3 +236,32 @@ def run(sets: list[str], n_synthetic: int, workdir: Path, arms: tuple[str, ...] 
         report[name] = result
         shutil.rmtree(workdir / f"ann-{name}", ignore_errors=True)
     return report
+
+
+def summary(report: dict) -> str:
+    """The curves as text (one line per point), and per arm the fastest point at recall@10 ≥ 0.95."""
+    lines = []
+    for name, result in report.items():
+        lines.append(f"== {name}: {result['rows']:,} × {result['dim']}, {result['queries']:,} queries")
+        for arm in ARMS:
+            if arm not in result:
+                continue
+            a = result[arm]
+            build = a["build"]["seconds"] if arm == "embcache" else a["build_s"]
+            lines.append(f"{arm}: build {build} s, index {a['index_bytes'] / 2**20:.1f} MB")
+            for p in a["curve"]:
+                knob = ", ".join(f"{k} {p[k]}" for k in ("nprobe", "ef_search") if k in p)
+                lines.append(f"   {knob:>16}  recall {p['recall']:.4f}  p50 {p['p50_ms']:.3f} ms  "
+                             f"p99 {p['p99_ms']:.3f} ms  {p['qps']:,.0f} QPS")
+            ok = [p for p in a["curve"] if p["recall"] >= 0.95]
+            if ok:
+                best = min(ok, key=lambda p: p["p50_ms"])
+                lines.append(f"   fastest at recall ≥ 0.95: p50 {best['p50_ms']:.3f} ms (recall {best['recall']:.4f})")
+            if arm == "embcache":
+                d, e, m = a["default"], a["extend_plus_1pct"], a["memory"]
+                lines.append(f"   default (nprobe {d['nprobe']} measured at build): recall {d['recall']:.4f}, "
+                             f"p50 {d['p50_ms']:.3f} ms; +1 % rows: {e['seconds']} s = "
+                             f"{e['index_extend_vs_build']:.2%} of the build; memory over the matrix: "
+                             f"anonymous {m.get('anon_over_matrix')}, RSS {m.get('rss_over_matrix_all_touched')}")
+    return "\n".join(lines)
+

@@ -408,6 +408,7 @@ def recall_main(args) -> None:
     out = args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("query_recall.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
+    print(ann_recall.summary(report["sets"]))
     print(f"wrote {out}")
 
 

@@ -200,7 +200,7 @@ def index(ctx: typer.Context, table: str = typer.Argument(..., help="Table whose
     measured = f" (recall@10 {done['recall']:.3f} on stored rows)" if "recall" in done else ""
     out.print(f"{table}@{t.fingerprint[:12]}: index {done['action']} ({done['rows']:,} rows{what}; "
               f"nlist {done['nlist']:,}, nprobe {done['nprobe']}{measured}) in {done['seconds']:.1f} s",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if done["rows"] < min_rows:
         out.print(f"{done['rows']:,} rows < --min-rows {min_rows:,}: queries stay exact (fast enough at this size)",
                   highlight=False)

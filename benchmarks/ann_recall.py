@@ -36,10 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+import ann_sets
 import numpy as np
 import pyarrow as pa
-
-import ann_sets
 
 K = 10
 SHARD_ROWS = 50_000
@@ -77,9 +76,8 @@ def write_rows(table, x: np.ndarray, start: int, stop: int) -> None:
 
 # -- embcache through the store ------------------------------------------------------------------
 def embcache_arm(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, root: Path) -> dict:
-    from embcache.storage import FeatureStore, spec
-    from embcache.storage import ann
-    from embcache.storage.ann import AnnConfig, WARM_INDEXES, build_index
+    from embcache.storage import FeatureStore, ann, spec
+    from embcache.storage.ann import WARM_INDEXES, AnnConfig, build_index
     from embcache.storage.matrix import WARM
 
     shutil.rmtree(root, ignore_errors=True)
@@ -102,7 +100,7 @@ def embcache_arm(name: str, base: np.ndarray, queries: np.ndarray, truth: np.nda
            "extend_plus_1pct": {**extended, "seconds": round(extend_s, 3), "matrix_extend_s": round(matrix_s, 3),
                                 "index_extend_vs_build": round(extend_s / build_s, 4)},
            "index_bytes": sum(p.stat().st_size for p in (root / "tables").rglob("ann-*-seg-*.faiss"))}
-    search = lambda cfg: (lambda q: ann.search(table, matrix, q, K, config=cfg)[0][0])   # noqa: E731
+    search = lambda cfg: (lambda q: ann.search(table, matrix, q, K, config=cfg)[0][0])
     ann.search(table, matrix, queries[0], K)                 # loads (and checks) the index
     assert ann.search(table, matrix, queries[0], K)[2] == "indexed"
     times, got = single_queries(lambda q: ann.search(table, matrix, q, K)[0][0], queries)
@@ -137,10 +135,9 @@ def index_memory(root: str) -> dict:
                     out[line.split(":")[0].lower()] = int(line.split()[1]) / 1024
         return out
 
-    from embcache.storage import FeatureStore
-    from embcache.storage import ann
-    from embcache.storage.matrix import WARM
     import faiss  # noqa: F401  (its libraries count as imports, not as the index)
+    from embcache.storage import FeatureStore, ann
+    from embcache.storage.matrix import WARM
     t = FeatureStore(root).open("bert_features")
     queries = np.load(Path(root) / "queries.npy")
     start = mb()
@@ -151,7 +148,7 @@ def index_memory(root: str) -> dict:
     ann.search(t, matrix, queries[0], K, exact=True)        # touches every page of the matrix
     touched = mb()
     matrix_mb = matrix.vectors.nbytes / 2**20
-    ratio = lambda m, key: round((m[key] - start[key]) / matrix_mb, 3)   # noqa: E731
+    ratio = lambda m, key: round((m[key] - start[key]) / matrix_mb, 3)
     return {"matrix_mb": round(matrix_mb, 1), "after_imports_mb": {k: round(v, 1) for k, v in start.items()},
             "after_indexed_queries_mb": {k: round(v, 1) for k, v in indexed.items()},
             "after_exact_too_mb": {k: round(v, 1) for k, v in touched.items()},
@@ -162,7 +159,6 @@ def index_memory(root: str) -> dict:
 # -- faiss baselines on the same rows ----------------------------------------------------------------
 def faiss_arm(arm: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict:
     import faiss
-
     from embcache.storage.index_build import auto_nlist
     from embcache.storage.index_files import pad, padded
 

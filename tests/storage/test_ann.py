@@ -9,9 +9,14 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from embcache.storage import FeatureStore, spec
-from embcache.storage.ann import AnnConfig, WARM_INDEXES, WarmIndexes, build_index, search
+from embcache.storage.ann import (
+    WARM_INDEXES,
+    AnnConfig,
+    WarmIndexes,
+    build_index,
+    search,
+)
 from embcache.storage.compact import CompactConfig, compact
 from embcache.storage.index_files import index_problems
 from embcache.storage.matrix import WARM

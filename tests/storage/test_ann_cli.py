@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from embcache.storage import FeatureStore, spec
 
 from .test_ann import flip_byte, rows

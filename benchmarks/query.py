@@ -1,6 +1,11 @@
-"""Querying the cache at scale (issue 19): the warm read path, the HNSW index, `embcache serve`.
+"""Querying the cache at scale (issue 19): the warm read path, the vector index, `embcache serve`.
 
     flock /tmp/embcache-bench.lock .venv/bin/python benchmarks/query.py --sizes 10000 100000 1000000
+    flock /tmp/embcache-bench.lock .venv/bin/python benchmarks/query.py --recall glove minilm synthetic
+
+--recall measures the index's recall against latency on GloVe-400k, MiniLM sentence vectors
+and the synthetic set beside faiss's other index types (benchmarks/ann_recall.py) and
+writes benchmarks/results/query_recall.json; nothing else runs then.
 
 For each N: N clustered 384-d unit vectors (1,000 Gaussian clusters) keyed by a text hash,
 written through the store (`Table.write`, 50,000-row shards) as a bert_features table.
@@ -11,7 +16,7 @@ Then, on the same matrix and in the same process, 200 queries (stored vectors pl
 - exact top-10: numpy `X @ q` + argpartition on the matrix in memory (the baseline, at
   its defaults, and with one BLAS thread), faiss IndexFlatIP (1 thread), embcache's exact search (ann.search(exact=True), on the
   memory-mapped matrix) and the public topk_cosine call (opens the table each call);
-- indexed top-10: faiss HNSW (M=32, efSearch=64) built by `build_index`, exact re-rank;
+- indexed top-10: the IVF-SQ8 index built by `build_index` (nprobe measured at build), exact re-rank;
   recall@10 against the numpy result; build time; then +1 % rows committed and the time to
   extend the matrix and the index, against the full build;
 - a fresh process (files in the page cache, nothing mapped yet): first lookup, first exact
@@ -44,6 +49,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 EMBCACHE = str(ROOT / ".venv" / "bin" / "embcache")
 DIM, SHARD_ROWS, CLUSTERS, K = 384, 50_000, 1_000, 10
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "query.json"
 
 
 def keys_for(start: int, stop: int) -> list[str]:
@@ -179,10 +185,10 @@ def bench_size(n: int, workdir: Path, queries: int) -> dict:
     t_idx, idx_res = each(lambda q: ann.search(table, m, q, K)[0][0], Q)
     assert ann.search(table, m, Q[0], K)[2] == "indexed"
     sweep = {}
-    for ef in (64, 128, 256, 512):                              # recall vs latency: what sets the default
-        cfg = AnnConfig(min_rows=0, ef_search=ef)
-        t_ef, res_ef = each(lambda q: ann.search(table, m, q, K, config=cfg)[0][0], Q)
-        sweep[ef] = {**pct(t_ef), "recall": recall(res_ef, truth)}
+    for nprobe in (4, 8, 16, 32, 64):                          # recall vs latency around the measured nprobe
+        cfg = AnnConfig(min_rows=0, nprobe=nprobe)
+        t_p, res_p = each(lambda q: ann.search(table, m, q, K, config=cfg)[0][0], Q)
+        sweep[nprobe] = {**pct(t_p), "recall": recall(res_p, truth)}
     extra = max(1, n // 100)
     t0 = time.perf_counter()
     write(table, n, n + extra)
@@ -194,9 +200,9 @@ def bench_size(n: int, workdir: Path, queries: int) -> dict:
     extended = build_index(table, m2, config)
     extend_index_s = time.perf_counter() - t0
     out["indexed_top10"] = {**pct(t_idx), "recall": recall(idx_res, truth), "build_s": round(build_s, 2),
-                            "ef_search_sweep": sweep,
-                            "built": built["action"], "config": {"m": config.m, "ef_search": config.ef_search,
-                                                                  "rerank": config.rerank, "storage": config.storage},
+                            "nprobe_sweep": sweep,
+                            "built": built["action"], "config": {"nlist": built["nlist"], "nprobe": built["nprobe"],
+                                                                  "rerank": config.rerank},
                             "update_plus_1pct": {"rows": extra, "commit_s": round(commit_s, 2),
                                                  "matrix_extend_s": round(extend_matrix_s, 2),
                                                  "index_extend_s": round(extend_index_s, 2),
@@ -338,13 +344,27 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--http-size", type=int, default=None, help="size served for the HTTP test (default: largest)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/embcache-query-bench"))
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "query.json")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--keep", action="store_true", help="keep the stores under --workdir")
+    p.add_argument("--recall", nargs="+", choices=["glove", "minilm", "synthetic"],
+                   help="recall against latency on these sets only (benchmarks/ann_recall.py)")
+    p.add_argument("--recall-n", type=int, default=1_000_000, help="rows of the synthetic set for --recall")
+    p.add_argument("--recall-arms", nargs="+", default=None,
+                   help="which indexes --recall measures (default: embcache hnsw_flat hnsw_sq8 ivfpq_fastscan flat)")
+    p.add_argument("--recall-limit", type=int, default=None, help="first rows of GloVe / MiniLM only (quick run)")
+    p.add_argument("--index-memory", help=argparse.SUPPRESS)
     p.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.index_memory:
+        import ann_recall
+        print(json.dumps(ann_recall.index_memory(args.index_memory)))
+        return
     if args.probe:
         print(json.dumps(probe(args.probe[0], int(args.probe[1]))))
+        return
+    if args.recall:
+        recall_main(args)
         return
     if args.load:
         url, mode, seconds, clients = args.load
@@ -373,6 +393,23 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
     print(f"wrote {args.out}")
+
+
+def recall_main(args) -> None:
+    import ann_recall
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_before": os.getloadavg()}}
+    t0 = time.perf_counter()
+    report["sets"] = ann_recall.run(args.recall, args.recall_n, args.workdir,
+                                    tuple(args.recall_arms) if args.recall_arms else ann_recall.ARMS,
+                                    args.recall_limit)
+    report["machine"].update(load_after=os.getloadavg(), seconds=round(time.perf_counter() - t0, 1))
+    out = args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("query_recall.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(ann_recall.summary(report["sets"]))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

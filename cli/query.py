@@ -132,7 +132,7 @@ def query_similar(ctx: typer.Context,
                   snapshot: str = typer.Option(None, help="Search a kept snapshot's documents (default: current)."),
                   fingerprint: str = typer.Option(None, help="bert_features fingerprint (default: the corpus's)."),
                   exact: bool = typer.Option(False, "--exact", help="Scan every vector, even where "
-                                             "`embcache index bert_features` built an HNSW index."),
+                                             "`embcache index bert_features` built a vector index."),
                   as_json: bool = typer.Option(False, "--json", help="JSON: a list of hits (one text), or one "
                                                                      "{query, hits} per text (several).")):
     """Nearest documents to TEXT by cosine over cached vectors (the query is encoded with the same model).
@@ -180,19 +180,21 @@ def index(ctx: typer.Context, table: str = typer.Argument(..., help="Table whose
           column: str = typer.Option("vector", help="Vector column."),
           fingerprint: str = typer.Option(None, help="A fingerprint (8+ hex digits); default: current."),
           rebuild: bool = typer.Option(False, "--rebuild", help="Build from scratch instead of extending."),
-          m: int = option(AnnConfig, "m", "--m", min=2, help="HNSW graph degree: recall vs memory and build time."),
-          ef_construction: int = option(AnnConfig, "ef_construction", "--ef-construction", min=1,
-                                        help="Candidates while inserting."),
-          ef_search: int = option(AnnConfig, "ef_search", "--ef-search", min=1, help="Candidates per query."),
-          storage: str = option(AnnConfig, "storage", "--storage",
-                                help="Vectors inside the index: flat (float32) or sq8 (8-bit, 1/4 the memory)."),
+          nlist: int = option(AnnConfig, "nlist", "--nlist", min=0,
+                              help="Clusters (0: 4·√rows, a power of 2): more = fewer rows scanned per cluster."),
+          nprobe: int = option(AnnConfig, "nprobe", "--nprobe", min=0,
+                               help="Clusters scanned per query (0: the fewest that reach --recall, measured)."),
+          target_recall: float = option(AnnConfig, "target_recall", "--recall", min=0.01, max=1.0,
+                                        help="recall@10 the measured nprobe must reach on stored rows."),
           min_rows: int = option(AnnConfig, "min_rows", "--min-rows", min=0,
                                  help="Smaller tables are still searched exactly.")):
-    """Build (or extend) a table's HNSW vector index, for `query similar` and `embcache serve`.
+    """Build (or extend) a table's vector index (IVF, 8-bit codes), for `query similar` and `embcache serve`.
 
-    Needs faiss (`pip install 'embcache[ann]'`). Later commits extend it with only their
-    rows (`--rebuild` starts over); until then new rows are searched exactly. Results
-    are re-ranked by exact cosine; `query similar --exact` skips the index.
+    Needs faiss (`pip install 'embcache[ann]'`). Later runs add only the rows committed
+    since, beside the rows indexed before (`--rebuild` starts over); until then new rows
+    are searched exactly. Results are re-ranked by exact cosine from the table's matrix;
+    `query similar --exact` skips the index. Every file of the index is checked (sha256):
+    a damaged index is rebuilt.
 
     Example: `embcache index bert_features`
     """
@@ -200,12 +202,17 @@ def index(ctx: typer.Context, table: str = typer.Argument(..., help="Table whose
     require_faiss()
     store = open_store(ctx)
     t = store.feature_store.open(table, fingerprint)
-    config = AnnConfig(m=m, ef_construction=ef_construction, ef_search=ef_search, storage=storage,
-                       min_rows=min_rows)
+    config = AnnConfig(nlist=nlist, nprobe=nprobe, target_recall=target_recall, min_rows=min_rows)
     done = build_index(t, store.reads.matrix(table, t.fingerprint, column), config, rebuild=rebuild)
-    out.print(f"{table}@{t.fingerprint[:12]}: index {done['action']} ({done['rows']:,} rows"
-              f"{', +' + format(done['added'], ',') if done['action'] == 'extended' else ''}) "
-              f"in {done['seconds']:.1f} s", highlight=False)
+    if done.get("damaged"):
+        out.print(f"{table}@{t.fingerprint[:12]}: the index was damaged ({done['damaged']})",
+                  highlight=False, soft_wrap=True)
+    what = {"extended": f", +{done['added']:,} in a new segment", "merged": f", +{done['added']:,}, segments merged",
+            "reused": ", the same rows after compaction"}.get(done["action"], "")
+    measured = f" (recall@10 {done['recall']:.3f} on stored rows)" if "recall" in done else ""
+    out.print(f"{table}@{t.fingerprint[:12]}: index {done['action']} ({done['rows']:,} rows{what}; "
+              f"nlist {done['nlist']:,}, nprobe {done['nprobe']}{measured}) in {done['seconds']:.1f} s",
+              highlight=False, soft_wrap=True)
     if done["rows"] < min_rows:
         out.print(f"{done['rows']:,} rows < --min-rows {min_rows:,}: queries stay exact (fast enough at this size)",
                   highlight=False)

@@ -15,11 +15,15 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     """Tables (every fingerprint) and corpora in the store; damaged ones are marked (exit 1).
 
     A table whose manifest cannot be read, or whose shard files are missing, is listed as
-    DAMAGED with the reason; the rest are shown as usual. `embcache repair` fixes them.
+    DAMAGED with the reason; the rest are shown as usual. So is a derived vector index
+    whose files changed since they were written. `embcache repair` fixes them.
 
     Example: `embcache status --json | jq '.tables[] | select(.current)'`
     """
-    s = store_of(ctx).status()
+    from ..storage.maintenance import index_damage
+    store = store_of(ctx)
+    s = store.status()
+    s["damaged"] += [{"path": path, "reason": why} for path, why in index_damage(store)]
     damaged = [r for r in s["tables"] + s["corpora"] if r.get("damaged")] + s["damaged"]
     if as_json:
         print(json.dumps(s, indent=1))
@@ -53,6 +57,8 @@ def verify(ctx: typer.Context,
            fix: bool = typer.Option(False, "--repair", help="Then repair what is bad (as `embcache repair`) "
                                                              "and verify again.")):
     """Recompute every shard's checksum and row count; name every bad file (exit 1 if any).
+
+    Derived vector indexes (`embcache index`) are hashed too; `--repair` rebuilds a damaged one.
 
     With --repair, bad files are then moved aside and dropped from their manifests
     (`embcache repair`); exit 0 when the store verifies afterwards.
@@ -93,15 +99,19 @@ def repair(ctx: typer.Context,
 
 
 def _run_repair(store, dry_run: bool) -> bool:
+    from ..storage.maintenance import rebuild_indexes
     from ..storage.repair import repair as run_repair
     report = run_repair(store, dry_run=dry_run)
     verb = "would repair" if dry_run else "repaired"
     for path, what in report.actions:
         out.print(f"{verb} {path}: {what}", highlight=False, soft_wrap=True)
+    rebuilt = rebuild_indexes(store, dry_run=dry_run)        # derived: built again, nothing moved aside
+    for path, what in rebuilt:
+        out.print(f"{path}: {what}", highlight=False, soft_wrap=True)
     for path, why in report.unrepaired:
         err.print(f"[red]CANNOT REPAIR[/red] {path}: {why}", highlight=False, soft_wrap=True)
     aside = f"; damaged files moved to {report.aside}" if report.aside and not dry_run else ""
-    out.print(f"{verb} {len(report.actions)} paths{aside}" if report.actions else "nothing to repair",
+    out.print(f"{verb} {len(report.actions) + len(rebuilt)} paths{aside}" if report.actions or rebuilt else "nothing to repair",
               highlight=False)
     return report.ok
 

@@ -70,7 +70,7 @@ class SimilarRequest(BaseModel):
     vector: list[float] | None = Field(None, description="One query vector (H values).")
     vectors: list[list[float]] | None = Field(None, description="A batch of query vectors.")
     k: int = Field(5, ge=1, description="Hits per query (at most the server's max_k).")
-    exact: bool = Field(False, description="Scan every vector instead of using the HNSW index.")
+    exact: bool = Field(False, description="Scan every vector instead of using the vector index.")
     where: str | None = Field(None, description="SQL predicate over the corpus's columns, e.g. split = 'test' "
                                                 "(searched exactly, over the matching documents).")
     label: list[str] | str | None = Field(None, description="Only documents with this label (or these).")

@@ -7,7 +7,7 @@ One ReadPath per Store, and the CLI, the server and the Python API all read thro
 Store, so a damaged file behaves the same on every path (DESIGN.md, "One read path"):
 - a committed shard or snapshot that fails its check: CorruptShard, an error (`embcache repair`);
   a lookup still answers ids held by the other shards;
-- a derived file (vector matrix, HNSW index, ONNX export) that fails its check, or that
+- a derived file (vector matrix, vector index, ONNX export) that fails its check, or that
   changes on disk after it was loaded: rebuilt, searched exactly, or the query encoded
   through torch; the answer is the same;
 - a client's mistake (an unknown corpus, table, column, snapshot, id or word; a NaN
@@ -70,6 +70,7 @@ class ReadPath:
         self.recheck_s = recheck_s           # how stale a long-running reader may be (seconds)
         self.verified = Verified()           # files checked against their manifests (SQL views)
         self.matrices = WarmMatrices(recheck_s)
+        self.indexes = ann.WarmIndexes()     # each table's vector index, checked once
         self.columns = ColumnLookup()        # documents' texts by key
         self.max_snapshots = max_snapshots
         self._snapshots: OrderedDict[tuple, SnapshotView] = OrderedDict()
@@ -201,7 +202,7 @@ class ReadPath:
         """The k documents of a snapshot nearest each query (Q, H): distinct texts, best first.
 
         only: positions of the snapshot's rows to search (a filter): searched exactly. Else
-        through the table's HNSW index where one was built (exact scores, approximate recall);
+        through the table's vector index where one was built (exact scores, approximate recall);
         a damaged or unreadable index is searched around, exactly.
         """
         view = self.snapshot_view(corpus, snapshot)
@@ -221,7 +222,7 @@ class ReadPath:
             rows = self.corpus_rows(view, m)
             restrict = None if len(rows) == len(m) else rows
             try:
-                idx, scores, _ = ann.search(t, m, q, k, restrict, exact=exact)
+                idx, scores, _ = ann.search(t, m, q, k, restrict, exact=exact, indexes=self.indexes)
             except (StoreError, RuntimeError, ValueError, KeyError, TypeError):
                 idx, scores = m.topk(q, k, restrict)              # the index is a derived file: search exactly
         texts = self.texts(corpus, {key for r in idx for key in m.key_of(r)})

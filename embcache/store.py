@@ -166,7 +166,7 @@ class Store:
 
         One query (a str, or a (H,) vector): a list of Hits, best first. A batch (a list of
         texts, or an (N, H) array): one such list per query, in order. Cosine over the cached
-        vectors; one hit per distinct text. Through the table's HNSW index when `embcache
+        vectors; one hit per distinct text. Through the table's vector index when `embcache
         index bert_features` built one (scores exact, recall approximate); exact=True (or no
         index) scans every vector.
 

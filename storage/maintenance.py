@@ -1,5 +1,9 @@
 """verify (recompute every checksum, name every bad file) and gc (remove what nothing references).
 
+Derived vector indexes are checked too (`index_damage`): verify hashes every file, status
+only re-hashes files whose stat changed since they were written; `rebuild_indexes` (run by
+`repair` and `verify --repair`) builds a damaged index again from the table's matrix.
+
 gc never touches a file younger than `grace_seconds` (default one hour): a writer
 puts its shard in place before it takes the lock to list it, so a young unlisted
 file may be a commit in flight, not an orphan.
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from .errors import StoreError
 from .fingerprint import fingerprint_of
 from .fs import TMP_PREFIX, StoreFS
+from .index_files import AnnConfig, have_faiss, index_problems, metas
 from .lock import commit_lock
 from .shards import decode_shard
 from .store import FeatureStore
@@ -84,6 +89,9 @@ def verify(store: FeatureStore) -> VerifyReport:
                 continue
             for s in m.shards:
                 check(t.shard_path(s), s.bytes, s.sha256, s.rows)
+            checked, damage = index_damage_of(t, full=True)
+            report.checked += checked
+            report.bad += damage
     for kind in store.models.kinds():  # every model's current version
         for name in store.models.names(kind):
             try:
@@ -102,6 +110,57 @@ def verify(store: FeatureStore) -> VerifyReport:
             check(c.snapshot_path(s), s.bytes, s.sha256, s.rows)
     report.bad += reject_gaps(store)
     return report
+
+
+def index_damage_of(t: Table, full: bool) -> tuple[int, list[tuple[str, str]]]:
+    """(index files checked, [(path, why)]) for one table's derived vector indexes."""
+    checked, problems = index_problems(t, full)
+    return checked, [(path, f"derived vector index of {t.name}.{column}: {why}; `embcache index {t.name}` "
+                            "or `embcache repair` rebuilds it") for path, column, why in problems]
+
+
+def index_damage(store: FeatureStore, full: bool = False) -> list[tuple[str, str]]:
+    """(path, why) for every damaged derived vector index file in the store (status: full=False)."""
+    out = []
+    for name in store.table_names():
+        for fp in store.fingerprints(name):
+            t = Table(store.fs, name, fp)
+            if t.exists():
+                out += index_damage_of(t, full)[1]
+    return out
+
+
+def rebuild_indexes(store: FeatureStore, dry_run: bool = False) -> list[tuple[str, str]]:
+    """Build again every damaged vector index, with the settings it was built with where its
+    .json is readable: [(table directory, what was done)]. Without faiss the damaged files
+    are removed (queries are exact until `embcache index`)."""
+    from .index_build import build_index
+    from .matrix import open_matrix
+    done = []
+    for name in store.table_names():
+        for fp in store.fingerprints(name):
+            t = Table(store.fs, name, fp)
+            if not t.exists():
+                continue
+            for column in sorted({c for _, c, _ in index_problems(t, full=True)[1]}):
+                where = store.fs.relative(t.dir)
+                if dry_run:
+                    done.append((where, f"would rebuild the {column} vector index"))
+                elif not have_faiss():
+                    for path, c, _ in index_problems(t, full=True)[1]:
+                        if c == column:
+                            store.fs.delete(path)
+                    done.append((where, f"removed the damaged {column} vector index (faiss is not installed)"))
+                else:
+                    good = metas(t, column)[0]
+                    config = AnnConfig(**good[0][1]["config"]) if good else AnnConfig()
+                    try:
+                        result = build_index(t, open_matrix(t, column), config, rebuild=True)
+                    except StoreError as e:          # e.g. a shard repair could not fix: verify names it
+                        done.append((where, f"could not rebuild the {column} vector index: {e.reason}"))
+                        continue
+                    done.append((where, f"rebuilt the damaged vector index of {t.name}.{column} ({result['rows']:,} rows)"))
+    return done
 
 
 def reject_gaps(store: FeatureStore, table: str = "rejected") -> list[tuple[str, str]]:

@@ -61,7 +61,7 @@ def topk_cosine(store: FeatureStore, table: str, queries: np.ndarray, k: int = 5
     """Cosine top-k of each query vector over a table's vectors (its warm matrix).
 
     Returns (keys, scores): keys[i] lists the k best keys for queries[i], scores is (Q, k),
-    exact cosines. Through the table's HNSW index when one was built (`embcache index`)
+    exact cosines. Through the table's vector index when one was built (`embcache index`)
     and the table is large enough (storage/ann.py), else (or with exact=True) exact.
     `restrict_to`: only consider these keys (e.g. a corpus snapshot's text_sha values).
     """

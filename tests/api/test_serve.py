@@ -57,12 +57,12 @@ def stop(proc) -> None:
 
 @pytest.fixture(scope="module")
 def served(built_store, tmp_path_factory):
-    """(store root, client) of `embcache serve` over a copy of the API store, with an HNSW index built."""
+    """(store root, client) of `embcache serve` over a copy of the API store, with a vector index built."""
     root = str(tmp_path_factory.mktemp("served") / "store")
     shutil.copytree(built_store[0], root)
     store = embcache.open(root)
     t = store.feature_store.open("bert_features")
-    build_index(t, store.reads.matrix("bert_features", t.fingerprint), AnnConfig(min_rows=0, ef_search=128))
+    build_index(t, store.reads.matrix("bert_features", t.fingerprint), AnnConfig(min_rows=0))
     proc, client = start(root)
     yield root, client
     stop(proc)

@@ -1,4 +1,4 @@
-"""The warm read path: a table's vectors as one checked matrix loaded into memory, and its HNSW index."""
+"""The warm read path: a table's vectors as one checked matrix loaded into memory (its index: test_ann.py)."""
 
 import glob
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embcache.storage import CorruptShard
-from embcache.storage.ann import AnnConfig, WARM_INDEXES, build_index, search
+from embcache.storage.ann import WARM_INDEXES, search
 from embcache.storage.matrix import WarmMatrices, open_matrix
 from embcache.storage.query import as_matrix, lookup_vectors, topk_cosine
 from embcache.storage.verified import VERIFIED
@@ -125,32 +125,6 @@ def test_a_damaged_shard_is_never_served(table):
         f.write(b"\xff\xfe")
     with pytest.raises(CorruptShard):
         WARM.get(table)
-
-
-def test_indexed_search_agrees_with_exact_and_extends_incrementally(store, table):
-    pytest.importorskip("faiss")
-    config = AnnConfig(min_rows=0, ef_search=128)
-    assert build_index(table, WARM.get(table), config)["action"] == "built"
-    q = np.random.default_rng(2).standard_normal((8, 16)).astype(np.float32)
-    m = WARM.get(table)
-    rows, scores, how = search(table, m, q, 10)
-    exact_rows, exact_scores, _ = search(table, m, q, 10, exact=True)
-    assert how == "indexed"
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact_rows)])
-    assert recall >= 0.9
-    qn = m.normalized(q)
-    for i in range(len(q)):                                         # scores are exact cosines, re-ranked
-        np.testing.assert_allclose(scores[i], m.scores(qn[i:i + 1], rows[i])[0], rtol=1e-6)
-        assert list(scores[i]) == sorted(scores[i], reverse=True)
-    table.write(feature_rows(range(300, 310)))                     # new rows: searched exactly until indexed
-    m2 = WARM.get(table)
-    v = as_matrix(feature_rows([305])["vector"])
-    rows, scores, how = search(table, m2, v, 1)
-    assert how == "indexed" and m2.key_of(rows[0]) == [sha(305)] and scores[0, 0] == pytest.approx(1, abs=1e-5)
-    done = build_index(table, m2, config)
-    assert done["action"] == "extended" and done["added"] == 10
-    assert len(derived(table, "ann-vector-*.faiss")) == 1
-    assert build_index(table, m2, config, rebuild=True)["action"] == "built"
 
 
 def test_exact_search_of_unit_vectors_agrees_with_numpy(store, features_spec):

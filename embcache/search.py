@@ -178,11 +178,12 @@ class ReadPath:
         CorruptShard)."""
         try:
             m = self.matrix(table, fingerprint, column)
-        except CorruptShard:
+        except CorruptShard as damage:
             t = self.store.open(table, fingerprint)
             absent = t.missing(pa.array(keys, pa.string()))
-            if len(absent):
-                raise UnknownKeys(table, absent.to_pylist(), f"key(s) not in {table}") from None
+            if len(absent):      # not in any shard's key column; the damage is said too, it may be why
+                raise UnknownKeys(table, absent.to_pylist(), f"key(s) not in {table}, whose shard {damage.path} "
+                                                             f"is damaged ({damage.reason}; embcache repair)") from None
             return np.array(as_matrix(t.lookup(keys, [column])[column]))
         rows, found = m.find(keys)
         if not found.all():

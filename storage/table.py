@@ -296,6 +296,7 @@ class Table:
         absent = np.flatnonzero(shard < 0)
         if len(absent):
             if missing == "error":
+                self._check_key_sources(m)   # "absent" must not come from a damaged shard's key column
                 names = keys.take(pa.array(absent[:5])).to_pylist()
                 raise NotFound(self.dir, f"{len(absent)} key(s) not in {self.name}: {', '.join(map(str, names))}"
                                          f"{' …' if len(absent) > 5 else ''}")
@@ -308,6 +309,15 @@ class Table:
         found = pa.concat_tables(parts) if parts else self._empty(m, cols, keys.type)
         out = found.take(pa.array(np.argsort(order, kind="stable")))       # back to the keys' order
         return out if columns is None else out.select(list(columns))
+
+    def _check_key_sources(self, m: mf.Manifest) -> None:
+        """Every shard's bytes against the manifest (once per process each: storage/verified.py),
+        so that a key reported absent was not lost to damage; CorruptShard names the shard."""
+        for shard in m.shards:
+            if self.fs.local:
+                VERIFIED.check(self.fs, self.shard_path(shard), shard.bytes, shard.sha256)
+            else:
+                self.read_shard(shard, [m.key])
 
     @staticmethod
     def _empty(m: mf.Manifest, columns: list[str] | None, key_type: pa.DataType) -> pa.Table:

@@ -29,6 +29,7 @@ CLI_ONLY = {
     ("evaluate word2vec", "restrict_vocab"): "an argument of stages.word2vec_eval.evaluate, no config's field",
     ("export vectors", "fmt"): "output format; its choices are stages.word2vec_eval.EXPORT_FORMATS",
     ("finetune", "name"): "finetune_flow's model name; the run config has no finetune section",
+    ("compare", "fmt"): "output format (auto: a table in a terminal, Markdown when piped; table; markdown)",
 }
 TRIVIAL = (None, False, (), [])      # "not given" defaults: nothing to keep in step with a config
 

@@ -46,25 +46,74 @@ def onnx_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str, quantize: str = "none") -> str:
-    """"auto" -> the fastest backend that matches torch within 1e-4 and is installed.
+def resolve_backend(backend: str, quantize: str = "none", device: str = "cpu", precision: str = "fp32") -> str:
+    """"torch", "onnx", or "measure": what runs the forward pass for these settings.
 
-    ONNX Runtime fp32 measured 1.3-1.7x torch on MiniLM sentences here (issue 21; benchmarks/encode.py),
-    so auto is "onnx" when onnxruntime imports, else "torch". quantize "int8" (torch's dynamic
-    Linear layers) runs on torch, "int8-channel" (ONNX Runtime's) on onnx: each is what its
-    fingerprint describes.
+    device: the resolved device's type ("cpu", "cuda", "mps"). ONNX runs here on the CPU at
+    fp32 only, so "auto" is torch on a GPU, at bf16/fp16, with quantize "int8" (torch's
+    dynamic Linear layers) or without onnxruntime; "onnx" with "int8-channel" (ONNX Runtime's).
+    Otherwise "auto" is "measure": which of the two is faster depends on the machine (on a
+    quiet 2-core machine ONNX fp32 ran MiniLM at 0.91x torch on sentences, on a loaded one at
+    1.3-1.7x: issue 29), so time_backends times both and the caller keeps the answer.
     """
     if backend not in ("auto", "torch", "onnx"):
         raise PipelineError("EncodeConfig.backend", f"invalid value {backend!r}")
-    if quantize == "int8" or backend == "torch":
-        if backend == "onnx" or quantize == "int8-channel":
-            raise PipelineError("EncodeConfig.backend", f"quantize={quantize!r} does not run on {backend}")
-        return "torch"
-    if quantize == "int8-channel" and not onnx_available():
-        raise PipelineError("EncodeConfig.quantize", f"int8-channel needs onnxruntime: {INSTALL_HINT}")
+    onnx_possible = device == "cpu" and precision == "fp32" and quantize != "int8"
+    if backend == "onnx" and not onnx_possible:
+        raise PipelineError("EncodeConfig.backend", f"onnx runs on the CPU at fp32 without quantize='int8', "
+                                                    f"not on {device} at {precision} with quantize={quantize!r}")
+    if quantize == "int8-channel":
+        if backend == "torch" or not onnx_possible:
+            raise PipelineError("EncodeConfig.quantize", "int8-channel runs on onnx (the CPU, fp32)")
+        if not onnx_available():
+            raise PipelineError("EncodeConfig.quantize", f"int8-channel needs onnxruntime: {INSTALL_HINT}")
+        return "onnx"
     if backend == "onnx" and not onnx_available():
         raise PipelineError("EncodeConfig.backend", f"onnxruntime is not installed: {INSTALL_HINT}")
-    return "onnx" if onnx_available() else "torch"
+    if backend != "auto":
+        return backend
+    return "measure" if onnx_possible and onnx_available() else "torch"
+
+
+def time_backends(models: dict, input_ids, config, budget_s: float = 4.0, sample_tokens: int = 4096,
+                  rounds: int = 2) -> dict:
+    """Seconds each model takes to encode the same sample of `input_ids` (best of `rounds`).
+
+    models: {"torch": a transformers model, "onnx": an OnnxModel, ...}, all under `config`.
+    The sample: whole batches of `input_ids` as encode cuts them (config.batch_tokens), spread
+    over the length range, about `sample_tokens` padded tokens in all (the corpus's own
+    batch shapes: sentences and long documents rank the backends differently). Each model
+    first runs the shortest sampled batch untimed (allocations, ONNX Runtime's first run);
+    then rounds time each model on the whole sample, the order alternating between rounds,
+    until `rounds` are done or `budget_s` has passed (one round at least).
+
+    >>> time_backends({"torch": model, "onnx": onnx}, ids, EncodeConfig())     # doctest: +SKIP
+    {'seconds': {'torch': 0.61, 'onnx': 0.66}, 'fastest': 'torch', 'texts': 16, 'tokens': 4096, 'rounds': 2}
+    """
+    import time
+
+    from .encode import encode, id_arrays, length_sorted_batches
+    rows = id_arrays(input_ids)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    batches = length_sorted_batches(lengths, config.batch_tokens)
+    padded = [len(b) * int(lengths[b].max()) for b in batches]                  # tokens each batch costs
+    want = max(1, min(len(batches), round(sample_tokens / max(np.mean(padded), 1))))
+    picked = sorted({int(i) for i in np.linspace(0, len(batches) - 1, want).round()})
+    sample = [rows[i] for k in picked for i in batches[k]]
+    shortest = [rows[i] for i in batches[picked[-1]]]
+    for model in models.values():
+        encode(shortest, model, config)                                        # untimed warm-up
+    best = dict.fromkeys(models, float("inf"))
+    start, done = time.perf_counter(), 0
+    names = list(models)
+    while done < rounds and (done == 0 or time.perf_counter() - start < budget_s):
+        for name in names if done % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            encode(sample, models[name], config)
+            best[name] = min(best[name], time.perf_counter() - t)
+        done += 1
+    return {"seconds": {k: round(v, 4) for k, v in best.items()}, "fastest": min(best, key=best.get),
+            "texts": len(sample), "tokens": int(sum(padded[k] for k in picked)), "rounds": done}
 
 
 class OnnxModel:

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from embcache.pipeline.backends import OnnxModel, onnx_model, resolve_backend
+from embcache.pipeline.backends import OnnxModel, onnx_model, resolve_backend, time_backends
 from embcache.pipeline.configs import EncodeConfig, output_fields
 from embcache.pipeline.encode import encode
 from embcache.pipeline.errors import PipelineError
@@ -61,15 +61,33 @@ def test_the_export_is_reused_and_checked(torch_model, exported, token_ids):
     assert np.abs(encode(token_ids, fresh, config) - encode(token_ids, model, config)).max() == 0
 
 
-def test_backend_is_speed_only_and_int8_stays_on_torch():
+def test_backend_is_speed_only_and_auto_is_measured_where_both_can_run():
     assert output_fields(EncodeConfig(backend="onnx")) == output_fields(EncodeConfig(backend="torch"))
-    assert resolve_backend("auto") == "onnx"
+    assert resolve_backend("auto") == "measure"                           # a CPU at fp32: time both
     assert resolve_backend("auto", quantize="int8") == "torch"
-    assert resolve_backend("torch") == "torch"
+    assert resolve_backend("auto", device="cuda") == "torch"              # ONNX runs on the CPU here
+    assert resolve_backend("auto", precision="bf16") == "torch"
+    assert resolve_backend("torch") == "torch" and resolve_backend("onnx") == "onnx"
+    for bad in ({"device": "cuda"}, {"precision": "fp16"}, {"quantize": "int8"}):
+        with pytest.raises(PipelineError):
+            resolve_backend("onnx", **bad)
     with pytest.raises(PipelineError):
         EncodeConfig(backend="onnx", quantize="int8")
     with pytest.raises(PipelineError):
+        EncodeConfig(backend="onnx", precision="bf16")
+    with pytest.raises(PipelineError):
         EncodeConfig(backend="tensorrt")
+
+
+def test_time_backends_times_both_on_the_corpus_batches(torch_model, exported, token_ids):
+    config = EncodeConfig(batch_tokens=128)
+    r = time_backends({"torch": torch_model, "onnx": exported[0]}, token_ids, config, sample_tokens=256)
+    assert set(r["seconds"]) == {"torch", "onnx"} and all(0 < v < 5 for v in r["seconds"].values())
+    assert r["fastest"] == min(r["seconds"], key=r["seconds"].get)
+    assert 1 <= r["rounds"] <= 2 and 0 < r["texts"] <= len(token_ids)
+    assert r["tokens"] >= 128                                             # whole batches: ~256 padded tokens
+    one = time_backends({"torch": torch_model}, token_ids[:1], config, budget_s=0.0)
+    assert one["rounds"] == 1 and one["texts"] == 1                       # at least one round, whatever the budget
 
 
 def test_int8_channel_is_its_own_model_checked_by_encode(torch_model, exported, token_ids):

@@ -90,6 +90,9 @@ def compare(ctx: typer.Context,
                                           help="Fine-tuning: top K layers that train."),
             max_length: int = option(TokenizeConfig, "max_length", help="Tokens per document for the encoder."),
             split_seed: int = option(HeadStage, "split_seed"),
+            device: str = option(RunConfig.finetune, "device",
+                                 help="Fine-tuning rows: auto (CUDA when torch sees a GPU, else cpu), cpu, "
+                                      "cuda, cuda:N, mps."),
             as_json: bool = typer.Option(False, "--json")):
     """Linear head vs static vectors vs fine-tuning on one split: accuracy, macro-F1, time, cost.
 
@@ -98,7 +101,10 @@ def compare(ctx: typer.Context,
     Example: `embcache compare bbc --trainable oov --trainable none`  ·  `embcache compare bbc --finetune`
     """
     config = dataclasses.replace(RunConfig.finetune, unfreeze_epochs=unfreeze_epochs,
-                                 unfreeze_layers=unfreeze_layers) if finetune else None
+                                 unfreeze_layers=unfreeze_layers, device=device) if finetune else None
+    if finetune:
+        from ..pipeline.devices import resolve_device
+        resolve_device(device)                 # no such device: one line naming what to install (exit 2)
     store = corpus_store(ctx, corpus)
     with prefect_api("train_flows"), progress_bars():
         from ..flows.train_flows import compare_flow

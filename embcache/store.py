@@ -116,7 +116,7 @@ class Store:
         return vectors
 
     def similar(self, corpus: str, text: str | None = None, *, vector=None, k: int = 5,
-                fingerprint: str | None = None, exact: bool = False) -> list[Hit]:
+                fingerprint: str | None = None, exact: bool = False, device: str = "auto") -> list[Hit]:
         """The k documents of the corpus nearest a query `text` (encoded as the corpus was) or `vector` (H,).
 
         Cosine over the cached vectors; one hit per distinct text, best first. Through the
@@ -127,17 +127,18 @@ class Store:
             raise ValueError("give exactly one of text= or vector=")
         _check_k(k)
         fp = self._features_fingerprint(corpus, fingerprint)
-        query = self.encode([text], fingerprint=fp)[0] if text is not None else self._check_vector(vector, fp)
+        query = self.encode([text], fingerprint=fp, device=device)[0] if text is not None else self._check_vector(vector, fp)
         return search.similar_documents(self.feature_store, corpus, fp, query, k, exact=exact)
 
     def encode(self, texts: str | Sequence[str], corpus: str | None = None, *,
-               fingerprint: str | None = None) -> np.ndarray:
+               fingerprint: str | None = None, device: str = "auto") -> np.ndarray:
         """(N, H) float32 vectors of new texts, computed exactly as the corpus's bert_features were
-        (same model, tokenizer settings, pooling, dtype): comparable with the stored vectors."""
+        (same model, tokenizer settings, pooling, dtype, precision): comparable with the stored vectors.
+        device: where torch runs (auto: CUDA when torch sees a GPU, else cpu; cuda:N; mps)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         from .stages.bert import encode_query
         fp = self._features_fingerprint(corpus, fingerprint)
-        return encode_query(self.feature_store.open("bert_features", fp).saved_spec()["meta"], texts)
+        return encode_query(self.feature_store.open("bert_features", fp).saved_spec()["meta"], texts, device)
 
     # -- word vectors ----------------------------------------------------
     def neighbours(self, word: str, k: int = 10, *, corpus: str | None = None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -84,7 +85,9 @@ def choose(store_root: str | None, model: str, threads: int | None, measure: Cal
         record = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key,
                   "backend": measured["fastest"], "machine": machine(), "model": model, "threads": threads,
                   "measured": {k: v for k, v in measured.items() if k != "fastest"},
-                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  # a loaded machine favours ONNX (torch's thread pool suffers most): delete the file to re-measure
+                  "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
         if store is not None:
             _write(store, key, record)
         source = "measured"

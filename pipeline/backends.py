@@ -165,7 +165,56 @@ def onnx_model(load_torch: Callable[[], object], key: str, cache_dir: str | os.P
         config = model.config
     if quantize == "int8-channel":
         return OnnxModel(_quantized(path), config, threads, quantize)
-    return OnnxModel(path, config, threads)
+    return OnnxModel(_fused(path, config, load_torch), config, threads)
+
+
+FUSED_VERSION = 1      # bump when _fused's graph changes
+
+
+def _fused(fp32: Path, config, load_torch: Callable[[], object]) -> Path:
+    """For a BERT: the same weights as one fused graph, cached beside the export by its sha256.
+
+    onnxruntime.transformers' BERT optimizer turns the graph exported with eager attention into
+    6 Attention, 12 SkipLayerNormalization (residual add + LayerNorm), 6 BiasGelu and an
+    EmbedLayerNormalization for MiniLM (18 MatMuls left of 42): fewer passes over the
+    activations, which is where long documents lose time (benchmarks/profile_encode.py). The
+    torch-exported graph (SDPA attention) fuses no Attention, hence the eager export. Within
+    ~2e-7 of torch (tests/pipeline/test_backends.py checks 1e-4): speed only, like the backend.
+    int8-channel keeps quantizing the plain export (its vectors stay what its tables hold).
+    Another model type, or a graph the optimizer cannot fuse, runs the plain export.
+    """
+    if getattr(config, "model_type", None) != "bert":
+        return fp32
+    source = _verified(str(fp32), fp32.stat().st_size, fp32.stat().st_mtime)
+    path = fp32.with_name(f"{fp32.stem}-bert-fused-v{FUSED_VERSION}-{source[:16]}.onnx")
+    unfusable = path.with_suffix(".unfusable")
+    if path.exists():
+        return path
+    if unfusable.exists():
+        return fp32
+    import copy
+    import warnings
+
+    from onnxruntime.transformers.optimizer import optimize_model
+    model = copy.deepcopy(load_torch())
+    model.set_attn_implementation("eager")
+    eager = path.parent / f".tmp-{uuid.uuid4().hex}-eager.onnx"
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
+    try:
+        _export_graph(model, eager)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fused = optimize_model(str(eager), model_type="bert", num_heads=config.num_attention_heads,
+                                   hidden_size=config.hidden_size, opt_level=0)
+        if fused.get_fused_operator_statistics().get("Attention", 0) != config.num_hidden_layers:
+            unfusable.write_text("the BERT optimizer fused fewer Attention nodes than layers\n")
+            return fp32
+        fused.save_model_to_file(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        eager.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _quantized(fp32: Path) -> Path:
@@ -193,21 +242,9 @@ def export_onnx(model, path: str | os.PathLike, key: str) -> Path:
     import torch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = ["last_hidden_state"] + (["pooler_output"] if getattr(model, "pooler", None) is not None else [])
-    wrapper = _plain_outputs(model, len(names) == 2).eval()
-    ids = torch.arange(1, 9).reshape(2, 4) % model.config.vocab_size            # (2, 4) sample ids to trace
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])                             # (2, 4) one padded row
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-            "last_hidden_state": {0: "batch", 1: "tokens"}, "pooler_output": {0: "batch"}}
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
     try:
-        import warnings
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")            # tracer notes on constant-folded shape checks
-            torch.onnx.export(wrapper, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
-                              output_names=names, dynamic_axes={k: axes[k] for k in
-                                                                ["input_ids", "attention_mask", *names]},
-                              opset_version=OPSET, dynamo=False)
+        _export_graph(model, tmp)
         meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "key": key,
                 "sha256": _sha256(str(tmp)), "bytes": tmp.stat().st_size, "opset": OPSET,
                 "torch": torch.__version__, "config": model.config.to_dict()}
@@ -218,6 +255,26 @@ def export_onnx(model, path: str | os.PathLike, key: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _export_graph(model, path: Path) -> None:
+    """torch.onnx.export of `model` to `path`: inputs input_ids, attention_mask; outputs
+    last_hidden_state (and pooler_output when the model has a pooler); batch and length dynamic."""
+    import warnings
+
+    import torch
+    names = ["last_hidden_state"] + (["pooler_output"] if getattr(model, "pooler", None) is not None else [])
+    wrapper = _plain_outputs(model, len(names) == 2).eval()
+    ids = torch.arange(1, 9).reshape(2, 4) % model.config.vocab_size            # (2, 4) sample ids to trace
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])                             # (2, 4) one padded row
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "last_hidden_state": {0: "batch", 1: "tokens"}, "pooler_output": {0: "batch"}}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")            # tracer notes on constant-folded shape checks
+        torch.onnx.export(wrapper, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=names, dynamic_axes={k: axes[k] for k in
+                                                            ["input_ids", "attention_mask", *names]},
+                          opset_version=OPSET, dynamo=False)
 
 
 def _plain_outputs(model, pooler: bool):

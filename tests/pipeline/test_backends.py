@@ -44,6 +44,16 @@ def test_onnx_matches_torch_within_1e_4(torch_model, exported, token_ids, poolin
     assert np.abs(alone[0] - want[0]).max() <= 1e-4
 
 
+def test_fp32_runs_the_fused_bert_graph(exported, torch_model):
+    import onnx
+    model, _ = exported
+    assert "-bert-fused-v1-" in model.path
+    ops = [n.op_type for n in onnx.load(model.path).graph.node]
+    layers = torch_model.config.num_hidden_layers
+    assert ops.count("Attention") == layers and ops.count("SkipLayerNormalization") == 2 * layers
+    assert "EmbedLayerNormalization" in ops and "Softmax" not in ops
+
+
 def test_the_export_is_reused_and_checked(torch_model, exported, token_ids):
     model, cache = exported
     calls = []

@@ -40,3 +40,17 @@ def test_each_worker_process_sees_only_its_own_gpu():
     assert {v[1] for v in seen.values()} == {str(max(1, runners.available_cores() // 2))}
     assert set(threads.values()) == {1}
     assert dict(os.environ) == before                                # this process's environment untouched
+
+
+def test_run_configs_set_the_device_and_precision(tmp_path):
+    from embcache.flows.errors import ConfigError
+    from embcache.flows.run_config import load_config
+    from embcache.pipeline.configs import output_fields
+    path = tmp_path / "gpu.toml"
+    path.write_text('[bert]\ndevice = "cuda:1"\nprecision = "bf16"\n[compare]\ndevice = "cuda"\n')
+    cfg = load_config(path)
+    assert (cfg.encode.device, cfg.encode.precision, cfg.finetune.device) == ("cuda:1", "bf16", "cuda")
+    assert output_fields(cfg.encode)["precision"] == "bf16" and "device" not in output_fields(cfg.encode)
+    path.write_text('[bert]\ndevice = "gpu0"\n')
+    with pytest.raises(ConfigError, match=r"\[bert\].*device"):
+        load_config(path)

@@ -51,6 +51,10 @@ def print_summary(record: dict) -> None:
                 f"computed {stage['computed']:,} {stage['unit']}, {stage['cached']:,} cached")
         out.print(f"  {stage['stage']:>19} {stage['corpus']:<12} {stage['seconds']:7.1f} s  {what}",
                   highlight=False)
+        if stage.get("encoder"):                    # featurize-bert: what encoded (device, precision, backend)
+            from .featurize import encoder_line
+            out.print("  " + " " * 20 + encoder_line(stage["encoder"]).replace("\n", "\n" + " " * 22),
+                      highlight=False, soft_wrap=True)
     for corpus, s in record["summary"].items():
         parts = [f"{s['documents']:,} documents", f"{s['rejected']:,} rejected"]
         for key, label in (("head_accuracy", "head accuracy"), ("static_accuracy", "static accuracy"),

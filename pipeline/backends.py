@@ -11,6 +11,7 @@ The export is a derived artifact (STYLE.md habit 10): written once per weights d
 into a cache directory the caller chooses (the stage passes one inside the store),
 atomically (temporary name, then os.replace), with a sidecar JSON that names the source
 digest and the file's sha256; a file whose sidecar does not match is exported again.
+A BERT runs fp32 as one fused graph (_fuse_bert); int8-channel quantizes the plain export.
 
 >>> model = onnx_model(load_torch, key="…weights digest…", cache_dir="store/derived/onnx")  # doctest: +SKIP
 >>> encode(ids, model, EncodeConfig(backend="onnx"))                                        # doctest: +SKIP
@@ -151,70 +152,64 @@ def onnx_model(load_torch: Callable[[], object], key: str, cache_dir: str | os.P
 
     load_torch: returns the float32 transformers model; called only when the cache has no
     valid export (the config is read from it then, else from the sidecar's copy).
-    quantize "int8-channel": that export with ONNX Runtime's dynamic int8 MatMuls, one weight
-    scale per output column (cached beside it, keyed by the fp32 file's sha256).
+    fp32: for a BERT, the fused graph (`<key>-fused-v1.onnx`, export_onnx(fuse=True)); for
+    other models the plain export (`<key>.onnx`).
+    quantize "int8-channel": the plain export with ONNX Runtime's dynamic int8 MatMuls, one
+    weight scale per output column (cached beside it, keyed by the fp32 file's sha256). It
+    quantizes the plain graph, not the fused one: its vectors stay what its tables hold.
     """
     if not onnx_available():
         raise PipelineError("EncodeConfig.backend", f"onnxruntime is not installed: {INSTALL_HINT}")
-    path = Path(cache_dir) / f"{key}.onnx"
-    sidecar = path.with_suffix(".json")
-    config = _valid_export(str(path), str(sidecar), key)
-    if config is None:
-        model = load_torch()
-        export_onnx(model, path, key)
-        config = model.config
+    cache = Path(cache_dir)
+    plain = cache / f"{key}.onnx"
     if quantize == "int8-channel":
-        return OnnxModel(_quantized(path), config, threads, quantize)
-    return OnnxModel(_fused(path, config, load_torch), config, threads)
+        config = _valid_export(str(plain), str(plain.with_suffix(".json")), key)
+        if config is None:
+            model = load_torch()
+            export_onnx(model, plain, key)
+            config = model.config
+        return OnnxModel(_quantized(plain), config, threads, quantize)
+    fused = cache / f"{key}-fused-v{FUSED_VERSION}.onnx"
+    for path in (fused, plain):
+        config = _valid_export(str(path), str(path.with_suffix(".json")), key)
+        if config is not None and (path == fused or getattr(config, "model_type", None) != "bert"):
+            return OnnxModel(path, config, threads)
+    model = load_torch()
+    bert = getattr(model.config, "model_type", None) == "bert"
+    export_onnx(model, fused if bert else plain, key, fuse=bert)
+    return OnnxModel(fused if bert else plain, model.config, threads)
 
 
-FUSED_VERSION = 1      # bump when _fused's graph changes
+FUSED_VERSION = 1      # bump when export_onnx(fuse=True)'s graph changes
 
 
-def _fused(fp32: Path, config, load_torch: Callable[[], object]) -> Path:
-    """For a BERT: the same weights as one fused graph, cached beside the export by its sha256.
+def _fuse_bert(model, path: Path) -> bool:
+    """Export `model` with eager attention and fuse it for ONNX Runtime into `path`; True if fused.
 
-    onnxruntime.transformers' BERT optimizer turns the graph exported with eager attention into
-    6 Attention, 12 SkipLayerNormalization (residual add + LayerNorm), 6 BiasGelu and an
-    EmbedLayerNormalization for MiniLM (18 MatMuls left of 42): fewer passes over the
-    activations, which is where long documents lose time (benchmarks/profile_encode.py). The
-    torch-exported graph (SDPA attention) fuses no Attention, hence the eager export. Within
-    ~2e-7 of torch (tests/pipeline/test_backends.py checks 1e-4): speed only, like the backend.
-    int8-channel keeps quantizing the plain export (its vectors stay what its tables hold).
-    Another model type, or a graph the optimizer cannot fuse, runs the plain export.
+    onnxruntime.transformers' BERT optimizer turns the eager-attention graph into one Attention
+    per layer, SkipLayerNormalization (residual add + LayerNorm) twice per layer, BiasGelu and an
+    EmbedLayerNormalization (MiniLM: 18 MatMuls left of 42): fewer passes over the activations,
+    which is where long documents lose time (benchmarks/profile_encode.py). The torch export
+    with SDPA attention fuses no Attention, hence the eager one (on a copy: the caller's model
+    keeps its attention). Within ~2e-7 of torch (tests/pipeline/test_backends.py checks 1e-4):
+    speed only, like the backend. Where the optimizer fuses fewer Attention nodes than layers,
+    `path` holds the eager graph unfused (False).
     """
-    if getattr(config, "model_type", None) != "bert":
-        return fp32
-    source = _verified(str(fp32), fp32.stat().st_size, fp32.stat().st_mtime)
-    path = fp32.with_name(f"{fp32.stem}-bert-fused-v{FUSED_VERSION}-{source[:16]}.onnx")
-    unfusable = path.with_suffix(".unfusable")
-    if path.exists():
-        return path
-    if unfusable.exists():
-        return fp32
     import copy
     import warnings
 
     from onnxruntime.transformers.optimizer import optimize_model
-    model = copy.deepcopy(load_torch())
+    model = copy.deepcopy(model)
     model.set_attn_implementation("eager")
-    eager = path.parent / f".tmp-{uuid.uuid4().hex}-eager.onnx"
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
-    try:
-        _export_graph(model, eager)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fused = optimize_model(str(eager), model_type="bert", num_heads=config.num_attention_heads,
-                                   hidden_size=config.hidden_size, opt_level=0)
-        if fused.get_fused_operator_statistics().get("Attention", 0) != config.num_hidden_layers:
-            unfusable.write_text("the BERT optimizer fused fewer Attention nodes than layers\n")
-            return fp32
-        fused.save_model_to_file(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        eager.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-    return path
+    _export_graph(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = optimize_model(str(path), model_type="bert", num_heads=model.config.num_attention_heads,
+                               hidden_size=model.config.hidden_size, opt_level=0)
+    if fused.get_fused_operator_statistics().get("Attention", 0) != model.config.num_hidden_layers:
+        return False
+    fused.save_model_to_file(str(path))
+    return True
 
 
 def _quantized(fp32: Path) -> Path:
@@ -237,17 +232,23 @@ def _quantized(fp32: Path) -> Path:
     return path
 
 
-def export_onnx(model, path: str | os.PathLike, key: str) -> Path:
-    """torch.onnx.export (TorchScript exporter, opset 17, dynamic batch and length) + sidecar, atomically."""
+def export_onnx(model, path: str | os.PathLike, key: str, fuse: bool = False) -> Path:
+    """torch.onnx.export (TorchScript exporter, opset 17, dynamic batch and length) + sidecar, atomically.
+
+    fuse: a BERT's fused graph (_fuse_bert); the sidecar says whether it fused ("fused")."""
     import torch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
     try:
-        _export_graph(model, tmp)
+        if fuse:
+            fused = _fuse_bert(model, tmp)
+        else:
+            _export_graph(model, tmp)
+            fused = False
         meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "key": key,
                 "sha256": _sha256(str(tmp)), "bytes": tmp.stat().st_size, "opset": OPSET,
-                "torch": torch.__version__, "config": model.config.to_dict()}
+                "torch": torch.__version__, "fused": fused, "config": model.config.to_dict()}
         side_tmp = path.parent / f".tmp-{uuid.uuid4().hex}.json"
         side_tmp.write_text(json.dumps(meta, default=str))
         os.replace(tmp, path)

@@ -47,7 +47,7 @@ def test_onnx_matches_torch_within_1e_4(torch_model, exported, token_ids, poolin
 def test_fp32_runs_the_fused_bert_graph(exported, torch_model):
     import onnx
     model, _ = exported
-    assert "-bert-fused-v1-" in model.path
+    assert model.path.endswith("tinykey-fused-v1.onnx")
     ops = [n.op_type for n in onnx.load(model.path).graph.node]
     layers = torch_model.config.num_hidden_layers
     assert ops.count("Attention") == layers and ops.count("SkipLayerNormalization") == 2 * layers
@@ -59,9 +59,9 @@ def test_the_export_is_reused_and_checked(torch_model, exported, token_ids):
     calls = []
     again = onnx_model(lambda: calls.append(1) or torch_model, "tinykey", cache, threads=1)
     assert calls == [] and again.config.hidden_size == torch_model.config.hidden_size
-    sidecar = cache / "tinykey.json"
+    sidecar = cache / "tinykey-fused-v1.json"
     meta = json.loads(sidecar.read_text())
-    assert meta["format"] == "embcache.onnx-export" and meta["format_version"] == 1
+    assert meta["format"] == "embcache.onnx-export" and meta["format_version"] == 1 and meta["fused"] is True
     meta["sha256"] = "0" * 64                                 # a file that no longer matches its record
     sidecar.write_text(json.dumps(meta))
     fresh = onnx_model(lambda: calls.append(1) or torch_model, "tinykey", cache, threads=1)

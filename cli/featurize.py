@@ -41,8 +41,8 @@ def featurize_bert(ctx: typer.Context,
                    precision: str = option(EncodeConfig, "precision",
                                            help="fp32; bf16 or fp16 (GPUs; bf16 also on CPUs with bf16 units): "
                                                 "another table."),
-                   shard_docs: int = typer.Option(None, help="Documents per encode task "
-                                                             "(default: the flow's encode_shard_docs).")):
+                   shard_docs: int = typer.Option(None, help="Documents per encode task (default: the flow's "
+                                                             "encode_shard_docs; on a GPU 8192).")):
     """Tokenize and encode CORPUS's documents into bert_tokens / bert_features (only what is missing).
 
     A changed model, pooling, max length, dtype, precision or quantization makes a new table;
@@ -57,7 +57,8 @@ def featurize_bert(ctx: typer.Context,
     tokenize, encode = (TokenizeConfig(max_length=max_length, long_documents=long_documents, max_windows=max_windows),
                         EncodeConfig(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens, quantize=quantize,
                                      backend=backend, device=device, precision=precision))
-    check_device(ctx, encode)
+    if check_device(ctx, encode) != "cpu" and shard_docs is None:
+        shards = {"encode_shard_docs": GPU_SHARD_DOCS}
     store = store_of(ctx)
     store.corpus(corpus).require()
     with prefect_api("featurize_flows"), progress_bars(), runners.session(ctx.obj["runner"], device=device):
@@ -86,13 +87,19 @@ def featurize_bert(ctx: typer.Context,
         report_quantization(ctx, corpus, r)
 
 
-def check_device(ctx: typer.Context, encode: EncodeConfig) -> None:
+# encode shard size on a GPU: 512 documents (the CPU's ~3 s) take an H100 milliseconds, so the
+# task's own costs (store reads, commit, Prefect) would dominate; 8192 at 256 tokens is ~1 s at fp32
+GPU_SHARD_DOCS = 8192
+
+
+def check_device(ctx: typer.Context, encode: EncodeConfig) -> str:
     """--device checked before anything starts, where this process is where it will run (not
-    a cluster at --dask-address, whose workers may have GPUs this machine lacks)."""
+    a cluster at --dask-address, whose workers may have GPUs this machine lacks); its type."""
     runner = ctx.obj["runner"]
-    if runner is None or not runner.address:
-        from ..stages.bert import encode_device
-        encode_device(encode)                  # PipelineError naming what to install: exit 2
+    if runner is not None and runner.address:
+        return "cuda" if encode.device.startswith("cuda") else "cpu"     # auto there: unknown, CPU-sized
+    from ..stages.bert import encode_device
+    return encode_device(encode).type          # PipelineError naming what to install: exit 2
 
 
 def encoder_line(e: dict) -> str:

@@ -4,7 +4,8 @@
     embcache --runner dask --dask-address tcp://sched:8786 run cfg.toml   # an existing cluster
 
 A command opens one `session`: with Dask and no address it starts a LocalCluster
-(processes, `workers` of them, one thread each) that every flow of the command shares
+(processes, `workers` of them, one thread each; on a machine whose torch sees GPUs, one
+worker per GPU, each seeing only its own: `worker_envs`) that every flow of the command shares
 (`embcache run` has several); `on(flow)` then gives a flow a prefect-dask
 DaskTaskRunner connected to it. Inside a flow, `map_shards` sends one task per shard to
 wherever the flow's task runner puts tasks. Without a session, flows run as before.

@@ -104,7 +104,7 @@ def check_device(ctx: typer.Context, encode: EncodeConfig) -> str:
 
 def encoder_line(e: dict) -> str:
     """'encoder: onnx, fp32 on cpu (auto: torch 0.612 s, onnx 0.548 s on 16 texts, …)'."""
-    where = f"{e['precision']}{'' if e['quantize'] == 'none' else ' ' + e['quantize']} on {e['device']}"
+    where = f"{e['precision'] if e['quantize'] == 'none' else e['quantize']} on {e['device']}"
     choices = e.get("choices")
     if choices is None:
         return f"encoder: {e['backend']}, {where}"

@@ -40,6 +40,9 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
         print(json.dumps(record, default=str))
         return record
     print_summary(record)
+    if config is None:                              # the embedded demo: say what it chose for BERT
+        from ..flows.run_config import demo_note
+        out.print("  " + demo_note(cfg), highlight=False, soft_wrap=True)
     return record
 
 

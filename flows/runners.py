@@ -99,8 +99,10 @@ def worker_envs(workers: int, gpus: list[str], cores: int) -> list[dict[str, str
     when there are GPUs, one of them (CUDA_VISIBLE_DEVICES, round robin: worker i gets gpus[i % n]),
     so torch in worker i sees that GPU alone, as cuda:0, and `--device cuda`/auto uses it.
 
-    >>> worker_envs(3, ["0", "1"], cores=12)
-    [{'OMP_NUM_THREADS': '4', 'CUDA_VISIBLE_DEVICES': '0'}, {'OMP_NUM_THREADS': '4', 'CUDA_VISIBLE_DEVICES': '1'}, {'OMP_NUM_THREADS': '4', 'CUDA_VISIBLE_DEVICES': '0'}]
+    >>> [env["CUDA_VISIBLE_DEVICES"] for env in worker_envs(3, ["0", "1"], cores=12)]
+    ['0', '1', '0']
+    >>> worker_envs(3, ["0", "1"], cores=12)[2]
+    {'OMP_NUM_THREADS': '4', 'CUDA_VISIBLE_DEVICES': '0'}
     """
     share = str(max(1, cores // workers))
     return [{"OMP_NUM_THREADS": share, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})}

@@ -67,10 +67,12 @@ def choice_key(model: str, threads: int | None, host: dict | None = None) -> str
 _CHOSEN: dict[tuple, dict] = {}      # this process's answers: (store, key) -> record
 
 
-def choose(store_root: str | None, model: str, threads: int | None, measure: Callable[[], dict]) -> dict:
+def choose(store_root: str | None, model: str, threads: int | None,
+           measure: Callable[[], dict] | None) -> dict | None:
     """The record for (this machine, model, threads): from this process, the store, or measure().
 
     measure() returns pipeline.backends.time_backends' dict; it runs once per key and store.
+    None for measure: only what is on record (None if nothing).
     Without a store the answer is kept in this process only. The record says where it came from
     in "source": "measured" (now), "store" (an earlier run's), "process" (this process's).
     """
@@ -80,6 +82,8 @@ def choose(store_root: str | None, model: str, threads: int | None, measure: Cal
         return {**_CHOSEN[(store_root, key)], "source": "process"}
     store = FeatureStore(store_root) if store_root else None
     record = _read(store, key) if store is not None else None
+    if record is None and measure is None:
+        return None
     if record is None:
         measured = measure()
         record = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key,

@@ -108,16 +108,17 @@ def cached_encoder(plan_store: str | None, path: str, encode: EncodeConfig, weig
     The device is resolved in this process (a Dask worker sees its own GPU). backend="auto" on
     a CPU at fp32 with onnxruntime installed is decided by timing both on `sample` (token ids:
     the shard about to be encoded; backend_choice keeps the answer in the store per machine,
-    model and threads). The export is a derived artifact kept in the store
-    (derived/onnx/<weights+config digest>.onnx), made on first use and checked before every
-    load; without a store, or one not on local disk, it is kept in the temporary directory.
+    model and threads; with no sample and no answer on record, torch). The export is a derived
+    artifact kept in the store (derived/onnx/<weights+config digest>-fused-v1.onnx; int8-channel:
+    <digest>.onnx quantized), made on first use and checked before every load; without a
+    store, or one not on local disk, it is kept in the temporary directory.
     """
     device = encode_device(encode)
     backend = resolve_backend(encode.backend, encode.quantize, device.type, encode.precision)
     if weights_digest is None and backend != "torch":
         weights_digest = _model_digest_json(path)
-    if backend == "measure":
-        backend = chosen_backend(plan_store, path, encode, weights_digest, sample)["backend"]
+    if backend == "measure":                   # nothing to time on and nothing on record: torch
+        backend = (chosen_backend(plan_store, path, encode, weights_digest, sample) or {"backend": "torch"})["backend"]
     return _encoder(plan_store, path, backend, encode.quantize, str(device), encode.precision, encode.threads,
                     weights_digest)
 
@@ -140,19 +141,19 @@ def _encoder(plan_store, path, backend, quantize, device, precision, threads, we
 
 
 def chosen_backend(plan_store: str | None, path: str, encode: EncodeConfig, weights_digest: str | None,
-                   sample=None) -> dict:
-    """backend_choice's record for this machine, model and threads: measured on `sample` once."""
+                   sample=None) -> dict | None:
+    """backend_choice's record for this machine, model and threads: measured on `sample` once;
+    None when there is no record and no sample (token ids) to measure on."""
     weights_digest = weights_digest or _model_digest_json(path)
     fp32 = replace(encode, backend="torch")
 
     def measure() -> dict:
-        if sample is None or not len(sample):
-            raise PipelineError("EncodeConfig.backend", "auto needs token ids to time both backends on")
         key = hashlib.sha256(weights_digest.encode()).hexdigest()[:32]
         models = {"torch": cached_model(path, "none", "cpu", "fp32"),
                   "onnx": _cached_onnx(plan_store, path, key, encode.threads, "none")}
         return time_backends(models, sample, fp32)
-    return backend_choice.choose(plan_store, weights_digest, encode.threads, measure)
+    return backend_choice.choose(plan_store, weights_digest, encode.threads,
+                                 measure if sample is not None and len(sample) else None)
 
 
 def encoder_summary(plan: "BertPlan") -> dict:

@@ -8,7 +8,6 @@ import torch
 
 from embcache.pipeline.configs import EncodeConfig
 from embcache.pipeline.encode import encode
-from embcache.pipeline.errors import PipelineError
 from embcache.pipeline.model import load_tokenizer
 from embcache.pipeline.tokenize import TokenizeConfig, tokenize
 from embcache.stages import backend_choice, bert
@@ -85,5 +84,7 @@ def test_auto_needs_no_measurement_where_only_torch_can_run(tmp_path, tiny_bert,
     assert next(bf16.parameters()).dtype == torch.bfloat16 and files(store) == []
     int8 = bert.cached_encoder(str(store), tiny_bert, EncodeConfig(quantize="int8"), None, sample=ids)
     assert isinstance(int8, torch.nn.Module) and files(store) == []
-    with pytest.raises(PipelineError, match="token ids"):         # auto with nothing to time on
-        bert.chosen_backend(str(store), tiny_bert, EncodeConfig(), None, sample=None)
+    # auto with nothing to time on and nothing on record: torch, and nothing written
+    assert bert.chosen_backend(str(store), tiny_bert, EncodeConfig(), None, sample=None) is None
+    assert isinstance(bert.cached_encoder(str(store), tiny_bert, EncodeConfig(), None), torch.nn.Module)
+    assert files(store) == []

@@ -31,6 +31,10 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
             check_ingest(corpus.sources, cfg.ingest)
             for source in corpus.sources:
                 check_source(source)
+        runner = ctx.obj["runner"] or cfg.runner
+        if not runner.address:                      # [bert] device = "cuda" where torch sees none: one line
+            from ..stages.bert import encode_device
+            encode_device(cfg.encode)
         with prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), progress_bars(), \
                 runners.session(ctx.obj["runner"] or cfg.runner):             # --runner beats [runner]
             from ..flows.run import pipeline_flow

@@ -37,3 +37,14 @@ def test_a_misspelt_device_is_refused_by_the_option(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == EXIT_USAGE and "auto, cpu, cuda, cuda:N or mps" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_config_asking_for_cuda_fails_before_anything_runs(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a cat sat on the mat")
+    (tmp_path / "gpu.toml").write_text('[[corpora]]\nname = "news"\nsources = [{path = "docs", format = "files"}]\n'
+                                       '[bert]\ndevice = "cuda"\n')
+    done = subprocess.run([EMBCACHE, "--store", str(tmp_path / "store"), "run", "gpu.toml"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE and "install a CUDA build of torch" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "store").exists()

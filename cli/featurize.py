@@ -67,7 +67,7 @@ def featurize_bert(ctx: typer.Context,
     out.print(f"{r['texts']:,} texts: tokenized {r['tokenize_computed']:,} (cached {r['tokenize_cached']:,}), "
               f"encoded {r['encode_computed']:,} (cached {r['encode_cached']:,})")
     out.print(f"bert_features@{r['features_fingerprint'][:12]}  model {r['model']}")
-    out.print(encoder_line(r["encoder"]), highlight=False)
+    out.print(encoder_line(r["encoder"]), highlight=False, markup=False)
     for stage in ("tokenize", "encode"):
         if r.get(f"{stage}_dropped"):
             out.print(f"{stage}: {r[f'{stage}_dropped']:,} texts were computed here too, but another run "

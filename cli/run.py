@@ -46,7 +46,7 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
     print_summary(record)
     if config is None:                              # the embedded demo: say what it chose for BERT
         from ..flows.run_config import demo_note
-        out.print("  " + demo_note(cfg), highlight=False, soft_wrap=True)
+        out.print("  " + demo_note(cfg), highlight=False, soft_wrap=True, markup=False)   # "[bert]" is text
     return record
 
 
@@ -61,7 +61,7 @@ def print_summary(record: dict) -> None:
         if stage.get("encoder"):                    # featurize-bert: what encoded (device, precision, backend)
             from .featurize import encoder_line
             out.print("  " + " " * 20 + encoder_line(stage["encoder"]).replace("\n", "\n" + " " * 22),
-                      highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True, markup=False)
     for corpus, s in record["summary"].items():
         parts = [f"{s['documents']:,} documents", f"{s['rejected']:,} rejected"]
         for key, label in (("head_accuracy", "head accuracy"), ("static_accuracy", "static accuracy"),

@@ -95,6 +95,9 @@ def compare(ctx: typer.Context,
             split_seed: int = option(HeadStage, "split_seed"),
             fmt: CompareFormat = typer.Option("auto", "--format",
                                               help="auto: a table in a terminal, Markdown when piped."),
+            device: str = option(RunConfig.finetune, "device",
+                                 help="Fine-tuning rows: auto (CUDA when torch sees a GPU, else cpu), cpu, "
+                                      "cuda, cuda:N, mps."),
             as_json: bool = typer.Option(False, "--json")):
     """Linear head vs static vectors vs fine-tuning on one split: accuracy, macro-F1, time, cost.
 
@@ -104,7 +107,10 @@ def compare(ctx: typer.Context,
     Example: `embcache compare bbc --trainable oov --trainable none`  ·  `embcache compare bbc --finetune`
     """
     config = dataclasses.replace(RunConfig.finetune, unfreeze_epochs=unfreeze_epochs,
-                                 unfreeze_layers=unfreeze_layers) if finetune else None
+                                 unfreeze_layers=unfreeze_layers, device=device) if finetune else None
+    if finetune:
+        from ..pipeline.devices import resolve_device
+        resolve_device(device)                 # no such device: one line naming what to install (exit 2)
     store = corpus_store(ctx, corpus)
     with prefect_api("train_flows"), progress_bars():
         from ..flows.train_flows import compare_flow

@@ -32,31 +32,42 @@ def featurize_bert(ctx: typer.Context,
                                                "ONNX Runtime's, a scale per weight column (closer to fp32)."),
                    dtype: str = option(EncodeConfig, "dtype", help="Stored vector dtype."),
                    backend: str = option(EncodeConfig, "backend",
-                                         help="auto: onnx when the onnx extra is installed, else torch "
-                                              "(same vectors within 1e-4: same table)."),
-                   shard_docs: int = typer.Option(None, help="Documents per encode task "
-                                                             "(default: the flow's encode_shard_docs).")):
+                                         help="auto: on a CPU, torch or onnx, whichever ran this corpus faster "
+                                              "on this machine (measured once, kept in the store); torch on "
+                                              "a GPU. Same vectors within 1e-4: same table."),
+                   device: str = option(EncodeConfig, "device",
+                                        help="auto (CUDA when torch sees a GPU, else cpu), cpu, cuda, cuda:N, mps. "
+                                             "Speed only: the same table."),
+                   precision: str = option(EncodeConfig, "precision",
+                                           help="fp32; bf16 or fp16 (GPUs; bf16 also on CPUs with bf16 units): "
+                                                "another table."),
+                   shard_docs: int = typer.Option(None, help="Documents per encode task (default: the flow's "
+                                                             "encode_shard_docs; on a GPU 8192).")):
     """Tokenize and encode CORPUS's documents into bert_tokens / bert_features (only what is missing).
 
-    A changed model, pooling, max length, dtype or quantization makes a new table;
+    A changed model, pooling, max length, dtype, precision or quantization makes a new table;
     nothing cached under another configuration is ever served.
 
     Example: `embcache featurize bert bbc --pooling cls --max-length 128`,
-    `embcache featurize bert bbc --long-documents windows --max-windows 8`
+    `embcache featurize bert bbc --long-documents windows --max-windows 8`,
+    `embcache featurize bert bbc --device auto --precision fp32`
     """
     from ..flows import runners
     shards = {} if shard_docs is None else {"encode_shard_docs": shard_docs}
     tokenize, encode = (TokenizeConfig(max_length=max_length, long_documents=long_documents, max_windows=max_windows),
                         EncodeConfig(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens, quantize=quantize,
-                                     backend=backend))
+                                     backend=backend, device=device, precision=precision))
+    if check_device(ctx, encode) != "cpu" and shard_docs is None:
+        shards = {"encode_shard_docs": GPU_SHARD_DOCS}
     store = store_of(ctx)
     store.corpus(corpus).require()
-    with prefect_api("featurize_flows"), progress_bars(), runners.session(ctx.obj["runner"]):
+    with prefect_api("featurize_flows"), progress_bars(), runners.session(ctx.obj["runner"], device=device):
         from ..flows.featurize_flows import featurize_bert_flow
         r = runners.on(featurize_bert_flow)(corpus, model, tokenize, encode, store=store.root, **shards)
     out.print(f"{r['texts']:,} texts: tokenized {r['tokenize_computed']:,} (cached {r['tokenize_cached']:,}), "
               f"encoded {r['encode_computed']:,} (cached {r['encode_cached']:,})")
     out.print(f"bert_features@{r['features_fingerprint'][:12]}  model {r['model']}")
+    out.print(encoder_line(r["encoder"]), highlight=False, markup=False)
     for stage in ("tokenize", "encode"):
         if r.get(f"{stage}_dropped"):
             out.print(f"{stage}: {r[f'{stage}_dropped']:,} texts were computed here too, but another run "
@@ -76,6 +87,35 @@ def featurize_bert(ctx: typer.Context,
         report_quantization(ctx, corpus, r)
 
 
+# encode shard size on a GPU: 512 documents (the CPU's ~3 s) take an H100 milliseconds, so the
+# task's own costs (store reads, commit, Prefect) would dominate; 8192 at 256 tokens is ~1 s at fp32
+GPU_SHARD_DOCS = 8192
+
+
+def check_device(ctx: typer.Context, encode: EncodeConfig) -> str:
+    """--device checked before anything starts, where this process is where it will run (not
+    a cluster at --dask-address, whose workers may have GPUs this machine lacks); its type."""
+    runner = ctx.obj["runner"]
+    if runner is not None and runner.address:
+        return "cuda" if encode.device.startswith("cuda") else "cpu"     # auto there: unknown, CPU-sized
+    from ..stages.bert import encode_device
+    return encode_device(encode).type          # PipelineError naming what to install: exit 2
+
+
+def encoder_line(e: dict) -> str:
+    """'encoder: onnx, fp32 on cpu (auto: torch 0.612 s, onnx 0.548 s on 16 texts, …)'."""
+    where = f"{e['precision'] if e['quantize'] == 'none' else e['quantize']} on {e['device']}"
+    choices = e.get("choices")
+    if choices is None:
+        return f"encoder: {e['backend']}, {where}"
+    here = [c for c in choices if c["here"]]
+    if not here:
+        return "\n".join([f"encoder: auto, {where}; measured for this model (by other processes or runs):"]
+                         + [f"  {c['line']}" for c in choices])
+    return "\n".join([f"encoder: {e['backend']}, {where} (auto, measured: {here[0]['line']})"]
+                     + [f"  also on record: {c['line']}" for c in choices if not c["here"]])
+
+
 def report_quantization(ctx: typer.Context, corpus: str, r: dict) -> None:
     """Fidelity of int8 vs fp32 on a sample of the corpus, measured and printed."""
     import numpy as np
@@ -88,7 +128,7 @@ def report_quantization(ctx: typer.Context, corpus: str, r: dict) -> None:
     enc = EncodeConfig(**meta["encode"])
     fp32 = EncodeConfig(**{**meta["encode"], "quantize": "none", "backend": "torch"})
     q = encode(ids, bert.cached_encoder(store.root, meta["model"], enc, None), enc)
-    f = encode(ids, bert.cached_model(meta["model"], "none"), fp32)
+    f = encode(ids, bert.cached_model(meta["model"], "none", "cpu", "fp32"), fp32)
     fid = quantization_fidelity(np.asarray(f, np.float32), np.asarray(q, np.float32))
     out.print(f"{enc.quantize} fidelity vs fp32 on {len(ids)} texts: mean cosine {fid['mean_cosine']:.4f}, "
               f"min {fid['min_cosine']:.4f}")
@@ -130,7 +170,7 @@ def featurize_word2vec(ctx: typer.Context,
                                       subsample_formula=subsample_formula))
     store = store_of(ctx)
     store.corpus(corpus).require()
-    with prefect_api("word2vec_flows"), progress_bars(), runners.session(ctx.obj["runner"]):
+    with prefect_api("word2vec_flows"), progress_bars(), runners.session(ctx.obj["runner"], device="cpu"):
         from ..flows.word2vec_flows import featurize_word2vec_flow
         r = runners.on(featurize_word2vec_flow)(corpus, words, skipgram, epochs_of_examples, seed,
                                                 extend=vocabulary == "extend", store=store.root,

@@ -49,8 +49,12 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
             check_ingest(corpus.sources, cfg.ingest)
             for source in corpus.sources:
                 check_source(source)
-        with prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), \
-                progress_bars(), runners.session(ctx.obj["runner"] or cfg.runner):   # --runner beats [runner]
+        runner = ctx.obj["runner"] or cfg.runner      # --runner beats [runner]
+        if not runner.address:                      # [bert] device = "cuda" where torch sees none: one line
+            from ..stages.bert import encode_device
+            encode_device(cfg.encode)
+        with prefect_api("featurize_flows", "word2vec_flows", "train_flows", "run"), progress_bars(), \
+                runners.session(runner):
             from ..flows.run import pipeline_flow
             record = pipeline_flow(config_path=str(config) if config else None, store=store,
                                    rescan=rescan, retrain=retrain)
@@ -60,6 +64,9 @@ def run_pipeline(ctx: typer.Context, config: Path | None, as_json: bool, rescan:
                          default=str))
         return record
     print_summary(record, seconds, since)
+    if config is None:                              # the embedded demo: say what it chose for BERT
+        from ..flows.run_config import demo_note
+        out.print("  " + demo_note(cfg), highlight=False, soft_wrap=True, markup=False)   # "[bert]" is text
     return record
 
 
@@ -76,6 +83,10 @@ def print_summary(record: dict, command_seconds: float | None = None, since: str
                 f"computed {stage['computed']:,} {stage['unit']}, {stage['cached']:,} cached")
         out.print(f"  {stage['stage']:>19} {stage['corpus']:<12} {stage['seconds']:7.1f} s  {what}",
                   highlight=False)
+        if stage.get("encoder"):                    # featurize-bert: what encoded (device, precision, backend)
+            from .featurize import encoder_line
+            out.print("  " + " " * 20 + encoder_line(stage["encoder"]).replace("\n", "\n" + " " * 22),
+                      highlight=False, soft_wrap=True, markup=False)
     sources = {stage["corpus"]: stage["sources"] for stage in record["stages"]
                if stage["stage"] == "ingest" and "sources" in stage}
     for corpus, s in record["summary"].items():

@@ -165,6 +165,8 @@ def finetune(ctx: typer.Context,
              max_length: int = option(TokenizeConfig, "max_length", help="Tokens per document."),
              checkpoint_every: int = option(FinetuneConfig, "checkpoint_every",
                                             help="Steps between checkpoints (0: at each epoch end)."),
+             device: str = option(FinetuneConfig, "device",
+                                  help="auto (CUDA when torch sees a GPU, else cpu), cpu, cuda, cuda:N, mps."),
              fresh: bool = typer.Option(False, "--fresh", help="Ignore a checkpoint of the same run."),
              seed: int = option(FinetuneConfig, "seed"),
              split_seed: int = option(HeadStage, "split_seed"),
@@ -177,7 +179,9 @@ def finetune(ctx: typer.Context,
     """
     config = FinetuneConfig(freeze_epochs=freeze_epochs, unfreeze_epochs=unfreeze_epochs,
                             unfreeze_layers=unfreeze_layers, lr=lr, head_lr=head_lr, batch_size=batch_size,
-                            checkpoint_every=checkpoint_every, seed=seed)
+                            checkpoint_every=checkpoint_every, seed=seed, device=device)
+    from ..pipeline.devices import resolve_device
+    resolve_device(device)                     # no such device: one line naming what to install (exit 2)
     store = corpus_store(ctx, corpus)
     with prefect_api("train_flows"), progress_bars():
         from ..flows.train_flows import finetune_flow

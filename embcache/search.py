@@ -255,20 +255,21 @@ class ReadPath:
         raise UnknownKeys("word_vectors", [word], "not in the vocabulary")
 
     # -- the query encoder -------------------------------------------------------------------
-    def encoder(self, fingerprint: str):
+    def encoder(self, fingerprint: str, device: str = "auto"):
         """texts -> (N, H) float32, exactly as bert_features@fingerprint was built; loaded once.
 
-        The store's ONNX export of the model with `tokenizers` and ONNX Runtime when they are
-        installed and reproduce the table's settings (pipeline/query_encoder.py: no torch, no
-        transformers); else the model through torch (stages.bert.encode_query).
+        device "auto": the store's ONNX export of the model with `tokenizers` and ONNX Runtime
+        when they are installed and reproduce the table's settings (pipeline/query_encoder.py:
+        no torch, no transformers); else the model through torch (stages.bert.encode_query),
+        on the device torch resolves. Any other device: torch there.
         """
         with self._lock:
-            encoder = self._encoders.get(fingerprint)
+            encoder = self._encoders.get((fingerprint, device))
         if encoder is None:
             spec = self.table("bert_features", fingerprint).saved_spec()
-            encoder = self._onnx_encoder(spec) or _torch_encoder(spec["meta"])
+            encoder = (self._onnx_encoder(spec) if device == "auto" else None) or _torch_encoder(spec["meta"], device)
             with self._lock:
-                self._encoders[fingerprint] = encoder
+                self._encoders[(fingerprint, device)] = encoder
         return encoder
 
     def _onnx_encoder(self, spec: dict):
@@ -285,18 +286,23 @@ class ReadPath:
             return None
         if not OnnxQueryEncoder.usable(enc):
             return None
-        # the export stages/bert.py (cached_encoder, _cached_onnx) keeps for these weights
+        # the export stages/bert.py (cached_encoder, _cached_onnx) keeps for these weights: the fused
+        #   graph (fp32 BERTs, pipeline/backends.py), else the plain export
+        from .pipeline.backends import FUSED_VERSION
         key = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:32]
-        export = f"{self.store.root}/derived/onnx/{key}.onnx"
-        config = load_export(export, key)
+        for export in (f"{self.store.root}/derived/onnx/{key}-fused-v{FUSED_VERSION}.onnx",
+                       f"{self.store.root}/derived/onnx/{key}.onnx"):
+            config = load_export(export, key)
+            if config is not None:
+                break
         tokenizer = load_tokenizer_json(meta.get("model", "")) if config is not None else None
         if tokenizer is None:
             return None
         return OnnxQueryEncoder(export, config, tokenizer, tok, enc, threads=enc.threads)
 
 
-def _torch_encoder(meta: dict):
+def _torch_encoder(meta: dict, device: str = "auto"):
     def encode(texts: list[str]) -> np.ndarray:
         from .stages.bert import encode_query          # torch and transformers: only here
-        return encode_query(meta, texts)
+        return encode_query(meta, texts, device)
     return encode

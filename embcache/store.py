@@ -161,7 +161,7 @@ class Store:
 
     def similar(self, corpus: str, text: str | Sequence[str] | None = None, *, vector=None, k: int = 5,
                 fingerprint: str | None = None, exact: bool = False, where: str | None = None,
-                label: str | Sequence[str] | None = None, snapshot: str | None = None):
+                label: str | Sequence[str] | None = None, snapshot: str | None = None, device: str = "auto"):
         """The k documents of the corpus nearest a query `text` (encoded as the corpus was) or `vector`.
 
         One query (a str, or a (H,) vector): a list of Hits, best first. A batch (a list of
@@ -173,7 +173,8 @@ class Store:
         Filters (searched exactly, over the matching documents only): label= one label or a
         list of them; where= a SQL predicate over the snapshot's columns (doc_id, label,
         split, source, …), e.g. "split = 'test' AND label <> 'tech'". snapshot: search the
-        documents of a kept snapshot instead of the current one.
+        documents of a kept snapshot instead of the current one. device: where a text query is
+        encoded (see `encode`).
         """
         if (text is None) == (vector is None):
             raise ValueError("give exactly one of text= or vector=")
@@ -182,7 +183,7 @@ class Store:
         batch = not isinstance(text, str) if text is not None else np.ndim(vector) == 2
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
-            queries = self.reads.encoder(fp)(check_texts(texts))                      # (Q, H)
+            queries = self.reads.encoder(fp, device)(check_texts(texts))                      # (Q, H)
         else:
             queries = check_vectors(vector)
         only = self._filter(corpus, snapshot, where, label)
@@ -190,11 +191,14 @@ class Store:
         return hits if batch else hits[0]
 
     def encode(self, texts: str | Sequence[str], corpus: str | None = None, *,
-               fingerprint: str | None = None) -> np.ndarray:
+               fingerprint: str | None = None, device: str = "auto") -> np.ndarray:
         """(N, H) float32 vectors of new texts, computed exactly as the corpus's bert_features were
-        (same model, tokenizer settings, pooling, dtype): comparable with the stored vectors."""
+        (same model, tokenizer settings, pooling, dtype, precision): comparable with the stored vectors.
+        device: "auto" uses the store's ONNX export on the CPU when onnxruntime is installed and the
+        table is fp32 (no torch import: queries are a few texts), else torch as `encode_device`
+        resolves it (CUDA when torch sees a GPU); "cpu", "cuda", "cuda:N", "mps": torch there."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self.reads.encoder(self._features_fingerprint(corpus, fingerprint))(check_texts(texts))
+        return self.reads.encoder(self._features_fingerprint(corpus, fingerprint), device)(check_texts(texts))
 
     # -- word vectors ----------------------------------------------------
     def neighbours(self, word: str, k: int = 10, *, corpus: str | None = None,

@@ -102,5 +102,6 @@ def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: Tokeniz
                  f"windows" if "split" in cut else f"at {cut['max_length']} tokens")
     counts.update(tokens_fingerprint=tokens.fingerprint, features_fingerprint=features.fingerprint,
                   model=plan.model_path, truncated=cut["truncated"], max_length=cut["max_length"],
-                  model_limit=cut["model_limit"], **{k: cut[k] for k in ("split", "windows") if k in cut})
+                  model_limit=cut["model_limit"], **{k: cut[k] for k in ("split", "windows") if k in cut},
+                  encoder=bert.encoder_summary(plan))         # device, precision, backend (auto: as measured)
     return counts

@@ -156,8 +156,9 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
 
     t = time.perf_counter()
     feats = runners.on(featurize_bert_flow)(name, cfg.model, cfg.tokenize, cfg.encode, store=root)
-    stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
-               f"bert_features@{feats['features_fingerprint'][:12]}")
+    rec = stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
+                     f"bert_features@{feats['features_fingerprint'][:12]}")
+    rec["encoder"] = feats["encoder"]             # device, precision, backend (auto: what was measured)
     if cfg.word2vec.enabled:
         _word2vec(cfg, root, fs, name, stages, s, retrain)
     if not _labelled(fs, name):

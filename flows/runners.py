@@ -4,7 +4,8 @@
     embcache --runner dask --dask-address tcp://sched:8786 run cfg.toml   # an existing cluster
 
 A command opens one `session`: with Dask and no address it starts a LocalCluster
-(processes, `workers` of them, one thread each) that every flow of the command shares
+(processes, `workers` of them, one thread each; on a machine whose torch sees GPUs, one
+worker per GPU, each seeing only its own: `worker_envs`) that every flow of the command shares
 (`embcache run` has several); `on(flow)` then gives a flow a prefect-dask
 DaskTaskRunner connected to it. Inside a flow, `map_shards` sends one task per shard to
 wherever the flow's task runner puts tasks. Without a session, flows run as before.
@@ -57,10 +58,13 @@ _address: str | None = None   # the scheduler that `on` connects flows to, while
 
 
 @contextmanager
-def session(config: RunnerConfig | None) -> Iterator[str | None]:
+def session(config: RunnerConfig | None, device: str = "auto") -> Iterator[str | None]:
     """Make `on(flow)` run flows on `config`'s runner for the block; yields the scheduler address.
 
-    None (nothing chosen) is the thread runner."""
+    None (nothing chosen) is the thread runner. device: where the command's BERT runs
+    (EncodeConfig.device): a LocalCluster on a machine whose torch sees GPUs gives each worker
+    its own GPU when it is auto or cuda (`gpu_workers`); cpu, and a cluster at an address,
+    leave the workers as they are."""
     global _address
     if config is None or config.kind == "threads":
         yield None
@@ -71,7 +75,8 @@ def session(config: RunnerConfig | None) -> Iterator[str | None]:
         raise RunnerError("runner", f"the dask runner needs prefect-dask ({e}): "
                                       "pip install 'embcache[dask]'") from None
     with ExitStack() as stack:
-        address = config.address or stack.enter_context(local_cluster(config.workers)).scheduler_address
+        gpus = visible_gpus() if device in ("auto", "cuda") and not config.address else []
+        address = config.address or stack.enter_context(local_cluster(config.workers, gpus)).scheduler_address
         stack.enter_context(api_for_workers(address))
         before, _address = _address, address
         try:
@@ -80,25 +85,62 @@ def session(config: RunnerConfig | None) -> Iterator[str | None]:
             _address = before
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA GPUs this process may use, as CUDA_VISIBLE_DEVICES names them ("0", "1", … or
+    the UUIDs it lists); none when torch has no CUDA. torch counts through NVML, without
+    creating a CUDA context, so forked or spawned workers can still use the GPUs."""
+    import torch
+    count = torch.cuda.device_count() if torch.version.cuda is not None else 0
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return (listed or [str(i) for i in range(count)])[:count]
+
+
+def worker_envs(workers: int, gpus: list[str], cores: int) -> list[dict[str, str]]:
+    """Each LocalCluster worker's environment: its share of the cores (OMP_NUM_THREADS) and,
+    when there are GPUs, one of them (CUDA_VISIBLE_DEVICES, round robin: worker i gets gpus[i % n]),
+    so torch in worker i sees that GPU alone, as cuda:0, and `--device cuda`/auto uses it.
+
+    >>> [env["CUDA_VISIBLE_DEVICES"] for env in worker_envs(3, ["0", "1"], cores=12)]
+    ['0', '1', '0']
+    >>> worker_envs(3, ["0", "1"], cores=12)[2]
+    {'OMP_NUM_THREADS': '4', 'CUDA_VISIBLE_DEVICES': '0'}
+    """
+    share = str(max(1, cores // workers))
+    return [{"OMP_NUM_THREADS": share, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})}
+            for i in range(workers)]
+
+
 @contextmanager
-def local_cluster(workers: int | None = None):
+def local_cluster(workers: int | None = None, gpus: list[str] | None = None):
     """A Dask LocalCluster of worker processes with one thread each.
 
     Each worker's share of the cores goes to its environment as OMP_NUM_THREADS, which
     pipeline.cores.available_cores honours: torch in 2 workers on 2 cores uses 1 thread
     each, in 1 worker both (Dask's own default is 1 per worker, whatever the machine).
+    With `gpus` (visible_gpus()), one worker per GPU by default, each seeing only its own
+    (worker_envs): what dask-cuda's LocalCUDACluster does, built from distributed's
+    SpecCluster so that no other package is needed.
     """
-    from distributed import LocalCluster
-    n = workers or available_cores()
-    share = max(1, available_cores() // n)
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+    gpus = list(gpus or [])
+    n = workers or len(gpus) or available_cores()
+    envs = [{**env, **worker_environment()} for env in worker_envs(n, gpus, available_cores())]
     saved = dict(os.environ)
     log = logging.getLogger("distributed")     # scheduler and nannies log here, at INFO, per event
     level = log.level
     log.setLevel(logging.WARNING)
     try:
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.WARNING,
-                          env={"OMP_NUM_THREADS": str(share), **worker_environment()}) as cluster:
+        if gpus:
+            cluster = SpecCluster(
+                scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}},
+                workers={f"gpu-{i}-{env['CUDA_VISIBLE_DEVICES']}": {
+                    "cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "env": env,
+                                              "silence_logs": logging.WARNING}} for i, env in enumerate(envs)},
+                silence_logs=logging.WARNING)
+        else:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   silence_logs=logging.WARNING, env=envs[0])
+        with cluster:
             _restore_environ(saved)
             yield cluster
     finally:

@@ -130,7 +130,7 @@ def finetune_flow(corpus: str, name: str = "finetuned", model: str | None = None
     fs = FeatureStore(store)
     links = fs.corpus(corpus).manifest().links.get("bert_features", [])
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length),
-                                EncodeConfig(pooling="pooler", normalize="none"), store=store)
+                                EncodeConfig(pooling="pooler", normalize="none", device=config.device), store=store)
     if links and links[-1] != feats["features_fingerprint"]:
         fs.corpus(corpus).link("bert_features", links[-1])          # keep the user's default features
     r = finetune_task(store, corpus, name, feats["model"], feats["features_fingerprint"],

@@ -11,6 +11,7 @@ The export is a derived artifact (STYLE.md habit 10): written once per weights d
 into a cache directory the caller chooses (the stage passes one inside the store),
 atomically (temporary name, then os.replace), with a sidecar JSON that names the source
 digest and the file's sha256; a file whose sidecar does not match is exported again.
+A BERT runs fp32 as one fused graph (_fuse_bert); int8-channel quantizes the plain export.
 
 >>> model = onnx_model(load_torch, key="…weights digest…", cache_dir="store/derived/onnx")  # doctest: +SKIP
 >>> encode(ids, model, EncodeConfig(backend="onnx"))                                        # doctest: +SKIP
@@ -46,25 +47,74 @@ def onnx_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str, quantize: str = "none") -> str:
-    """"auto" -> the fastest backend that matches torch within 1e-4 and is installed.
+def resolve_backend(backend: str, quantize: str = "none", device: str = "cpu", precision: str = "fp32") -> str:
+    """"torch", "onnx", or "measure": what runs the forward pass for these settings.
 
-    ONNX Runtime fp32 measured 1.3-1.7x torch on MiniLM sentences here (issue 21; benchmarks/encode.py),
-    so auto is "onnx" when onnxruntime imports, else "torch". quantize "int8" (torch's dynamic
-    Linear layers) runs on torch, "int8-channel" (ONNX Runtime's) on onnx: each is what its
-    fingerprint describes.
+    device: the resolved device's type ("cpu", "cuda", "mps"). ONNX runs here on the CPU at
+    fp32 only, so "auto" is torch on a GPU, at bf16/fp16, with quantize "int8" (torch's
+    dynamic Linear layers) or without onnxruntime; "onnx" with "int8-channel" (ONNX Runtime's).
+    Otherwise "auto" is "measure": which of the two is faster depends on the machine (on a
+    quiet 2-core machine ONNX fp32 ran MiniLM at 0.91x torch on sentences, on a loaded one at
+    1.3-1.7x: issue 29), so time_backends times both and the caller keeps the answer.
     """
     if backend not in ("auto", "torch", "onnx"):
         raise PipelineError("EncodeConfig.backend", f"invalid value {backend!r}")
-    if quantize == "int8" or backend == "torch":
-        if backend == "onnx" or quantize == "int8-channel":
-            raise PipelineError("EncodeConfig.backend", f"quantize={quantize!r} does not run on {backend}")
-        return "torch"
-    if quantize == "int8-channel" and not onnx_available():
-        raise PipelineError("EncodeConfig.quantize", f"int8-channel needs onnxruntime: {INSTALL_HINT}")
+    onnx_possible = device == "cpu" and precision == "fp32" and quantize != "int8"
+    if backend == "onnx" and not onnx_possible:
+        raise PipelineError("EncodeConfig.backend", f"onnx runs on the CPU at fp32 without quantize='int8', "
+                                                    f"not on {device} at {precision} with quantize={quantize!r}")
+    if quantize == "int8-channel":
+        if backend == "torch" or not onnx_possible:
+            raise PipelineError("EncodeConfig.quantize", "int8-channel runs on onnx (the CPU, fp32)")
+        if not onnx_available():
+            raise PipelineError("EncodeConfig.quantize", f"int8-channel needs onnxruntime: {INSTALL_HINT}")
+        return "onnx"
     if backend == "onnx" and not onnx_available():
         raise PipelineError("EncodeConfig.backend", f"onnxruntime is not installed: {INSTALL_HINT}")
-    return "onnx" if onnx_available() else "torch"
+    if backend != "auto":
+        return backend
+    return "measure" if onnx_possible and onnx_available() else "torch"
+
+
+def time_backends(models: dict, input_ids, config, budget_s: float = 4.0, sample_tokens: int = 4096,
+                  rounds: int = 2) -> dict:
+    """Seconds each model takes to encode the same sample of `input_ids` (best of `rounds`).
+
+    models: {"torch": a transformers model, "onnx": an OnnxModel, ...}, all under `config`.
+    The sample: whole batches of `input_ids` as encode cuts them (config.batch_tokens), spread
+    over the length range, about `sample_tokens` padded tokens in all (the corpus's own
+    batch shapes: sentences and long documents rank the backends differently). Each model
+    first runs the shortest sampled batch untimed (allocations, ONNX Runtime's first run);
+    then rounds time each model on the whole sample, the order alternating between rounds,
+    until `rounds` are done or `budget_s` has passed (one round at least).
+
+    >>> time_backends({"torch": model, "onnx": onnx}, ids, EncodeConfig())     # doctest: +SKIP
+    {'seconds': {'torch': 0.61, 'onnx': 0.66}, 'fastest': 'torch', 'texts': 16, 'tokens': 4096, 'rounds': 2}
+    """
+    import time
+
+    from .encode import encode, id_arrays, length_sorted_batches
+    rows = id_arrays(input_ids)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    batches = length_sorted_batches(lengths, config.batch_tokens)
+    padded = [len(b) * int(lengths[b].max()) for b in batches]                  # tokens each batch costs
+    want = max(1, min(len(batches), round(sample_tokens / max(np.mean(padded), 1))))
+    picked = sorted({int(i) for i in np.linspace(0, len(batches) - 1, want).round()})
+    sample = [rows[i] for k in picked for i in batches[k]]
+    shortest = [rows[i] for i in batches[picked[-1]]]
+    for model in models.values():
+        encode(shortest, model, config)                                        # untimed warm-up
+    best = dict.fromkeys(models, float("inf"))
+    start, done = time.perf_counter(), 0
+    names = list(models)
+    while done < rounds and (done == 0 or time.perf_counter() - start < budget_s):
+        for name in names if done % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            encode(sample, models[name], config)
+            best[name] = min(best[name], time.perf_counter() - t)
+        done += 1
+    return {"seconds": {k: round(v, 4) for k, v in best.items()}, "fastest": min(best, key=best.get),
+            "texts": len(sample), "tokens": int(sum(padded[k] for k in picked)), "rounds": done}
 
 
 class OnnxModel:
@@ -102,21 +152,64 @@ def onnx_model(load_torch: Callable[[], object], key: str, cache_dir: str | os.P
 
     load_torch: returns the float32 transformers model; called only when the cache has no
     valid export (the config is read from it then, else from the sidecar's copy).
-    quantize "int8-channel": that export with ONNX Runtime's dynamic int8 MatMuls, one weight
-    scale per output column (cached beside it, keyed by the fp32 file's sha256).
+    fp32: for a BERT, the fused graph (`<key>-fused-v1.onnx`, export_onnx(fuse=True)); for
+    other models the plain export (`<key>.onnx`).
+    quantize "int8-channel": the plain export with ONNX Runtime's dynamic int8 MatMuls, one
+    weight scale per output column (cached beside it, keyed by the fp32 file's sha256). It
+    quantizes the plain graph, not the fused one: its vectors stay what its tables hold.
     """
     if not onnx_available():
         raise PipelineError("EncodeConfig.backend", f"onnxruntime is not installed: {INSTALL_HINT}")
-    path = Path(cache_dir) / f"{key}.onnx"
-    sidecar = path.with_suffix(".json")
-    config = _valid_export(str(path), str(sidecar), key)
-    if config is None:
-        model = load_torch()
-        export_onnx(model, path, key)
-        config = model.config
+    cache = Path(cache_dir)
+    plain = cache / f"{key}.onnx"
     if quantize == "int8-channel":
-        return OnnxModel(_quantized(path), config, threads, quantize)
-    return OnnxModel(path, config, threads)
+        config = _valid_export(str(plain), str(plain.with_suffix(".json")), key)
+        if config is None:
+            model = load_torch()
+            export_onnx(model, plain, key)
+            config = model.config
+        return OnnxModel(_quantized(plain), config, threads, quantize)
+    fused = cache / f"{key}-fused-v{FUSED_VERSION}.onnx"
+    for path in (fused, plain):
+        config = _valid_export(str(path), str(path.with_suffix(".json")), key)
+        if config is not None and (path == fused or getattr(config, "model_type", None) != "bert"):
+            return OnnxModel(path, config, threads)
+    model = load_torch()
+    bert = getattr(model.config, "model_type", None) == "bert"
+    export_onnx(model, fused if bert else plain, key, fuse=bert)
+    return OnnxModel(fused if bert else plain, model.config, threads)
+
+
+FUSED_VERSION = 1      # bump when export_onnx(fuse=True)'s graph changes
+
+
+def _fuse_bert(model, path: Path) -> bool:
+    """Export `model` with eager attention and fuse it for ONNX Runtime into `path`; True if fused.
+
+    onnxruntime.transformers' BERT optimizer turns the eager-attention graph into one Attention
+    per layer, SkipLayerNormalization (residual add + LayerNorm) twice per layer, BiasGelu and an
+    EmbedLayerNormalization (MiniLM: 18 MatMuls left of 42): fewer passes over the activations,
+    which is where long documents lose time (benchmarks/profile_encode.py). The torch export
+    with SDPA attention fuses no Attention, hence the eager one (on a copy: the caller's model
+    keeps its attention). Within ~2e-7 of torch (tests/pipeline/test_backends.py checks 1e-4):
+    speed only, like the backend. Where the optimizer fuses fewer Attention nodes than layers,
+    `path` holds the eager graph unfused (False).
+    """
+    import copy
+    import warnings
+
+    from onnxruntime.transformers.optimizer import optimize_model
+    model = copy.deepcopy(model)
+    model.set_attn_implementation("eager")
+    _export_graph(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = optimize_model(str(path), model_type="bert", num_heads=model.config.num_attention_heads,
+                               hidden_size=model.config.hidden_size, opt_level=0)
+    if fused.get_fused_operator_statistics().get("Attention", 0) != model.config.num_hidden_layers:
+        return False
+    fused.save_model_to_file(str(path))
+    return True
 
 
 def _quantized(fp32: Path) -> Path:
@@ -139,29 +232,23 @@ def _quantized(fp32: Path) -> Path:
     return path
 
 
-def export_onnx(model, path: str | os.PathLike, key: str) -> Path:
-    """torch.onnx.export (TorchScript exporter, opset 17, dynamic batch and length) + sidecar, atomically."""
+def export_onnx(model, path: str | os.PathLike, key: str, fuse: bool = False) -> Path:
+    """torch.onnx.export (TorchScript exporter, opset 17, dynamic batch and length) + sidecar, atomically.
+
+    fuse: a BERT's fused graph (_fuse_bert); the sidecar says whether it fused ("fused")."""
     import torch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = ["last_hidden_state"] + (["pooler_output"] if getattr(model, "pooler", None) is not None else [])
-    wrapper = _plain_outputs(model, len(names) == 2).eval()
-    ids = torch.arange(1, 9).reshape(2, 4) % model.config.vocab_size            # (2, 4) sample ids to trace
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])                             # (2, 4) one padded row
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-            "last_hidden_state": {0: "batch", 1: "tokens"}, "pooler_output": {0: "batch"}}
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}.onnx"
     try:
-        import warnings
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")            # tracer notes on constant-folded shape checks
-            torch.onnx.export(wrapper, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
-                              output_names=names, dynamic_axes={k: axes[k] for k in
-                                                                ["input_ids", "attention_mask", *names]},
-                              opset_version=OPSET, dynamo=False)
+        if fuse:
+            fused = _fuse_bert(model, tmp)
+        else:
+            _export_graph(model, tmp)
+            fused = False
         meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "key": key,
                 "sha256": _sha256(str(tmp)), "bytes": tmp.stat().st_size, "opset": OPSET,
-                "torch": torch.__version__, "config": model.config.to_dict()}
+                "torch": torch.__version__, "fused": fused, "config": model.config.to_dict()}
         side_tmp = path.parent / f".tmp-{uuid.uuid4().hex}.json"
         side_tmp.write_text(json.dumps(meta, default=str))
         os.replace(tmp, path)
@@ -169,6 +256,26 @@ def export_onnx(model, path: str | os.PathLike, key: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _export_graph(model, path: Path) -> None:
+    """torch.onnx.export of `model` to `path`: inputs input_ids, attention_mask; outputs
+    last_hidden_state (and pooler_output when the model has a pooler); batch and length dynamic."""
+    import warnings
+
+    import torch
+    names = ["last_hidden_state"] + (["pooler_output"] if getattr(model, "pooler", None) is not None else [])
+    wrapper = _plain_outputs(model, len(names) == 2).eval()
+    ids = torch.arange(1, 9).reshape(2, 4) % model.config.vocab_size            # (2, 4) sample ids to trace
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])                             # (2, 4) one padded row
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "last_hidden_state": {0: "batch", 1: "tokens"}, "pooler_output": {0: "batch"}}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")            # tracer notes on constant-folded shape checks
+        torch.onnx.export(wrapper, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=names, dynamic_axes={k: axes[k] for k in
+                                                            ["input_ids", "attention_mask", *names]},
+                          opset_version=OPSET, dynamo=False)
 
 
 def _plain_outputs(model, pooler: bool):

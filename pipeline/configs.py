@@ -60,8 +60,10 @@ class TokenizeConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    # encode is batch-invariant within 1e-5; the fp32 backends agree within ~2e-7 (pipeline/backends.py)
-    speed_only: ClassVar[tuple[str, ...]] = ("batch_tokens", "threads", "backend")
+    # encode is batch-invariant within 1e-5; the fp32 backends agree within ~2e-7 (pipeline/backends.py),
+    #   and fp32 on a GPU within 1e-4 of the CPU (TF32 stays off): where the work runs changes no value
+    speed_only: ClassVar[tuple[str, ...]] = ("batch_tokens", "gpu_batch_tokens", "threads", "backend", "device")
+    added_later: ClassVar[dict] = {"precision": "fp32"}     # stores before GPUs keep their fingerprints
     # mean: attention-masked mean of the last hidden states (the default; what
     #   sentence-transformers' MiniLM was trained for); cls: the [CLS] row;
     # pooler: the model's pooler_output (tanh(dense(CLS))). For the packaged MiniLM
@@ -75,39 +77,62 @@ class EncodeConfig:
     # l2: divide by the Euclidean norm (unit vectors: dot product = cosine);
     # none: the pooled vector as it is.
     normalize: Literal["auto", "l2", "none"] = "auto"
-    # dtype of the returned vectors; the forward pass always runs in float32 on CPU.
+    # dtype of the returned vectors; pooling and normalising run in float32 whatever the precision.
     dtype: Literal["float32", "float16"] = "float32"
-    # padded tokens per batch (rows × longest row): bounds activation memory. 2048 measured
-    # fastest on 2 cores (benchmarks/encode.py: 216 sentences/s vs 143 at 16384).
+    # padded tokens per batch (rows × longest row) on a CPU: bounds activation memory. 2048 measured
+    #   fastest on 2 cores (benchmarks/encode.py: 216 sentences/s vs 143 at 16384).
     batch_tokens: int = 2048
+    # the same on a GPU, where small batches leave it idle between kernel launches.
+    gpu_batch_tokens: int = 65536
     # torch intra-op threads for the forward pass; None = the cores this process may use.
     threads: int | None = None
-    # "int8": the model was loaded with dynamic int8 Linear layers (load_model(quantize=…));
+    # "int8": the model was loaded with dynamic int8 Linear layers (load_model(quantize=…)), CPU only;
     # "int8-channel": ONNX Runtime's dynamic int8 MatMuls with a scale per weight column (onnx
-    #   extra): mean cosine to fp32 0.993 where int8's is 0.94 (smoke run, BENCHMARKS.md).
+    #   extra): mean cosine to fp32 0.99 where int8's is 0.94 (benchmarks/encode.py, BENCHMARKS.md).
     #   Recorded here so the fingerprint changes with it; encode checks it matches the model.
     quantize: Literal["none", "int8", "int8-channel"] = "none"
     # what runs the forward pass: torch, or onnx (ONNX Runtime on the model exported from the
-    #   same safetensors; extra `onnx`), float32 only. auto: onnx when onnxruntime is installed
-    #   (1.3-1.7x torch on sentences, max abs diff ~2e-7: issue 21), else torch. int8 runs on torch,
-    #   int8-channel on onnx.
+    #   same safetensors; extra `onnx`), float32 on CPU only. auto: on a CPU at fp32 with
+    #   onnxruntime installed, whichever of the two ran this corpus's batches faster on this
+    #   machine (measured once, kept in the store: stages/backend_choice.py); else torch.
+    #   int8 runs on torch, int8-channel on onnx.
     backend: Literal["auto", "torch", "onnx"] = "auto"
+    # where torch runs the model: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda,
+    #   cuda:N, mps. Resolved in the process that encodes (each Dask worker: its own GPU).
+    device: str = "auto"
+    # the weights' and activations' type in the forward pass: fp32; bf16 or fp16 (the model cast
+    #   to it, as transformers' dtype= does: for GPUs; bf16 also on CPUs with bf16 units).
+    #   MiniLM on BBC: mean cosine to fp32 0.9999+ for both (tests/pipeline/test_encode.py).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def __post_init__(self):
         checks = {
             "backend": self.backend in ("auto", "torch", "onnx")
                        and not (self.backend == "onnx" and self.quantize == "int8")
-                       and not (self.backend == "torch" and self.quantize == "int8-channel"),
+                       and not (self.backend == "torch" and self.quantize == "int8-channel")
+                       and not (self.backend == "onnx" and self.precision != "fp32"),
             "pooling": self.pooling in ("mean", "cls", "pooler"),
             "normalize": self.normalize in ("auto", "l2", "none"),
             "dtype": self.dtype in ("float32", "float16"),
-            "batch_tokens": isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
-            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+            "batch_tokens": _positive(self.batch_tokens),
+            "gpu_batch_tokens": _positive(self.gpu_batch_tokens),
+            "threads": self.threads is None or _positive(self.threads),
             "quantize": self.quantize in ("none", "int8", "int8-channel"),
+            "device": isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
+            "precision": self.precision in ("fp32", "bf16", "fp16")
+                         and not (self.precision != "fp32" and self.quantize != "none"),
         }
         for name, ok in checks.items():
             if not ok:
-                raise PipelineError(f"EncodeConfig.{name}", f"invalid value {getattr(self, name)!r}")
+                raise PipelineError(f"EncodeConfig.{name}", f"invalid value {getattr(self, name)!r}"
+                                    + _HINTS.get(name, ""))
+
+
+# device spellings torch takes for BERT here (pipeline/devices.py resolves them)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+_HINTS = {"device": " (auto, cpu, cuda, cuda:N or mps)",
+          "precision": " (fp32, bf16 or fp16; bf16/fp16 do not combine with --quantize)",
+          "backend": " (onnx runs fp32 only; int8 runs on torch, int8-channel on onnx)"}
 
 
 # -- WordConfig (pipeline/words.py) ----------------------------------------------------
@@ -371,7 +396,7 @@ class StaticConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    speed_only: ClassVar[tuple[str, ...]] = ("threads", "checkpoint_every")
+    speed_only: ClassVar[tuple[str, ...]] = ("threads", "checkpoint_every", "device")
     # phase 1 passes over the cached pooler vectors (train_frozen_head).
     freeze_epochs: int = 3
     # phase 2 passes over the token ids (finetune).
@@ -402,6 +427,8 @@ class FinetuneConfig:
     seed: int = 0
     # torch intra-op threads; None = the cores this process may use.
     threads: int | None = None
+    # where both phases train: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda, cuda:N, mps.
+    device: str = "auto"
 
     def __post_init__(self):
         def count(v, least):
@@ -423,6 +450,7 @@ class FinetuneConfig:
             "checkpoint_every": count(self.checkpoint_every, 0),
             "seed": count(self.seed, 0),
             "threads": self.threads is None or count(self.threads, 1),
+            "device": isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
         }
         for name, ok in checks.items():
             if not ok:

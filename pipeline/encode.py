@@ -22,6 +22,7 @@ import pyarrow as pa
 import torch
 
 from .cores import torch_threads
+from .devices import precision_of
 from .errors import PipelineError
 from .model import resolve_normalize
 from .tokenize import TokenizeConfig, tokenize
@@ -53,28 +54,50 @@ def encode(input_ids: Sequence | pa.Array | pa.ChunkedArray, model: torch.nn.Mod
            config: EncodeConfig) -> np.ndarray:
     """Vectors (N, H) of `config.dtype`, row i for input_ids[i].
 
-    model: a transformers model, or a backends.OnnxModel (the same weights under ONNX Runtime).
+    model: a transformers model (on any device, in config.precision: load_model places it),
+    or a backends.OnnxModel (the same weights under ONNX Runtime, CPU).
     input_ids: token id sequences with special tokens, e.g. tokenize()'s column.
     Pooled vectors are L2-normalised when config.normalize is "l2" (or "auto" and the
     folder the model was loaded from has a sentence-transformers Normalize module).
+    Batches are cut at config.batch_tokens on a CPU and config.gpu_batch_tokens elsewhere;
+    on a GPU the pooled rows stay there until the last batch, so no batch waits for a copy.
     """
     rows = id_arrays(input_ids)
-    _check_quantize(model, config)
+    _check_model(model, config)
     unit = normalize_mode(model, config) == "l2"
     hidden = model.config.hidden_size
     out = np.empty((len(rows), hidden), dtype=config.dtype)                   # (N, H)
     if not rows:
         return out
+    device = model_device(model)
+    budget = config.batch_tokens if device.type == "cpu" else config.gpu_batch_tokens
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    pooled_rows, order = [], []
     with torch_threads(config.threads), torch.inference_mode():
-        for batch in length_sorted_batches(lengths, config.batch_tokens):
+        for batch in length_sorted_batches(lengths, budget):
             ids, mask = pad_batch([rows[i] for i in batch], pad_id)                # (B, T), (B, T)
-            pooled = _pool(model(input_ids=ids, attention_mask=mask), mask, config.pooling)  # (B, H)
+            if device.type != "cpu":
+                ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            pooled = _pool(model(input_ids=ids, attention_mask=mask), mask, config.pooling)  # (B, H) float32
             if unit:                                                          # before the dtype cast
                 pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)  # (B, H), rows of norm 1
-            out[batch] = pooled.numpy()                                       # back to input order
+            if device.type == "cpu":
+                out[batch] = pooled.numpy()                                   # back to input order
+            else:
+                pooled_rows.append(pooled)
+                order.append(batch)
+        if pooled_rows:                                                       # one copy back, at the end
+            out[np.concatenate(order)] = torch.cat(pooled_rows).cpu().numpy()
     return out
+
+
+def model_device(model) -> torch.device:
+    """Where a model's weights are: a torch module's first parameter; an OnnxModel runs on the CPU."""
+    if not isinstance(model, torch.nn.Module):
+        return torch.device("cpu")
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def encode_texts(texts: Sequence[str], tokenizer, model: torch.nn.Module,
@@ -185,14 +208,21 @@ def normalize_mode(model: torch.nn.Module, config: EncodeConfig) -> str:
     return resolve_normalize("auto", source) if source else "none"
 
 
-def _check_quantize(model: torch.nn.Module, config: EncodeConfig) -> None:
-    """The config must say what the model is, or the fingerprint would lie."""
+def _check_model(model: torch.nn.Module, config: EncodeConfig) -> None:
+    """The config must say what the model is (quantization, precision), or the fingerprint would lie."""
     if not isinstance(model, torch.nn.Module):                # a backends.OnnxModel says what it is
         if model.quantize != config.quantize:
             raise PipelineError("EncodeConfig.quantize", f"config says {config.quantize!r} but the "
                                                          f"ONNX model is {model.quantize!r}")
+        if config.precision != "fp32":
+            raise PipelineError("EncodeConfig.precision", f"{config.precision} runs on torch; ONNX is fp32")
         return
     quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
     if quantized != (config.quantize == "int8"):
         raise PipelineError("EncodeConfig.quantize", f"config says {config.quantize!r} but the model "
                                                      f"is {'int8' if quantized else 'not'} quantized")
+    weights = {precision_of(p.dtype) for p in model.parameters() if p.is_floating_point()}
+    if weights and weights != {config.precision}:
+        raise PipelineError("EncodeConfig.precision", f"config says {config.precision!r} but the model's "
+                                                      f"weights are {', '.join(sorted(weights))} "
+                                                      f"(load_model(precision=…))")

@@ -46,13 +46,14 @@ from torch import nn
 from .checkpoints import (CHECKPOINT_FILES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_optimizer_bytes,
                           optimizer_bytes, read_checkpoint_meta)
 from .cores import torch_threads
+from .devices import resolve_device
 from .encode import id_arrays, length_sorted_batches, pad_batch
 from .errors import PipelineError
 from .steps import adamw, epoch_batches, optimizer_order, optimizer_step, private_rng, reseed
 from .configs import FinetuneConfig  # noqa: F401  (defined once, in configs.py)
 
 _FROZEN, _UNFROZEN = 1, 2            # phase ids in the seeds: the phases draw different streams
-_RESUME_MAY_CHANGE = ("threads", "checkpoint_every")  # config fields that do not change the result
+_RESUME_MAY_CHANGE = ("threads", "checkpoint_every", "device")  # config fields that do not change the result
 
 
 
@@ -106,7 +107,7 @@ def train_frozen_head(model: nn.Module, features: np.ndarray, labels: np.ndarray
     classifier and cross-entropy; AdamW at constant head_lr. The model is left in eval mode.
     """
     head = _head(model)
-    device = _device()
+    device = resolve_device(config.device)
     model.to(device)
     x = _features(features, model, "features").to(device)                    # (N, H)
     y = torch.from_numpy(_labels(labels, len(x), model, "labels")).to(device)   # (N,)
@@ -151,7 +152,7 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
     rows = id_arrays(input_ids)
     y_np = _labels(labels, len(rows), model, "labels")
     trainable = unfreeze(model, config.unfreeze_layers)
-    device = _device()
+    device = resolve_device(config.device)
     model.to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = adamw(named, config.lr, config.weight_decay)
@@ -173,10 +174,12 @@ def finetune(model: nn.Module, input_ids: Sequence, labels: np.ndarray | Sequenc
 
 
 def predict_logits(model: nn.Module, input_ids: Sequence, batch_tokens: int = 2048,
-                   threads: int | None = None) -> np.ndarray:
-    """Logits (N, C) float32 in input order; eval mode, no grad, length-sorted batches."""
+                   threads: int | None = None, device: str | None = None) -> np.ndarray:
+    """Logits (N, C) float32 in input order; eval mode, no grad, length-sorted batches.
+
+    device: where to run (a name resolve_device takes); None: where the model's weights are."""
     rows = id_arrays(input_ids)
-    device = _device()
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     out = np.empty((len(rows), model.config.num_labels), dtype=np.float32)   # (N, C)
     pad_id = model.config.pad_token_id or 0
@@ -334,10 +337,6 @@ def _head_dropout(model: nn.Module) -> float:
     """The dropout BertForSequenceClassification applies to the pooler output."""
     p = getattr(model.config, "classifier_dropout", None)
     return float(model.config.hidden_dropout_prob if p is None else p)
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _features(features: np.ndarray, model: nn.Module, where: str) -> torch.Tensor:

@@ -83,17 +83,26 @@ def load_tokenizer(name_or_path: str | os.PathLike):
 
 
 def load_model(name_or_path: str | os.PathLike,
-               quantize: Literal["none", "int8"] = "none") -> nn.Module:
-    """An `AutoModel` in eval mode, float32, from safetensors only.
+               quantize: Literal["none", "int8"] = "none", device: str | torch.device = "cpu",
+               precision: Literal["fp32", "bf16", "fp16"] = "fp32") -> nn.Module:
+    """An `AutoModel` in eval mode from safetensors only, on `device`, its weights in `precision`.
 
     quantize="int8" swaps every nn.Linear for a dynamically quantized one (int8
-    weights, activations quantized per batch): faster on CPU, slightly different vectors.
+    weights, activations quantized per batch): faster on CPU, slightly different vectors;
+    CPU and fp32 only. device: a torch.device or a name resolve_device takes ("auto": CUDA
+    when torch sees a GPU). precision bf16/fp16 casts every weight, as transformers'
+    `dtype=` does (LayerNorm then runs in that type too; pooling stays float32 in encode).
     """
+    from .devices import precision_dtype, resolve_device
     from transformers import AutoConfig, AutoModel
 
     name = str(name_or_path)
     if quantize not in ("none", "int8"):
         raise ModelLoadError(name, f"unknown quantize mode {quantize!r} (expected 'none' or 'int8')")
+    where = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = precision_dtype(precision)
+    if quantize == "int8" and (where.type != "cpu" or dtype != torch.float32):
+        raise ModelLoadError(name, f"quantize='int8' runs on the CPU at fp32, not on {where} at {precision}")
     local = os.path.isdir(name)
     if local:
         _refuse_pickle_only(Path(name))
@@ -106,7 +115,9 @@ def load_model(name_or_path: str | os.PathLike,
     except (OSError, ValueError, SafetensorError) as e:     # SafetensorError: not a safetensors file
         raise ModelLoadError(name, f"cannot load model: {e}") from e
     model.eval()
-    return quantize_int8(model) if quantize == "int8" else model
+    if quantize == "int8":
+        return quantize_int8(model)
+    return model.to(device=where, dtype=dtype)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:

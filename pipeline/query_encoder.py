@@ -107,8 +107,8 @@ class OnnxQueryEncoder:
 
     @staticmethod
     def usable(enc: EncodeConfig) -> bool:
-        """What this path reproduces: float32 weights, normalize already resolved to l2 or none."""
-        return enc.quantize == "none" and enc.normalize in ("l2", "none")
+        """What this path reproduces: float32 weights run in float32, normalize already resolved to l2 or none."""
+        return enc.quantize == "none" and enc.precision == "fp32" and enc.normalize in ("l2", "none")
 
     def windows(self, texts: list[str]) -> list[list[list[int]]]:
         """Each text's token id windows, as pipeline/tokenize.py keeps them (one under "truncate")."""

@@ -21,12 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..pipeline.backends import onnx_model, resolve_backend
+from ..pipeline.backends import onnx_model, resolve_backend, time_backends
+from ..pipeline.devices import resolve_device
 from ..pipeline.encode import EncodeConfig, encode_tokens
 from ..pipeline.model import (load_model, load_tokenizer, max_positions, model_digest, resolve_model,
                               resolve_normalize)
+from ..pipeline.errors import PipelineError
 from ..pipeline.tokenize import TokenizeConfig, tokenize
 from ..storage import FeatureStore
+from . import backend_choice
 from .stage import Stage
 
 DOCUMENTS = Stage("documents", 1)        # text_sha -> text, as ingest normalized it
@@ -91,26 +94,91 @@ def cached_tokenizer(path: str):
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(path: str, quantize: str):
-    """One model per process (per worker), whatever the number of tasks."""
+def cached_model(path: str, quantize: str, device: str = "cpu", precision: str = "fp32"):
+    """One model per process (per worker) and device/precision, whatever the number of tasks."""
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()   # our own progress bars report shards, not weight tensors
-    return load_model(path, quantize=quantize)
+    return load_model(path, quantize=quantize, device=device, precision=precision)
 
 
-def cached_encoder(plan_store: str | None, path: str, encode: EncodeConfig, weights_digest: str | None):
-    """What runs encode's forward pass: the torch model, or its ONNX export (EncodeConfig.backend).
+def cached_encoder(plan_store: str | None, path: str, encode: EncodeConfig, weights_digest: str | None,
+                   sample=None):
+    """What runs encode's forward pass here: the torch model on EncodeConfig.device, or its ONNX export.
 
-    The export is a derived artifact kept in the store (derived/onnx/<weights+config digest>.onnx),
-    made on first use and checked before every load; without a store, or one not on local disk,
-    it is kept in the temporary directory instead.
+    The device is resolved in this process (a Dask worker sees its own GPU). backend="auto" on
+    a CPU at fp32 with onnxruntime installed is decided by timing both on `sample` (token ids:
+    the shard about to be encoded; backend_choice keeps the answer in the store per machine,
+    model and threads; with no sample and no answer on record, torch). The export is a derived
+    artifact kept in the store (derived/onnx/<weights+config digest>-fused-v1.onnx; int8-channel:
+    <digest>.onnx quantized), made on first use and checked before every load; without a
+    store, or one not on local disk, it is kept in the temporary directory.
     """
-    if resolve_backend(encode.backend, encode.quantize) == "torch":
-        return cached_model(path, encode.quantize)
-    if weights_digest is None:
+    device = encode_device(encode)
+    backend = resolve_backend(encode.backend, encode.quantize, device.type, encode.precision)
+    if weights_digest is None and backend != "torch":
         weights_digest = _model_digest_json(path)
+    if backend == "measure":                   # nothing to time on and nothing on record: torch
+        backend = (chosen_backend(plan_store, path, encode, weights_digest, sample) or {"backend": "torch"})["backend"]
+    return _encoder(plan_store, path, backend, encode.quantize, str(device), encode.precision, encode.threads,
+                    weights_digest)
+
+
+def encode_device(encode: EncodeConfig):
+    """EncodeConfig.device resolved in this process; "auto" is the CPU for the quantized models
+    (int8, int8-channel: CPU kernels), else CUDA when torch sees a GPU."""
+    if encode.device == "auto" and encode.quantize != "none":
+        return resolve_device("cpu")
+    return resolve_device(encode.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _encoder(plan_store, path, backend, quantize, device, precision, threads, weights_digest):
+    """One encoder per process and settings (each encode shard calls this once)."""
+    if backend == "torch":
+        return cached_model(path, quantize, device, precision)
     return _cached_onnx(plan_store, path, hashlib.sha256(weights_digest.encode()).hexdigest()[:32],
-                        encode.threads, encode.quantize)
+                        threads, quantize)
+
+
+def chosen_backend(plan_store: str | None, path: str, encode: EncodeConfig, weights_digest: str | None,
+                   sample=None) -> dict | None:
+    """backend_choice's record for this machine, model and threads: measured on `sample` once;
+    None when there is no record and no sample (token ids) to measure on."""
+    weights_digest = weights_digest or _model_digest_json(path)
+    fp32 = replace(encode, backend="torch")
+
+    def measure() -> dict:
+        key = hashlib.sha256(weights_digest.encode()).hexdigest()[:32]
+        models = {"torch": cached_model(path, "none", "cpu", "fp32"),
+                  "onnx": _cached_onnx(plan_store, path, key, encode.threads, "none")}
+        return time_backends(models, sample, fp32)
+    return backend_choice.choose(plan_store, weights_digest, encode.threads,
+                                 measure if sample is not None and len(sample) else None)
+
+
+def encoder_summary(plan: "BertPlan") -> dict:
+    """What encoded (or would encode) this plan in this process: device, precision, backend; for
+    backend="auto" on a CPU, the choices the store holds for this model (backend_choice)."""
+    from ..pipeline.devices import describe
+    try:
+        device = encode_device(plan.encode)
+    except PipelineError:                      # no such device here: the Dask workers have it
+        return {"device": plan.encode.device, "precision": plan.encode.precision,
+                "quantize": plan.encode.quantize, "backend": plan.encode.backend}
+    backend = resolve_backend(plan.encode.backend, plan.encode.quantize, device.type, plan.encode.precision)
+    summary = {"device": describe(device), "precision": plan.encode.precision, "quantize": plan.encode.quantize,
+               "backend": plan.encode.backend if backend == "measure" else backend}
+    if backend == "measure":
+        model = _digests(plan.features_spec) or _model_digest_json(plan.model_path)
+        mine = backend_choice.choice_key(model, plan.encode.threads)
+        choices = backend_choice.recorded(plan.store, model)
+        summary["choices"] = [{"backend": c["backend"], "here": c["key"] == mine, "threads": c["threads"],
+                               "host": c["machine"]["host"], "seconds": c["measured"]["seconds"],
+                               "line": backend_choice.describe(c)} for c in choices]
+        here = next((c for c in summary["choices"] if c["here"]), None)
+        if here is not None:
+            summary["backend"] = here["backend"]
+    return summary
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,7 +193,7 @@ def _cached_onnx(plan_store: str | None, path: str, key: str, threads: int | Non
     store = FeatureStore(plan_store) if plan_store else None
     cache = f"{store.root}/derived/onnx" if store is not None and store.fs.local \
         else f"{tempfile.gettempdir()}/embcache-onnx"
-    return onnx_model(lambda: cached_model(path, "none"), key, cache, threads, quantize)
+    return onnx_model(lambda: cached_model(path, "none", "cpu", "fp32"), key, cache, threads, quantize)
 
 
 def _load_libc():
@@ -165,7 +233,8 @@ def encode_shard(plan: BertPlan, keys: list[str]) -> int:
     _, _, tokens, features = tables(plan)
     windows = plan.tokenize.long_documents == "windows"
     ids = tokens.lookup(keys, ["input_ids", "more_windows"] if windows else ["input_ids"])  # encode_tokens' table
-    model = cached_encoder(plan.store, plan.model_path, plan.encode, _digests(plan.features_spec))
+    model = cached_encoder(plan.store, plan.model_path, plan.encode, _digests(plan.features_spec),
+                           sample=ids.column("input_ids"))
     vectors = encode_tokens(ids, model, plan.encode)                                           # (N, H)
     shard = features.write(pa.table({
         "text_sha": pa.array(keys, pa.string()),
@@ -176,11 +245,12 @@ def encode_shard(plan: BertPlan, keys: list[str]) -> int:
     return shard.rows if shard else 0
 
 
-def encode_query(plan_meta: dict, texts: list[str]) -> np.ndarray:
-    """Encode query texts exactly as a bert_features table was built (from its spec.json meta)."""
+def encode_query(plan_meta: dict, texts: list[str], device: str = "auto") -> np.ndarray:
+    """Encode query texts exactly as a bert_features table was built (from its spec.json meta),
+    on `device` (auto|cpu|cuda|cuda:N|mps: speed only), in the table's precision."""
     tok = TokenizeConfig(**plan_meta["tokenize"])
     # a table written before EncodeConfig had `normalize` was not normalised
-    enc = EncodeConfig(**{"normalize": "none", **plan_meta["encode"]})
+    enc = EncodeConfig(**{"normalize": "none", **plan_meta["encode"], "device": device})
     enc = replace(enc, normalize=resolve_normalize(enc.normalize, plan_meta["model"]))
     ids = tokenize(texts, cached_tokenizer(plan_meta["model"]), tok)          # windows too, as the table was built
     if enc.quantize != "int8-channel":             # queries are a few texts: torch, without an export

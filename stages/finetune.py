@@ -53,7 +53,7 @@ def run(store_root: str, corpus: str, name: str, model_path: str, features_fp: s
     identity = fingerprint_of({"model": model_path, "features": features_fp, "tokens": tokens_fp,
                                "snapshot": data.snapshot, "split_seed": split_seed,
                                "config": {k: v for k, v in asdict(config).items()
-                                          if k not in ("threads", "checkpoint_every")}})
+                                          if k not in ("threads", "checkpoint_every", "device")}})
     model = load_classifier(model_path, len(data.labels), dict(enumerate(data.labels.names)))
     checkpoint = _checkpoint(store, name, identity) if resume else None
     frozen, phase1_scores = None, {}

@@ -67,10 +67,8 @@ def sorted_rows(store, table) -> pa.Table:
 
 def encoder_cache_info() -> dict:
     """The lru_cache info of what encode tasks load (the torch model, or its ONNX export) in this process."""
-    from embcache.pipeline.backends import resolve_backend
     from embcache.stages import bert
-    cache = bert.cached_model if resolve_backend("auto") == "torch" else bert._cached_onnx
-    return cache.cache_info()._asdict()
+    return bert._encoder.cache_info()._asdict()          # one call per encode shard, torch or ONNX
 
 
 def model_loads(address) -> dict:
@@ -84,7 +82,9 @@ def test_bert_on_dask_equals_threads_and_loads_the_model_once_per_worker(tmp_pat
     address, _ = cluster
     threads = featurize_bert(str(tmp_path / "threads"), corpus_dir, tiny_bert)
     dask = featurize_bert(str(tmp_path / "dask"), corpus_dir, tiny_bert, runners.on)
+    encoders = threads.pop("encoder"), dask.pop("encoder")                   # where each encoded: its own line
     assert threads == dask and dask["encode_computed"] == 14                  # 7 encode shards, 4 tokenize
+    assert all(e["precision"] == "fp32" and e["device"] == "cpu" for e in encoders)
     for table in ("bert_tokens", "bert_features"):
         a, b = sorted_rows(str(tmp_path / "threads"), table), sorted_rows(str(tmp_path / "dask"), table)
         assert a.drop_columns(["vector"] if "vector" in a.column_names else []).equals(

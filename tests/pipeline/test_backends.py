@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from embcache.pipeline.backends import OnnxModel, onnx_model, resolve_backend
+from embcache.pipeline.backends import OnnxModel, onnx_model, resolve_backend, time_backends
 from embcache.pipeline.configs import EncodeConfig, output_fields
 from embcache.pipeline.encode import encode
 from embcache.pipeline.errors import PipelineError
@@ -44,14 +44,24 @@ def test_onnx_matches_torch_within_1e_4(torch_model, exported, token_ids, poolin
     assert np.abs(alone[0] - want[0]).max() <= 1e-4
 
 
+def test_fp32_runs_the_fused_bert_graph(exported, torch_model):
+    import onnx
+    model, _ = exported
+    assert model.path.endswith("tinykey-fused-v1.onnx")
+    ops = [n.op_type for n in onnx.load(model.path).graph.node]
+    layers = torch_model.config.num_hidden_layers
+    assert ops.count("Attention") == layers and ops.count("SkipLayerNormalization") == 2 * layers
+    assert "EmbedLayerNormalization" in ops and "Softmax" not in ops
+
+
 def test_the_export_is_reused_and_checked(torch_model, exported, token_ids):
     model, cache = exported
     calls = []
     again = onnx_model(lambda: calls.append(1) or torch_model, "tinykey", cache, threads=1)
     assert calls == [] and again.config.hidden_size == torch_model.config.hidden_size
-    sidecar = cache / "tinykey.json"
+    sidecar = cache / "tinykey-fused-v1.json"
     meta = json.loads(sidecar.read_text())
-    assert meta["format"] == "embcache.onnx-export" and meta["format_version"] == 1
+    assert meta["format"] == "embcache.onnx-export" and meta["format_version"] == 1 and meta["fused"] is True
     meta["sha256"] = "0" * 64                                 # a file that no longer matches its record
     sidecar.write_text(json.dumps(meta))
     fresh = onnx_model(lambda: calls.append(1) or torch_model, "tinykey", cache, threads=1)
@@ -61,15 +71,33 @@ def test_the_export_is_reused_and_checked(torch_model, exported, token_ids):
     assert np.abs(encode(token_ids, fresh, config) - encode(token_ids, model, config)).max() == 0
 
 
-def test_backend_is_speed_only_and_int8_stays_on_torch():
+def test_backend_is_speed_only_and_auto_is_measured_where_both_can_run():
     assert output_fields(EncodeConfig(backend="onnx")) == output_fields(EncodeConfig(backend="torch"))
-    assert resolve_backend("auto") == "onnx"
+    assert resolve_backend("auto") == "measure"                           # a CPU at fp32: time both
     assert resolve_backend("auto", quantize="int8") == "torch"
-    assert resolve_backend("torch") == "torch"
+    assert resolve_backend("auto", device="cuda") == "torch"              # ONNX runs on the CPU here
+    assert resolve_backend("auto", precision="bf16") == "torch"
+    assert resolve_backend("torch") == "torch" and resolve_backend("onnx") == "onnx"
+    for bad in ({"device": "cuda"}, {"precision": "fp16"}, {"quantize": "int8"}):
+        with pytest.raises(PipelineError):
+            resolve_backend("onnx", **bad)
     with pytest.raises(PipelineError):
         EncodeConfig(backend="onnx", quantize="int8")
     with pytest.raises(PipelineError):
+        EncodeConfig(backend="onnx", precision="bf16")
+    with pytest.raises(PipelineError):
         EncodeConfig(backend="tensorrt")
+
+
+def test_time_backends_times_both_on_the_corpus_batches(torch_model, exported, token_ids):
+    config = EncodeConfig(batch_tokens=128)
+    r = time_backends({"torch": torch_model, "onnx": exported[0]}, token_ids, config, sample_tokens=256)
+    assert set(r["seconds"]) == {"torch", "onnx"} and all(0 < v < 5 for v in r["seconds"].values())
+    assert r["fastest"] == min(r["seconds"], key=r["seconds"].get)
+    assert 1 <= r["rounds"] <= 2 and 0 < r["texts"] <= len(token_ids)
+    assert r["tokens"] >= 128                                             # whole batches: ~256 padded tokens
+    one = time_backends({"torch": torch_model}, token_ids[:1], config, budget_s=0.0)
+    assert one["rounds"] == 1 and one["texts"] == 1                       # at least one round, whatever the budget
 
 
 def test_int8_channel_is_its_own_model_checked_by_encode(torch_model, exported, token_ids):

@@ -235,3 +235,58 @@ def test_minilm_matches_sentence_transformers(minilm, monkeypatch):
     ours = encode_texts(texts, tokenizer, model, TokenizeConfig(max_length=256), EncodeConfig())
     np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+# --- device and precision -------------------------------------------------------------
+
+def test_device_resolution_on_a_machine_without_cuda():
+    from embcache.pipeline.devices import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    for bad in ("gpu", "cuda:x", "CUDA", "", "cuda:"):
+        with pytest.raises(PipelineError, match="auto, cpu, cuda"):
+            resolve_device(bad)
+        with pytest.raises(PipelineError, match="EncodeConfig.device"):
+            EncodeConfig(device=bad)
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(PipelineError, match="install a CUDA build of torch") as e:
+                resolve_device(name)
+            assert "\n" not in str(e.value) and "--device cpu" in str(e.value)
+
+
+def test_device_is_speed_only_and_precision_counts_only_when_not_fp32():
+    from embcache.pipeline.configs import output_fields
+    base = output_fields(EncodeConfig())
+    assert "precision" not in base and "device" not in base          # fp32 stores keep their fingerprints
+    assert output_fields(EncodeConfig(device="cuda:3", gpu_batch_tokens=7)) == base
+    assert output_fields(EncodeConfig(precision="bf16")) == {**base, "precision": "bf16"}
+    assert output_fields(EncodeConfig(precision="fp16")) != output_fields(EncodeConfig(precision="bf16"))
+    with pytest.raises(PipelineError, match="precision"):
+        EncodeConfig(precision="bf16", quantize="int8")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_lower_precision_encodes_close_to_fp32_and_must_match_the_model(tiny_bert, token_ids, precision):
+    fp32 = encode(token_ids, load_model(tiny_bert), EncodeConfig())
+    low_model = load_model(tiny_bert, precision=precision)
+    assert {p.dtype for p in low_model.parameters()} == {getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}
+                                                                 [precision])}
+    low = encode(token_ids, low_model, EncodeConfig(precision=precision))
+    assert low.dtype == np.float32                                    # pooled and returned in float32
+    fid = quantization_fidelity(fp32, low)
+    assert fid["min_cosine"] > 0.99 and np.abs(low - fp32).max() > 1e-6   # close, and really computed in low precision
+    with pytest.raises(PipelineError, match="precision"):            # the config must say what the model is
+        encode(token_ids, low_model, EncodeConfig())
+    with pytest.raises(PipelineError, match="precision"):
+        encode(token_ids, load_model(tiny_bert), EncodeConfig(precision=precision))
+
+
+def test_minilm_bf16_on_cpu_stays_within_0_999_of_fp32(minilm):
+    path, tokenizer, model = minilm
+    texts = [CAT, CAT2, MONEY, "The film won three awards at the festival.",
+             "Shares fell 5% after the minister's tax remarks " * 20]
+    tok = TokenizeConfig(max_length=256)
+    fp32 = encode_texts(texts, tokenizer, model, tok, EncodeConfig())
+    bf16 = encode_texts(texts, tokenizer, load_model(path, precision="bf16"), tok, EncodeConfig(precision="bf16"))
+    assert quantization_fidelity(fp32, bf16)["min_cosine"] >= 0.999

@@ -142,3 +142,15 @@ def test_int8_runs_and_stays_close(tiny_bert):
     fidelity = quantization_fidelity(fp32, int8)
     assert fidelity["rows"] == 4 and fidelity["min_cosine"] > 0.99
     assert not np.array_equal(fp32, int8)               # it really is a different model
+
+
+def test_load_model_places_and_casts(tiny_bert):
+    model = load_model(tiny_bert, device="cpu", precision="bf16")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with pytest.raises(ModelLoadError, match="int8"):
+        load_model(tiny_bert, quantize="int8", precision="bf16")
+    if not torch.cuda.is_available():
+        from embcache.pipeline.errors import PipelineError
+        with pytest.raises(PipelineError, match="CUDA build of torch"):
+            load_model(tiny_bert, device="cuda")

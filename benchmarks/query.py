@@ -11,7 +11,7 @@ For each N: N clustered 384-d unit vectors (1,000 Gaussian clusters) keyed by a 
 written through the store (`Table.write`, 50,000-row shards) as a bert_features table.
 Then, on the same matrix and in the same process, 200 queries (stored vectors plus noise):
 
-- lookup of one id: embcache's warm path (embcache.search.vectors: fingerprint, matrix,
+- lookup of one id: embcache's warm path (Store.reads.vectors: fingerprint, matrix,
   binary search) vs the cold path it replaces (Table.lookup: read and hash the shard);
 - exact top-10: numpy `X @ q` + argpartition on the matrix in memory (the baseline, at
   its defaults, and with one BLAS thread), faiss IndexFlatIP (1 thread), embcache's exact search (ann.search(exact=True), on the
@@ -115,12 +115,13 @@ def rss_split_mb() -> dict:
 def bench_size(n: int, workdir: Path, queries: int) -> dict:
     import faiss
 
-    from embcache import search
+    import embcache
     from embcache.storage import FeatureStore, spec
     from embcache.storage.ann import AnnConfig, WARM_INDEXES, build_index
     from embcache.storage import ann
-    from embcache.storage.matrix import WARM
+    from embcache.storage.matrix import WarmMatrices
     from embcache.storage.query import topk_cosine
+    WARM = WarmMatrices()
 
     root = workdir / f"store-{n}"
     shutil.rmtree(root, ignore_errors=True)
@@ -140,8 +141,9 @@ def bench_size(n: int, workdir: Path, queries: int) -> dict:
     fp = table.fingerprint
 
     # lookup by id
-    search.vectors(store, fp, ids[:1])
-    warm, got = each(lambda key: search.vectors(store, fp, [key]), ids)
+    reads = embcache.Store(store).reads                          # the read path every reader goes through
+    reads.vectors("bert_features", fp, ids[:1])
+    warm, got = each(lambda key: reads.vectors("bert_features", fp, [key]), ids)
     assert all(np.array_equal(g[0], X[p]) for g, p in zip(got[:20], pick))
     cold, _ = each(lambda key: table.lookup([key], ["vector"]), ids[:20])
     out["lookup"] = {"embcache_warm": pct(warm), "table_lookup_reads_shard": pct(cold)}
@@ -217,7 +219,7 @@ def probe(root: str, n: int) -> dict:
     """Run in a new process: first lookup / exact / indexed query, then RSS after warm queries."""
     base = rss_mb()
     t0 = time.perf_counter()
-    from embcache import search
+    import embcache
     from embcache.storage import FeatureStore, Table
     from embcache.storage import ann
     imports = time.perf_counter() - t0
@@ -225,10 +227,11 @@ def probe(root: str, n: int) -> dict:
     key = hashlib.sha256(b"doc-7").hexdigest()
     after_imports = rss_mb()
     t0 = time.perf_counter()
-    fp = search.current_fingerprint(store, "bert_features")
-    search.vectors(store, fp, [key])
+    reads = embcache.Store(store).reads
+    fp = reads.current_fingerprint("bert_features")
+    reads.vectors("bert_features", fp, [key])
     first_lookup = time.perf_counter() - t0
-    m = search.matrix(store, "bert_features", fp)
+    m = reads.matrix("bert_features", fp)
     t = Table(store.fs, "bert_features", fp)
     q = vectors(3, 4)[0]
     t0 = time.perf_counter()

@@ -19,7 +19,9 @@ from embcache.storage.ann import (
 )
 from embcache.storage.compact import CompactConfig, compact
 from embcache.storage.index_files import index_problems
-from embcache.storage.matrix import WARM
+from embcache.storage.matrix import WarmMatrices
+
+WARM = WarmMatrices()            # this module's own matrix cache (each embcache.Store owns one)
 from embcache.storage.verified import VERIFIED
 
 from .conftest import sha

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..flows.run_config import RunConfig, Word2VecStage
+from ..flows.run_config import RunConfig, Word2VecSection
 from ..pipeline.configs import EncodeConfig, SkipGramConfig, TokenizeConfig, WordConfig
 from .app import featurize_app, out, prefect_api, store_of
 from .options import option
@@ -148,11 +148,11 @@ def featurize_word2vec(ctx: typer.Context,
                            SkipGramConfig, "subsample_formula",
                            help="d2l: min(1, sqrt(t/f)); gensim: word2vec.c's softer "
                                 "(sqrt(f/t)+1)·t/f, which keeps more words."),
-                       epochs_of_examples: int = option(Word2VecStage, "epochs_of_examples",
+                       epochs_of_examples: int = option(Word2VecSection, "epochs_of_examples",
                                                         help="Independently sampled copies of the examples."),
-                       seed: int = option(Word2VecStage, "seed",
+                       seed: int = option(Word2VecSection, "seed",
                                           help="Seed (with the fingerprint and shard) of the sampling."),
-                       vocabulary: str = option(Word2VecStage, "vocabulary",
+                       vocabulary: str = option(Word2VecSection, "vocabulary",
                                                 help="keep: the corpus's vocabulary stays (new words are "
                                                      "dropped); extend: grow it, existing ids never move; "
                                                      "rebuild: a new one from the current snapshot."),

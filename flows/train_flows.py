@@ -25,7 +25,7 @@ from ..storage import FeatureStore
 from ..stages import compare, heads, static as static_clf
 from . import progress
 from .featurize_flows import featurize_bert_flow
-from .run_config import DEFAULT_STORE, CompareStage, HeadStage, RunConfig, StaticStage
+from .run_config import DEFAULT_STORE, CompareSection, HeadSection, RunConfig, StaticSection
 
 
 @task(name="train-head", cache_policy=NO_CACHE)
@@ -34,8 +34,8 @@ def train_head_task(store: str, corpus: str, name: str, config: HeadConfig, spli
 
 
 @flow(name="train-head")
-def train_head_flow(corpus: str, name: str = HeadStage.name, config: HeadConfig = HeadConfig(),
-                    split_seed: int = HeadStage.split_seed,
+def train_head_flow(corpus: str, name: str = HeadSection.name, config: HeadConfig = HeadConfig(),
+                    split_seed: int = HeadSection.split_seed,
                     store: str = DEFAULT_STORE) -> dict:
     """A linear head on the corpus's cached bert_features (no encoder pass)."""
     r = train_head_task(store, corpus, name, config, split_seed)
@@ -51,7 +51,7 @@ def evaluate_head_task(store: str, name: str, corpus: str | None) -> dict:
 
 
 @flow(name="evaluate-head")
-def evaluate_head_flow(name: str = HeadStage.name, corpus: str | None = None, store: str = DEFAULT_STORE) -> dict:
+def evaluate_head_flow(name: str = HeadSection.name, corpus: str | None = None, store: str = DEFAULT_STORE) -> dict:
     """Metrics of a saved head on a labelled corpus (its own test split by default).
 
     Another corpus is featurized first with the head's own settings (only what the store lacks).
@@ -81,7 +81,7 @@ def features_for_head(corpus: str, head: str, store: str) -> dict:
 
 
 @flow(name="predict")
-def predict_flow(corpus: str, head: str = HeadStage.name, store: str = DEFAULT_STORE) -> dict:
+def predict_flow(corpus: str, head: str = HeadSection.name, store: str = DEFAULT_STORE) -> dict:
     """Featurize what the store lacks with the head's own settings, then predict every document."""
     feats = features_for_head(corpus, head, store)
     r = predict_task(store, corpus, head, feats["features_fingerprint"])
@@ -98,9 +98,9 @@ def train_static_task(store: str, corpus: str, name: str, vectors: str, config: 
 
 
 @flow(name="train-static")
-def train_static_flow(corpus: str, name: str = StaticStage.name, vectors: str = StaticStage.vectors,
+def train_static_flow(corpus: str, name: str = StaticSection.name, vectors: str = StaticSection.vectors,
                       config: StaticConfig = StaticConfig(), words: WordConfig = WordConfig(min_count=1),
-                      vectors_format: str = StaticStage.vectors_format, split_seed: int = StaticStage.split_seed,
+                      vectors_format: str = StaticSection.vectors_format, split_seed: int = StaticSection.split_seed,
                       store: str = DEFAULT_STORE) -> dict:
     """A classifier on pretrained static vectors where only the chosen rows train."""
     r = train_static_task(store, corpus, name, vectors, config, words, vectors_format, split_seed)
@@ -119,7 +119,7 @@ def finetune_task(store: str, corpus: str, name: str, model_path: str, features_
 
 @flow(name="finetune")
 def finetune_flow(corpus: str, name: str = "finetuned", model: str | None = None, max_length: int = TokenizeConfig.max_length,
-                  config: FinetuneConfig = FinetuneConfig(), split_seed: int = HeadStage.split_seed, resume: bool = True,
+                  config: FinetuneConfig = FinetuneConfig(), split_seed: int = HeadSection.split_seed, resume: bool = True,
                   store: str = DEFAULT_STORE) -> dict:
     """Freeze-then-unfreeze fine-tuning: phase 1 on cached pooler vectors, phase 2 on cached token ids.
 
@@ -149,9 +149,9 @@ def encode_cost_task(store: str, corpus: str, features_fp: str) -> float:
 
 
 @flow(name="compare")
-def compare_flow(corpus: str, vectors: str = StaticStage.vectors, trainable: tuple[str, ...] = CompareStage.trainable,
+def compare_flow(corpus: str, vectors: str = StaticSection.vectors, trainable: tuple[str, ...] = CompareSection.trainable,
                  finetune_config: FinetuneConfig | None = RunConfig.finetune, model: str | None = None,
-                 max_length: int = TokenizeConfig.max_length, split_seed: int = HeadStage.split_seed,
+                 max_length: int = TokenizeConfig.max_length, split_seed: int = HeadSection.split_seed,
                  store: str = DEFAULT_STORE) -> dict:
     """The three ways to put embeddings into a classifier, on one split: a table of numbers.
 

@@ -142,26 +142,25 @@ def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusCo
 
     The featurize stages compute row by row what the store lacks; then each training stage
     of TRAINING_STAGES (flows/training_stages.py) runs, or keeps its stored result (`_train`)."""
-    from ..stages import source_state
     from .featurize_flows import featurize_bert_flow, ingest_flow
 
     name = corpus.name
     t = time.perf_counter()
     ing = ingest_flow(name, list(corpus.sources), cfg.ingest, store=root)
-    rec = stages.add("ingest", name, t, ing["new_texts"], ing["documents"] - ing["new_texts"], "texts",
-                     f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected"
-                     + (f"; encoding auto: {describe(ing['encodings'])}" if ing.get("encodings") else ""))
-    rec["sources"] = {k: ing[k] for k in source_state.COUNTS}     # files added, edited, removed, ...
-    s = {"snapshot": ing["snapshot"], "documents": ing["documents"], "rejected": ing["rejected_total"],
+    rec = stages.add("ingest", name, t, ing.new_texts, ing.documents - ing.new_texts, "texts",
+                     f"snapshot {ing.snapshot}, {ing.rejected_total} rejected"
+                     + (f"; encoding auto: {describe(ing.encodings)}" if ing.encodings else ""))
+    rec["sources"] = ing.changes()                # files added, edited, removed, ...
+    s = {"snapshot": ing.snapshot, "documents": ing.documents, "rejected": ing.rejected_total,
          "head_accuracy": None,
          "static_accuracy": None, "wordsim353": None, "analogy_accuracy": None}
     run = CorpusRun(cfg, root, fs, name, fs.corpus(name).snapshot().sha256, retrain)
 
     t = time.perf_counter()
     feats = runners.on(featurize_bert_flow)(name, cfg.model, cfg.tokenize, cfg.encode, store=root)
-    rec = stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
-                     f"bert_features@{feats['features_fingerprint'][:12]}")
-    rec["encoder"] = feats["encoder"]             # device, precision, backend (auto: what was measured)
+    rec = stages.add("featurize-bert", name, t, feats.encode.computed, feats.encode.cached, "texts",
+                     f"bert_features@{feats.features_fingerprint[:12]}")
+    rec["encoder"] = feats.encoder             # device, precision, backend (auto: what was measured)
     run.results["featurize-bert"] = feats
     if cfg.word2vec.enabled:
         run.results["featurize-word2vec"] = _featurize_word2vec(cfg, root, name, stages)

@@ -22,7 +22,7 @@ from ..pipeline.tokenize import TokenizeConfig
 from ..pipeline.words import WordConfig
 from ..storage import FeatureStore
 
-from ..stages import compare, heads, static as static_clf
+from ..stages import bert, compare, heads, static as static_clf
 from . import progress
 from .featurize_flows import featurize_bert_flow
 from .run_config import DEFAULT_STORE, CompareSection, HeadSection, RunConfig, StaticSection
@@ -66,16 +66,16 @@ def predict_task(store: str, corpus: str, name: str, features_fp: str) -> dict:
     return heads.predict(store, corpus, name, features_fp)
 
 
-def features_for_head(corpus: str, head: str, store: str) -> dict:
+def features_for_head(corpus: str, head: str, store: str) -> bert.BertFeaturized:
     """Featurize what the store lacks of `corpus` with the head's own settings; featurize_bert_flow's result."""
     files, info = FeatureStore(store).models.get(heads.HEAD_KIND, head)
     _, meta = heads.head_from_bytes(files)
     made = meta["featurize"]
     feats = featurize_bert_flow(corpus, made["model"], TokenizeConfig(**made["tokenize"]),
                                 EncodeConfig(**made["encode"]), store=store)
-    if feats["features_fingerprint"] != meta["feature_fingerprint"]:
+    if feats.features_fingerprint != meta["feature_fingerprint"]:
         raise HeadMismatch(f"head {head}", f"features of corpus {corpus} have fingerprint "
-                                           f"{feats['features_fingerprint'][:12]}, the head was trained on "
+                                           f"{feats.features_fingerprint[:12]}, the head was trained on "
                                            f"{meta['feature_fingerprint'][:12]} (another documents table?)")
     return feats
 
@@ -84,8 +84,8 @@ def features_for_head(corpus: str, head: str, store: str) -> dict:
 def predict_flow(corpus: str, head: str = HeadSection.name, store: str = DEFAULT_STORE) -> dict:
     """Featurize what the store lacks with the head's own settings, then predict every document."""
     feats = features_for_head(corpus, head, store)
-    r = predict_task(store, corpus, head, feats["features_fingerprint"])
-    r.update(encoded=feats["encode_computed"], cached=feats["encode_cached"])
+    r = predict_task(store, corpus, head, feats.features_fingerprint)
+    r.update(encoded=feats.encode.computed, cached=feats.encode.cached)
     get_run_logger().info("predict %s with head %s: %d documents (%d encoded now, %d from the cache)", corpus,
                           head, r["documents"], r["encoded"], r["cached"])
     return r
@@ -131,11 +131,11 @@ def finetune_flow(corpus: str, name: str = "finetuned", model: str | None = None
     links = fs.corpus(corpus).manifest().links.get("bert_features", [])
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length),
                                 EncodeConfig(pooling="pooler", normalize="none", device=config.device), store=store)
-    if links and links[-1] != feats["features_fingerprint"]:
+    if links and links[-1] != feats.features_fingerprint:
         fs.corpus(corpus).link("bert_features", links[-1])          # keep the user's default features
-    r = finetune_task(store, corpus, name, feats["model"], feats["features_fingerprint"],
-                      feats["tokens_fingerprint"], config, split_seed, resume)
-    r.update(features_fingerprint=feats["features_fingerprint"], encoded=feats["encode_computed"])
+    r = finetune_task(store, corpus, name, feats.model, feats.features_fingerprint,
+                      feats.tokens_fingerprint, config, split_seed, resume)
+    r.update(features_fingerprint=feats.features_fingerprint, encoded=feats.encode.computed)
     get_run_logger().info("finetune %s: test accuracy %s (phase 1 alone: %s), %.1f s phase 2%s", name,
                           r["metrics"].get("test", {}).get("accuracy"),
                           r["phase1_metrics"].get("test", {}).get("accuracy"), r["phase2_seconds"],
@@ -160,7 +160,7 @@ def compare_flow(corpus: str, vectors: str = StaticSection.vectors, trainable: t
     """
     log = get_run_logger()
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length), EncodeConfig(), store=store)
-    encode_ms = encode_cost_task(store, corpus, feats["features_fingerprint"])
+    encode_ms = encode_cost_task(store, corpus, feats.features_fingerprint)
     head = train_head_task(store, corpus, "compare_head", HeadConfig(), split_seed)
     rows = [compare.head_row(head, feats, encode_ms, model)]
     for mode in trainable:
@@ -168,7 +168,7 @@ def compare_flow(corpus: str, vectors: str = StaticSection.vectors, trainable: t
                               WordConfig(min_count=1), "auto", split_seed)
         rows.append(compare.static_row(r, vectors, mode))
     if finetune_config is not None:
-        progress.say(compare.finetune_estimate(feats["texts"], encode_ms, finetune_config))
+        progress.say(compare.finetune_estimate(feats.texts, encode_ms, finetune_config))
         ft = finetune_flow(corpus, "compare_finetuned", model, max_length, finetune_config, split_seed, store=store)
         rows.extend(compare.finetune_rows(ft, finetune_config, encode_ms))
     report = compare.write_report(FeatureStore(store), corpus, head, split_seed, rows)

@@ -35,11 +35,11 @@ class CorpusRun:
     corpus: str
     snapshot_sha: str                         # the current snapshot's checksum
     force: bool = False                       # --retrain: train whatever the policy says
-    results: dict[str, dict] = field(default_factory=dict)   # stage name -> its result, as the run goes
+    results: dict[str, object] = field(default_factory=dict)   # stage name -> its result, as the run goes
 
     @property
     def features_fingerprint(self) -> str:
-        return self.results["featurize-bert"]["features_fingerprint"]
+        return self.results["featurize-bert"].features_fingerprint
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def featurize(store: str, src: Path, everything: Path, flow_for) -> dict:
     t2 = time.perf_counter()
     epochs = FeatureStore(store).open("w2v_examples").read(["epoch"])["epoch"]
     centers = int(pc.sum(pc.greater_equal(epochs, 0)).as_py())
-    return {"bert_s": t1 - t0, "texts": b["encode_computed"], "bert_docs_per_s": b["encode_computed"] / (t1 - t0),
+    return {"bert_s": t1 - t0, "texts": b.encode.computed, "bert_docs_per_s": b.encode.computed / (t1 - t0),
             "examples_s": t2 - t1, "centers": centers, "centers_per_s": centers / (t2 - t1),
             "load_after": os.getloadavg()[0]}
 

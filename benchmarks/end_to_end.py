@@ -189,7 +189,7 @@ def direct(store: str) -> dict:
     from embcache.storage import FeatureStore
     timed("evaluate-word2vec", lambda: evaluate(keyed_vectors(FeatureStore(store), vectors.fingerprint)))
     timed("train-head", heads.train, store, name, "head", cfg.head, None, 0)
-    st = cfg.static_stage
+    st = cfg.static_section
     timed("train-static", static_clf.train, store, name, st.name, st.vectors, cfg.static,
           WordConfig(min_count=1), st.vectors_format, 0)
     timed("report", write_report, store, None, [name])

@@ -34,7 +34,7 @@ for _ in range(2):
     t1 = time.perf_counter()
     r = featurize_bert_flow("bbc", None, store=store)
     runs.append({"ingest_s": t1 - t0, "featurize_s": time.perf_counter() - t1,
-                 "encoded": r["encode_computed"], "cached": r["encode_cached"]})
+                 "encoded": r.encode.computed, "cached": r.encode.cached})
 print(json.dumps({"runs": runs, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -152,7 +152,7 @@ def main() -> None:
         t0 = time.perf_counter()
         feats = featurize_bert_flow("bbc", store=store)
         report["featurize_bbc_s"] = round(time.perf_counter() - t0, 1)
-        report["featurize_bbc_encoded"] = feats["encode_computed"]
+        report["featurize_bbc_encoded"] = feats.encode.computed
         report["bbc_documents"] = head_vs_sklearn(store, "bbc")
         report["bbc_documents_across_splits"] = across_splits(store, "bbc", range(5))
         if not args.skip_sentences:

@@ -5,7 +5,7 @@
 
 Both tools at their own defaults, as their users get them:
   embcache: `featurize word2vec` + `train word2vec --dim 100 --epochs 5`, i.e. the flows
-    with WordConfig(), SkipGramConfig(), Word2VecStage's epochs_of_examples and
+    with WordConfig(), SkipGramConfig(), Word2VecSection's epochs_of_examples and
     SGNSConfig(dim=100, epochs=5); vectors read back from the store.
   gensim: Word2Vec(sg=1, negative=5, window=5, vector_size=100, min_count=5, epochs=5),
     sample 1e-3 and alpha 0.025 (its defaults), on gensim.utils.simple_preprocess tokens,
@@ -74,7 +74,7 @@ def summary(runs: list[dict]) -> dict:
 def bench_corpus(name: str, texts: list[str], args, tmp: Path) -> dict:
     from gensim.utils import simple_preprocess
     from embcache.flows.featurize_flows import ingest_flow
-    from embcache.flows.run_config import Word2VecStage
+    from embcache.flows.run_config import Word2VecSection
     from embcache.flows.word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
     from embcache.pipeline.configs import SGNSConfig, SkipGramConfig, WordConfig
     from embcache.pipeline.ingest import Source
@@ -94,7 +94,7 @@ def bench_corpus(name: str, texts: list[str], args, tmp: Path) -> dict:
             f.write(json.dumps({"id": f"doc{i:05d}", "text": text}) + "\n")
     store = str(tmp / f"store-{name}")
     ingest_flow(name, [Source(str(src), format="jsonl", id_column="id")], store=store)
-    K = args.epochs_of_examples or Word2VecStage.epochs_of_examples
+    K = args.epochs_of_examples or Word2VecSection.epochs_of_examples
     runs = {"embcache": [], "gensim_defaults": [], "gensim_matched": []}
     load = [os.getloadavg()[0]]
     for seed in range(args.seeds):
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--docs", type=int, default=None, help="only the first N documents (a smoke test)")
     parser.add_argument("--epochs-of-examples", type=int, default=None,
-                        help="stored draws (default: Word2VecStage's, what `featurize word2vec` uses)")
+                        help="stored draws (default: Word2VecSection's, what `featurize word2vec` uses)")
     args = parser.parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)
     from embcache.pipeline.configs import SGNSConfig, SkipGramConfig

@@ -9,7 +9,7 @@ from typing import Literal
 
 import typer
 
-from ..flows.run_config import CompareStage, HeadStage, RunConfig, StaticStage
+from ..flows.run_config import CompareSection, HeadSection, RunConfig, StaticSection
 from ..pipeline.configs import TokenizeConfig
 from .app import app, corpus_store, evaluate_app, out, prefect_api, store_of
 from .options import argument, option
@@ -20,7 +20,7 @@ CompareFormat = Literal["auto", "table", "markdown"]   # compare's output (its -
 
 @evaluate_app.command("head")
 def evaluate_head(ctx: typer.Context,
-                  name: str = argument(HeadStage, "name", help="A saved head."),
+                  name: str = argument(HeadSection, "name", help="A saved head."),
                   corpus: str = typer.Option(None, help="Labelled corpus (default: the head's own, test split)."),
                   as_json: bool = typer.Option(False, "--json")):
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix of a saved head.
@@ -80,11 +80,11 @@ def evaluate_word2vec(ctx: typer.Context,
 @app.command()
 def compare(ctx: typer.Context,
             corpus: str = typer.Argument(..., help="A labelled corpus."),
-            vectors: str = option(StaticStage, "vectors", help="Static vectors for the static rows."),
-            trainable: list[str] = option(CompareStage, "trainable",
+            vectors: str = option(StaticSection, "vectors", help="Static vectors for the static rows."),
+            trainable: list[str] = option(CompareSection, "trainable",
                                           help="Static variants to train (repeat the option)."),
             model: str = option(RunConfig, "model", help="Encoder (default: the packaged MiniLM)."),
-            finetune: bool = option(CompareStage, "finetune", "--finetune/--no-finetune",
+            finetune: bool = option(CompareSection, "finetune", "--finetune/--no-finetune",
                                     help="Add the two fine-tuning rows (encoder backward passes: "
                                          "minutes to hours on a CPU; an estimate is printed first)."),
             unfreeze_epochs: int = option(RunConfig.finetune, "unfreeze_epochs",
@@ -92,7 +92,7 @@ def compare(ctx: typer.Context,
             unfreeze_layers: int = option(RunConfig.finetune, "unfreeze_layers",
                                           help="Fine-tuning: top K layers that train."),
             max_length: int = option(TokenizeConfig, "max_length", help="Tokens per document for the encoder."),
-            split_seed: int = option(HeadStage, "split_seed"),
+            split_seed: int = option(HeadSection, "split_seed"),
             fmt: CompareFormat = typer.Option("auto", "--format",
                                               help="auto: a table in a terminal, Markdown when piped."),
             device: str = option(RunConfig.finetune, "device",

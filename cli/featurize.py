@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..flows.run_config import RunConfig, Word2VecStage
+from ..flows.run_config import RunConfig, Word2VecSection
 from ..pipeline.configs import EncodeConfig, SkipGramConfig, TokenizeConfig, WordConfig
 from .app import featurize_app, out, prefect_api, store_of
 from .options import option
@@ -64,25 +64,25 @@ def featurize_bert(ctx: typer.Context,
     with prefect_api("featurize_flows"), progress_bars(), runners.session(ctx.obj["runner"], device=device):
         from ..flows.featurize_flows import featurize_bert_flow
         r = runners.on(featurize_bert_flow)(corpus, model, tokenize, encode, store=store.root, **shards)
-    out.print(f"{r['texts']:,} texts: tokenized {r['tokenize_computed']:,} (cached {r['tokenize_cached']:,}), "
-              f"encoded {r['encode_computed']:,} (cached {r['encode_cached']:,})")
-    out.print(f"bert_features@{r['features_fingerprint'][:12]}  model {r['model']}")
-    out.print(encoder_line(r["encoder"]), highlight=False, markup=False)
+    out.print(f"{r.texts:,} texts: tokenized {r.tokenize.computed:,} (cached {r.tokenize.cached:,}), "
+              f"encoded {r.encode.computed:,} (cached {r.encode.cached:,})")
+    out.print(f"bert_features@{r.features_fingerprint[:12]}  model {r.model}")
+    out.print(encoder_line(r.encoder), highlight=False, markup=False)
     for stage in ("tokenize", "encode"):
-        if r.get(f"{stage}_dropped"):
-            out.print(f"{stage}: {r[f'{stage}_dropped']:,} texts were computed here too, but another run "
+        if getattr(r, stage).dropped:
+            out.print(f"{stage}: {getattr(r, stage).dropped:,} texts were computed here too, but another run "
                       "committed them first: its rows are kept, ours were dropped")
-    if r.get("split"):
-        out.print(f"{r['split']:,} of {r['texts']:,} texts ({r['split'] / max(r['texts'], 1):.0%}) were split into "
-                  f"{r['windows'] - r['texts'] + r['split']:,} windows of {r['max_length']} tokens")
-    if r.get("truncated") and long_documents == "windows":
-        out.print(f"{r['truncated']:,} of {r['texts']:,} texts were cut after {max_windows} windows: raise "
+    if r.split:
+        out.print(f"{r.split:,} of {r.texts:,} texts ({r.split / max(r.texts, 1):.0%}) were split into "
+                  f"{r.windows - r.texts + r.split:,} windows of {r.max_length} tokens")
+    if r.truncated and long_documents == "windows":
+        out.print(f"{r.truncated:,} of {r.texts:,} texts were cut after {max_windows} windows: raise "
                   f"--max-windows (0 = all)")
-    elif r.get("truncated"):
-        room = (f"raise --max-length (the model takes {r['model_limit']}) or --long-documents windows"
-                if r.get("model_limit") and r["model_limit"] > r["max_length"] else "--long-documents windows")
-        out.print(f"{r['truncated']:,} of {r['texts']:,} texts ({r['truncated'] / max(r['texts'], 1):.0%}) were cut "
-                  f"at {r['max_length']} tokens: {room}")
+    elif r.truncated:
+        room = (f"raise --max-length (the model takes {r.model_limit}) or --long-documents windows"
+                if r.model_limit and r.model_limit > r.max_length else "--long-documents windows")
+        out.print(f"{r.truncated:,} of {r.texts:,} texts ({r.truncated / max(r.texts, 1):.0%}) were cut "
+                  f"at {r.max_length} tokens: {room}")
     if quantize != "none":
         report_quantization(ctx, corpus, r)
 
@@ -116,15 +116,15 @@ def encoder_line(e: dict) -> str:
                      + [f"  also on record: {c['line']}" for c in choices if not c["here"]])
 
 
-def report_quantization(ctx: typer.Context, corpus: str, r: dict) -> None:
+def report_quantization(ctx: typer.Context, corpus: str, r) -> None:
     """Fidelity of int8 vs fp32 on a sample of the corpus, measured and printed."""
     import numpy as np
     from ..pipeline.encode import encode, quantization_fidelity
     from ..stages import bert
     store = store_of(ctx)
     sample = store.corpus(corpus).read(columns=["text_sha"])["text_sha"].to_pylist()[:128]
-    meta = store.open("bert_features", r["features_fingerprint"]).saved_spec()["meta"]
-    ids = store.open("bert_tokens", r["tokens_fingerprint"]).lookup(sorted(set(sample)), ["input_ids"])["input_ids"]
+    meta = store.open("bert_features", r.features_fingerprint).saved_spec()["meta"]
+    ids = store.open("bert_tokens", r.tokens_fingerprint).lookup(sorted(set(sample)), ["input_ids"])["input_ids"]
     enc = EncodeConfig(**meta["encode"])
     fp32 = EncodeConfig(**{**meta["encode"], "quantize": "none", "backend": "torch"})
     q = encode(ids, bert.cached_encoder(store.root, meta["model"], enc, None), enc)
@@ -148,11 +148,11 @@ def featurize_word2vec(ctx: typer.Context,
                            SkipGramConfig, "subsample_formula",
                            help="d2l: min(1, sqrt(t/f)); gensim: word2vec.c's softer "
                                 "(sqrt(f/t)+1)·t/f, which keeps more words."),
-                       epochs_of_examples: int = option(Word2VecStage, "epochs_of_examples",
+                       epochs_of_examples: int = option(Word2VecSection, "epochs_of_examples",
                                                         help="Independently sampled copies of the examples."),
-                       seed: int = option(Word2VecStage, "seed",
+                       seed: int = option(Word2VecSection, "seed",
                                           help="Seed (with the fingerprint and shard) of the sampling."),
-                       vocabulary: str = option(Word2VecStage, "vocabulary",
+                       vocabulary: str = option(Word2VecSection, "vocabulary",
                                                 help="keep: the corpus's vocabulary stays (new words are "
                                                      "dropped); extend: grow it, existing ids never move; "
                                                      "rebuild: a new one from the current snapshot."),

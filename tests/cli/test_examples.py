@@ -140,16 +140,16 @@ def test_commands_without_options_train_what_the_run_config_holds(workspace):
     assert bert["encode"] == {**dataclasses.asdict(DEFAULT.encode), "normalize": "l2"}   # auto: MiniLM's Normalize
 
     cli("train", "head", "bbc")
-    files, _ = store.models.get("head", DEFAULT.head_stage.name)
+    files, _ = store.models.get("head", DEFAULT.head_section.name)
     head = json.loads(files["head.json"])
-    assert head["config"] == dataclasses.asdict(DEFAULT.head) and head["split_seed"] == DEFAULT.head_stage.split_seed
+    assert head["config"] == dataclasses.asdict(DEFAULT.head) and head["split_seed"] == DEFAULT.head_section.split_seed
     assert head["featurize"] == bert
 
     cli("train", "static", "bbc")
-    files, _ = store.models.get("static", DEFAULT.static_stage.name)
+    files, _ = store.models.get("static", DEFAULT.static_section.name)
     static = json.loads(files["static.json"])
     assert static["config"] == json.loads(json.dumps(dataclasses.asdict(DEFAULT.static)))
-    assert static["meta"]["split_seed"] == DEFAULT.static_stage.split_seed
+    assert static["meta"]["split_seed"] == DEFAULT.static_section.split_seed
 
     report = json.loads(cli("compare", "bbc", "--json").stdout)
     assert len(report["rows"]) == 1 + len(DEFAULT.compare.trainable)          # no fine-tuning rows by default

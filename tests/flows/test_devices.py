@@ -42,25 +42,25 @@ def vectors(store, fp):
 
 def test_bf16_end_to_end_on_cpu(store, tiny_bert):
     fp32 = featurize(store, tiny_bert, device="cpu", backend="torch")
-    assert "precision" not in FeatureStore(store).open("bert_features", fp32["features_fingerprint"]) \
+    assert "precision" not in FeatureStore(store).open("bert_features", fp32.features_fingerprint) \
         .saved_spec()["spec"]["config"]                                   # fp32 stores keep their fingerprints
     again = featurize(store, tiny_bert, device="auto", backend="torch", batch_tokens=64)
-    assert again["features_fingerprint"] == fp32["features_fingerprint"] and again["encode_computed"] == 0
+    assert again.features_fingerprint == fp32.features_fingerprint and again.encode.computed == 0
     bf16 = featurize(store, tiny_bert, device="cpu", precision="bf16")
-    assert bf16["features_fingerprint"] != fp32["features_fingerprint"] and bf16["encode_computed"] == 5
-    assert bf16["tokens_fingerprint"] == fp32["tokens_fingerprint"]       # tokens do not depend on it
-    assert bf16["encoder"] == {"device": "cpu", "precision": "bf16", "quantize": "none", "backend": "torch"}
-    keys, low = vectors(store, bf16["features_fingerprint"])
-    keys32, full = vectors(store, fp32["features_fingerprint"])
+    assert bf16.features_fingerprint != fp32.features_fingerprint and bf16.encode.computed == 5
+    assert bf16.tokens_fingerprint == fp32.tokens_fingerprint       # tokens do not depend on it
+    assert bf16.encoder == {"device": "cpu", "precision": "bf16", "quantize": "none", "backend": "torch"}
+    keys, low = vectors(store, bf16.features_fingerprint)
+    keys32, full = vectors(store, fp32.features_fingerprint)
     assert keys == keys32 and quantization_fidelity(full, low)["min_cosine"] > 0.99
     assert np.abs(low - full).max() > 1e-6                                # really computed in bf16
     # a query is encoded as the table was: in bf16, whatever the device asked
     api = embcache.open(store)
     text = TEXTS["a.txt"]
-    q = api.encode([text], fingerprint=bf16["features_fingerprint"], device="cpu")
-    stored = api.lookup(["a.txt"], corpus="news", fingerprint=bf16["features_fingerprint"])
+    q = api.encode([text], fingerprint=bf16.features_fingerprint, device="cpu")
+    stored = api.lookup(["a.txt"], corpus="news", fingerprint=bf16.features_fingerprint)
     assert quantization_fidelity(stored, q)["min_cosine"] > 0.9999
-    hits = api.similar("news", text, k=1, fingerprint=bf16["features_fingerprint"], device="cpu")
+    hits = api.similar("news", text, k=1, fingerprint=bf16.features_fingerprint, device="cpu")
     assert hits[0].doc_id == "a.txt"
 
 
@@ -68,7 +68,7 @@ def test_the_measured_backend_is_in_the_result_and_the_output(store, tiny_bert):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     backend_choice._CHOSEN.clear()
     r = featurize(store, tiny_bert)                          # threads: the cores this process may use
-    e = r["encoder"]
+    e = r.encoder
     assert e["device"] == "cpu" and e["precision"] == "fp32" and e["backend"] in ("torch", "onnx")
     [here] = [c for c in e["choices"] if c["here"]]
     assert here["backend"] == e["backend"] and set(here["seconds"]) == {"torch", "onnx"}

@@ -58,7 +58,7 @@ def stored_vectors(store, corpus="news"):
 def test_stored_features_equal_a_direct_forward(tmp_path, corpus_dir, tiny_bert, pooling):
     store = str(tmp_path / "store")
     ing, feat = run(store, corpus_dir, tiny_bert, pooling=pooling)
-    assert ing["documents"] == 5 and feat["encode_computed"] == 5
+    assert ing.documents == 5 and feat.encode.computed == 5
     got = stored_vectors(store)
     tok, model = load_tokenizer(tiny_bert), load_model(tiny_bert)
     for name, text in TEXTS.items():
@@ -69,20 +69,20 @@ def test_stored_features_equal_a_direct_forward(tmp_path, corpus_dir, tiny_bert,
 def test_incremental_runs_compute_only_what_changed(tmp_path, corpus_dir, tiny_bert):
     store = str(tmp_path / "store")
     _, first = run(store, corpus_dir, tiny_bert)
-    assert (first["tokenize_computed"], first["encode_computed"]) == (5, 5)
+    assert (first.tokenize.computed, first.encode.computed) == (5, 5)
     _, again = run(store, corpus_dir, tiny_bert)
-    assert (again["tokenize_computed"], again["encode_computed"], again["encode_cached"]) == (0, 0, 5)
+    assert (again.tokenize.computed, again.encode.computed, again.encode.cached) == (0, 0, 5)
     write_corpus(corpus_dir, {"f.txt": "music film play", "g.txt": "bank shares market"})   # 2 new
     _, grown = run(store, corpus_dir, tiny_bert)
-    assert (grown["encode_computed"], grown["encode_cached"]) == (2, 5)
+    assert (grown.encode.computed, grown.encode.cached) == (2, 5)
     before = stored_vectors(store)["a.txt"]
     (corpus_dir / "a.txt").write_text("the dog sat on the mat")                               # 1 edited
     _, edited = run(store, corpus_dir, tiny_bert)
-    assert edited["encode_computed"] == 1
+    assert edited.encode.computed == 1
     assert not np.allclose(stored_vectors(store)["a.txt"], before)
     (corpus_dir / "c.txt").unlink()                                                           # 1 deleted
     _, shrunk = run(store, corpus_dir, tiny_bert)
-    assert shrunk["encode_computed"] == 0
+    assert shrunk.encode.computed == 0
     assert "c.txt" not in stored_vectors(store) and len(stored_vectors(store)) == 6
 
 
@@ -91,21 +91,21 @@ def test_a_config_change_makes_a_new_table_and_never_serves_old_vectors(tmp_path
     _, mean = run(store, corpus_dir, tiny_bert, pooling="mean")
     mean_vectors = stored_vectors(store)
     _, cls = run(store, corpus_dir, tiny_bert, pooling="cls")
-    assert cls["features_fingerprint"] != mean["features_fingerprint"]
-    assert cls["tokens_fingerprint"] == mean["tokens_fingerprint"]        # tokens are shared
-    assert cls["encode_computed"] == 5 and cls["tokenize_computed"] == 0
+    assert cls.features_fingerprint != mean.features_fingerprint
+    assert cls.tokens_fingerprint == mean.tokens_fingerprint        # tokens are shared
+    assert cls.encode.computed == 5 and cls.tokenize.computed == 0
     cls_vectors = stored_vectors(store)
     assert all(not np.allclose(cls_vectors[k], mean_vectors[k]) for k in TEXTS)
     _, short = run(store, corpus_dir, tiny_bert, pooling="cls", max_length=4)
-    assert short["tokens_fingerprint"] != cls["tokens_fingerprint"]
-    assert short["tokenize_computed"] == 5 and short["encode_computed"] == 5
+    assert short.tokens_fingerprint != cls.tokens_fingerprint
+    assert short.tokenize.computed == 5 and short.encode.computed == 5
     s = FeatureStore(store)
-    truncated = s.open("bert_tokens", short["tokens_fingerprint"]).read(["truncated"])["truncated"]
+    truncated = s.open("bert_tokens", short.tokens_fingerprint).read(["truncated"])["truncated"]
     assert pc.all(truncated).as_py()                                      # every text > 4 tokens
     # A batch-size change is not a new configuration: same vectors, nothing recomputed.
     _, rebatched = run(store, corpus_dir, tiny_bert, pooling="cls", max_length=4, batch_tokens=8)
-    assert rebatched["features_fingerprint"] == short["features_fingerprint"]
-    assert rebatched["encode_computed"] == 0
+    assert rebatched.features_fingerprint == short.features_fingerprint
+    assert rebatched.encode.computed == 0
 
 
 def test_normalize_is_resolved_into_the_fingerprint_and_applied_to_queries(tmp_path, corpus_dir, tiny_bert):
@@ -124,7 +124,7 @@ def test_normalize_is_resolved_into_the_fingerprint_and_applied_to_queries(tmp_p
     feats = {}
     for name, path in (("normed", normed), ("plain", tiny_bert)):
         r = featurize_bert_flow("news", path, tok16, store=store)
-        meta = FeatureStore(store).open("bert_features", r["features_fingerprint"]).saved_spec()["meta"]
+        meta = FeatureStore(store).open("bert_features", r.features_fingerprint).saved_spec()["meta"]
         assert meta["encode"]["normalize"] == plans[name].encode.normalize
         feats[name] = stored_vectors(store)
         queried = encode_query(meta, list(TEXTS.values()))                           # the same as the table
@@ -144,7 +144,7 @@ def test_the_result_counts_truncated_texts(tmp_path, corpus_dir, tiny_bert):
         _, r = run(store, corpus_dir, tiny_bert, max_length=max_length)
         lengths = {t: len(tok(t)["input_ids"]) for t in TEXTS.values()}
         want = sum(n > max_length for n in lengths.values())
-        assert (r["texts"], r["truncated"], r["max_length"], r["model_limit"]) == (5, want, max_length, 64)
+        assert (r.texts, r.truncated, r.max_length, r.model_limit) == (5, want, max_length, 64)
     assert 0 < sum(n > 8 for n in lengths.values()) < 5                   # 8 cuts some texts, not all
 
 
@@ -161,7 +161,7 @@ def test_a_rerun_resumes_after_the_last_committed_shard(tmp_path, corpus_dir, ti
     features.fs.write_atomic(features.manifest_path, replace(m, shards=m.shards[:1]).to_json())
     committed = m.shards[0].rows
     r = featurize_bert_flow("news", tiny_bert, TokenizeConfig(max_length=16), store=store, encode_shard_docs=2)
-    assert r["encode_computed"] == 5 - committed and r["encode_cached"] == committed
+    assert r.encode.computed == 5 - committed and r.encode.cached == committed
     assert features.manifest().rows == 5
 
 
@@ -173,7 +173,7 @@ def test_content_keys_dedupe_across_ids_and_corpora(tmp_path, corpus_dir, tiny_b
     write_corpus(other, {"x.txt": TEXTS["a.txt"], "y.txt": TEXTS["b.txt"]})   # same texts, other ids
     ingest_flow("copies", [Source(str(other), format="files")], store=store)
     r = featurize_bert_flow("copies", tiny_bert, TokenizeConfig(max_length=16), store=store)
-    assert r["encode_computed"] == 0 and r["encode_cached"] == 2
+    assert r.encode.computed == 0 and r.encode.cached == 2
     v = stored_vectors(store, "copies")
     np.testing.assert_array_equal(v["x.txt"], stored_vectors(store)["a.txt"])
 

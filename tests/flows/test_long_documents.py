@@ -44,25 +44,25 @@ def stored(store, fingerprint):
 
 def test_windows_flow_stores_pooled_vectors_under_its_own_fingerprints(corpus, tiny_bert):
     cut = featurize(corpus, tiny_bert, TokenizeConfig(max_length=8))
-    assert (cut["truncated"], "split" not in cut) == (2, True)
+    assert (cut.truncated, cut.split) == (2, None)
     tok = TokenizeConfig(max_length=8, long_documents="windows")
     win = featurize(corpus, tiny_bert, tok)
-    assert win["tokens_fingerprint"] != cut["tokens_fingerprint"]
-    assert win["features_fingerprint"] != cut["features_fingerprint"]
-    assert (win["encode_computed"], win["truncated"], win["split"], win["windows"]) == (3, 0, 2, 8)
-    got = stored(corpus, win["features_fingerprint"])
+    assert win.tokens_fingerprint != cut.tokens_fingerprint
+    assert win.features_fingerprint != cut.features_fingerprint
+    assert (win.encode.computed, win.truncated, win.split, win.windows) == (3, 0, 2, 8)
+    got = stored(corpus, win.features_fingerprint)
     tokenizer, model = load_tokenizer(tiny_bert), load_model(tiny_bert)
     names = list(TEXTS)
     direct = encode_texts([TEXTS[n] for n in names], tokenizer, model, tok, EncodeConfig())
     for name, vec in zip(names, direct):
         np.testing.assert_allclose(got[name], vec, atol=1e-5)
-    meta = FeatureStore(corpus).open("bert_features", win["features_fingerprint"]).saved_spec()["meta"]
+    meta = FeatureStore(corpus).open("bert_features", win.features_fingerprint).saved_spec()["meta"]
     np.testing.assert_allclose(bert.encode_query(meta, [TEXTS["long.txt"]])[0], got["long.txt"], atol=1e-5)
     again = featurize(corpus, tiny_bert, tok)
-    assert (again["tokenize_computed"], again["encode_computed"]) == (0, 0)
+    assert (again.tokenize.computed, again.encode.computed) == (0, 0)
     capped = featurize(corpus, tiny_bert, TokenizeConfig(max_length=8, long_documents="windows", max_windows=2))
-    assert capped["features_fingerprint"] not in (win["features_fingerprint"], cut["features_fingerprint"])
-    assert (capped["truncated"], capped["split"], capped["windows"]) == (1, 2, 5)
+    assert capped.features_fingerprint not in (win.features_fingerprint, cut.features_fingerprint)
+    assert (capped.truncated, capped.split, capped.windows) == (1, 2, 5)
 
 
 def test_cli_and_report_say_how_texts_were_split(corpus, tiny_bert):

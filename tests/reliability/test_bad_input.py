@@ -87,7 +87,7 @@ def cli_ingest(store: Path, corpus: str, *args: str):
 
 
 def flow_ingest(store: Path, corpus: str, sources: list[Source],
-                config: IngestConfig = IngestConfig()) -> dict:
+                config: IngestConfig = IngestConfig()):
     from embcache.flows.featurize_flows import ingest_flow
     return ingest_flow(corpus, sources, config, store=str(store))
 
@@ -371,7 +371,7 @@ def test_boms_and_crlf_are_stripped_and_the_rest_goes_through_unchanged(tmp_path
         Source(str(jsonl), id_column="id", label_column="label")])
     result = read_back(store, "bom")
     check_accounting(result, {lines: 7, doc: 1, csv: 3, jsonl: 3})
-    assert summary["inputs"] == 14 and summary["rejected"] == {"empty_text": 2}
+    assert summary.inputs == 14 and summary.rejected == {"empty_text": 2}
     assert result.texts(lines) == {1: "first line", 2: "second", 4: "third", 5: "fourth",
                                    6: "mid\ufeffdle", 7: "  spaced  "}       # only a leading BOM goes
     assert result.by_row(lines)[3] == "empty_text"

@@ -46,9 +46,9 @@ def test_decide_trains_when_the_basis_changed_and_keeps_a_small_change(tmp_path)
 def test_run_configs_take_a_policy_per_training_stage():
     cfg = load_config({"word2vec": {"retrain": "never"}, "head": {"retrain": "always"},
                        "static": {"retrain_threshold": 0.2}})
-    assert (cfg.word2vec.retrain, cfg.head_stage.retrain, cfg.static_stage.retrain_threshold) == \
+    assert (cfg.word2vec.retrain, cfg.head_section.retrain, cfg.static_section.retrain_threshold) == \
         ("never", "always", 0.2)
-    assert load_config(None).head_stage.retrain == "changed"
+    assert load_config(None).head_section.retrain == "changed"
     with pytest.raises(ConfigError, match="retrain"):
         load_config({"head": {"retrain": "weekly"}})
     with pytest.raises(ConfigError, match="retrain_threshold"):

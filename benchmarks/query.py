@@ -266,36 +266,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _load(url: str, mode: str, seconds: float, clients: int, payloads: list) -> dict:
-    import aiohttp
-    latencies, errors = [], 0
-    stop_at = time.perf_counter() + seconds
-
-    async def client(session, i):
-        nonlocal errors
-        j = i
-        while time.perf_counter() < stop_at:
-            body = payloads[j % len(payloads)]
-            j += clients
-            t0 = time.perf_counter()
-            if mode == "features":
-                req = session.get(f"{url}/features/bert_features", params={"ids": body})
-            else:
-                req = session.post(f"{url}/similar", json={"corpus": "bench", "vector": body, "k": K})
-            async with req as r:
-                await r.read()
-                if r.status != 200:
-                    errors += 1
-            latencies.append(time.perf_counter() - t0)
-
-    connector = aiohttp.TCPConnector(limit=clients)
-    started = time.perf_counter()
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(client(session, i) for i in range(clients)))
-    wall = time.perf_counter() - started
-    return {"requests": len(latencies), "errors": errors, "qps": round(len(latencies) / wall, 1), **pct(latencies)}
-
-
 def http_bench(root: Path, n: int, seconds: float, clients: int) -> dict:
     from embcache.storage import FeatureStore, spec
     store = FeatureStore(root)
@@ -371,7 +341,9 @@ def main() -> None:
         return
     if args.load:
         url, mode, seconds, clients = args.load
-        print(json.dumps(asyncio.run(_load(url, mode, float(seconds), int(clients), json.loads(sys.stdin.read())))))
+        from serve import load                  # benchmarks/serve.py's load generator
+        print(json.dumps(asyncio.run(load(url, mode, float(seconds), int(clients), json.loads(sys.stdin.read()),
+                                          "bench"))))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -76,12 +76,18 @@ def write_jsonl(path: Path, docs: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def build_corpus(corpus: Path, n: int, per_file: int, seed: int) -> dict:
-    """N documents in ceil(N / per_file) JSONL files; returns {'files': count, 'bytes': total}."""
+def sentence_pools() -> tuple[list, dict[str, list[str]]]:
+    """BBC's paragraphs, and every sentence of each topic (what documents are drawn from)."""
     paragraphs = bbc_paragraphs()
     pools: dict[str, list[str]] = {}
     for topic, sents in paragraphs:
         pools.setdefault(topic, []).extend(sents)
+    return paragraphs, pools
+
+
+def build_corpus(corpus: Path, n: int, per_file: int, seed: int) -> dict:
+    """N documents in ceil(N / per_file) JSONL files; returns {'files': count, 'bytes': total}."""
+    paragraphs, pools = sentence_pools()
     rng = random.Random(seed)
     shutil.rmtree(corpus, ignore_errors=True)
     files = 0
@@ -142,10 +148,7 @@ def jsonl_files(corpus: Path) -> list[Path]:
 
 def add_docs(corpus: Path, n: int, per_file: int, seed: int) -> None:
     """n new documents in new files (what a daily drop looks like)."""
-    paragraphs = bbc_paragraphs()
-    pools: dict[str, list[str]] = {}
-    for topic, sents in paragraphs:
-        pools.setdefault(topic, []).extend(sents)
+    paragraphs, pools = sentence_pools()
     rng = random.Random(seed)
     first = len(jsonl_files(corpus))
     for f, start in enumerate(range(0, n, per_file)):

@@ -154,7 +154,8 @@ def matrix_load(root: Path, n: int) -> dict:
 
 
 # -- 3. the server under load ---------------------------------------------------------------------
-async def _load(url: str, mode: str, seconds: float, clients: int, payloads: list, corpus: str) -> dict:
+async def load(url: str, mode: str, seconds: float, clients: int, payloads: list, corpus: str) -> dict:
+    """`clients` concurrent clients for `seconds`: features by id, or similar by vector (exact or not)."""
     import aiohttp
     latencies, errors = [], 0
     stop_at = time.perf_counter() + seconds
@@ -257,7 +258,7 @@ def main() -> None:
     args = p.parse_args()
     if args.load:
         url, mode, seconds, clients, corpus = args.load
-        print(json.dumps(asyncio.run(_load(url, mode, float(seconds), int(clients), json.loads(sys.stdin.read()),
+        print(json.dumps(asyncio.run(load(url, mode, float(seconds), int(clients), json.loads(sys.stdin.read()),
                                            corpus))))
         return
     if args.smoke:

@@ -117,6 +117,17 @@ def time_backends(models: dict, input_ids, config, budget_s: float = 4.0, sample
             "texts": len(sample), "tokens": int(sum(padded[k] for k in picked)), "rounds": done}
 
 
+def cpu_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime session on the CPU: every graph optimization, `threads` intra-op threads
+    (None: the cores this process may use), one inter-op thread (a BERT's graph is a chain)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or available_cores()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
     """An exported model run by ONNX Runtime, called as encode calls a transformers model.
 
@@ -126,12 +137,7 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | os.PathLike, config, threads: int | None = None, quantize: str = "none"):
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.config = config
         self.path = str(path)

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from .configs import EncodeConfig, TokenizeConfig
-from .cores import available_cores
 from .errors import PipelineError
 
 # pipeline/backends.py's export sidecar ({"format", "format_version", "key", "bytes", "sha256",
@@ -91,12 +90,8 @@ class OnnxQueryEncoder:
                  enc: EncodeConfig, threads: int | None = None):
         if not self.usable(enc):
             raise PipelineError("EncodeConfig", f"the ONNX query path does not reproduce {enc}")
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(export), options, providers=["CPUExecutionProvider"])
+        from .backends import cpu_session           # numpy only at import: no torch here either
+        self.session = cpu_session(export, threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.hidden = int(config["hidden_size"])
         self.pad_id = config.get("pad_token_id") or 0

@@ -118,23 +118,8 @@ class StoreFS:
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write `data` at `path` so that no reader ever sees a partial file."""
-        parent = path.rsplit("/", 1)[0]
-        if not self.local:
-            self.makedirs(parent)
-            self.fs.pipe_file(path, data)
-            return
-        tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
-        try:
-            self.makedirs(parent)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            _unlink_quietly(tmp)
-            raise StoreError(path, f"write failed: {e.strerror or e}") from e
-        _fsync_dir(parent)
+        with self.atomic_writer(path) as f:
+            f.write(data)
 
     @contextmanager
     def atomic_writer(self, path: str) -> Iterator[BinaryIO]:

@@ -30,7 +30,8 @@ from typing import Literal
 import numpy as np
 
 from . import manifest as mf
-from .errors import CorruptShard, FormatError, NotFound, StoreError
+from .sealed import read_sealed, seal
+from .errors import FormatError, NotFound, StoreError
 from .fs import TMP_PREFIX
 from .matrix import derived_dir
 from .table import Table
@@ -117,22 +118,13 @@ def segment_path(t: Table, name: str) -> str:
     return f"{derived_dir(t)}/{name}"
 
 
-def meta_checksum(meta: dict) -> str:
-    return hashlib.sha256(mf.dump({k: v for k, v in meta.items() if k != "meta_sha256"})).hexdigest()
-
-
 def read_meta(t: Table, path: str) -> dict:
-    """The parsed .json after its format, its own checksum and its table are checked (FormatError)."""
-    meta = mf.load(path, t.fs.read_bytes(path), ANN_FORMAT, "vector index")
-    if meta.get("meta_sha256") != meta_checksum(meta):
-        raise CorruptShard(path, "vector index metadata does not match its own sha256 (edited or damaged)")
-    if meta.get("table") != t.name or meta.get("fingerprint") != t.fingerprint:
-        raise CorruptShard(path, f"vector index names {meta.get('table')}/{str(meta.get('fingerprint'))[:12]}")
-    return meta
+    """The parsed .json after its format, its own checksum and its table are checked."""
+    return read_sealed(t, path, ANN_FORMAT, "vector index")
 
 
 def write_meta(t: Table, path: str, meta: dict) -> dict:
-    meta = {**meta, "meta_sha256": meta_checksum(meta)}
+    meta = seal(meta)
     t.fs.write_atomic(path, mf.dump(meta))
     return meta
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import threading
@@ -48,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import manifest as mf
+from .sealed import read_sealed, seal
 from .errors import CorruptShard, FormatError, InvalidName, NotFound, StoreError
 from .fs import TMP_PREFIX
 from .lock import commit_lock
@@ -203,19 +203,9 @@ def _paths(t: Table, column: str, setkey: str) -> dict[str, str]:
     return {"vectors": f"{base}.f32", **{p: f"{base}.{p}.npy" for p in PARTS}}
 
 
-def _meta_sha256(meta: dict) -> str:
-    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def _read_meta(t: Table, path: str) -> dict:
     """The matrix's .json, checked like a shard: format, its own checksum, what it names."""
-    meta = mf.load(path, t.fs.read_bytes(path), MATRIX_FORMAT, "vector matrix")
-    if meta.get("meta_sha256") != _meta_sha256(meta):
-        raise FormatError(path, "vector matrix metadata does not match its checksum (edited or damaged)")
-    if meta.get("table") != t.name or meta.get("fingerprint") != t.fingerprint:
-        raise FormatError(path, f"vector matrix names {meta.get('table')}/{str(meta.get('fingerprint'))[:12]}")
-    return meta
+    return read_sealed(t, path, MATRIX_FORMAT, "vector matrix")
 
 
 def check_vector_column(m: mf.Manifest, column: str) -> int:
@@ -368,7 +358,7 @@ def _write(t: Table, m: mf.Manifest, column: str, setkey: str, base: tuple[dict,
     meta = {**mf.header(MATRIX_FORMAT), "table": t.name, "fingerprint": t.fingerprint, "column": column,
             "key": m.key, "rows": int(sum(len(k) for k in keys)), "dim": dim, "dtype": "float32",
             "shards": [[s.file, s.sha256, s.rows] for s in m.shards], "files": files, "created": mf.utcnow()}
-    meta["meta_sha256"] = _meta_sha256(meta)
+    meta = seal(meta)
     fs.write_atomic(f"{ddir}/{_name(column, setkey, 'json')}", mf.dump(meta))
     _remove_stale(t, column, setkey)
     return meta

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.run_configs import write_run_config
+
 EMBCACHE = str(Path(sys.executable).parent / "embcache")
 
 
@@ -33,25 +35,9 @@ def test_sigterm_stops_a_run_mid_stage_within_seconds(tmp_path, tiny_bert, prefe
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "a.jsonl").write_text(json.dumps({"text": " ".join(rng.choices(words, k=20_000))}) + "\n")
     config = tmp_path / "run.toml"
-    config.write_text(f'''store = "{tmp_path / 'store'}"
-model = "{tiny_bert}"
-[[corpora]]
-name = "long"
-sources = [{{path = "{tmp_path / 'inbox'}/*.jsonl", format = "jsonl"}}]
-[bert]
-max_length = 16
-[word2vec]
-enabled = true
-evaluate = false
-epochs_of_examples = 40
-min_count = 1
-[head]
-enabled = false
-[static]
-enabled = false
-[report]
-enabled = false
-''')
+    write_run_config(config, store=tmp_path / "store", model=tiny_bert, corpus="long",
+                     sources=[{"path": f"{tmp_path / 'inbox'}/*.jsonl", "format": "jsonl"}],
+                     word2vec={"enabled": True, "evaluate": False, "epochs_of_examples": 40, "min_count": 1})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "EMBCACHE_STORE"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=PREFECT_API_URL.value())
     log = tmp_path / "run.log"

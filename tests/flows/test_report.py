@@ -177,16 +177,8 @@ def test_cli_and_flow(built):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: `make browser` (as root) "
                                                    "installs Debian's chromium and chromium-driver")
 def test_report_renders_in_headless_chromium(built, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     index = Path(write_report(str(built), RUN_ID))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver = chromium()
     try:
         driver.get(index.as_uri())
         assert driver.title == f"embcache report: {RUN_ID}"

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from tests.run_configs import write_run_config
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
@@ -29,35 +31,11 @@ def vectors_file(path):
 
 
 def write_config(path, store, folder, model, vectors, head_weight_decay=1.0):
-    path.write_text(f'''
-store = "{store}"
-model = "{model}"
-
-[[corpora]]
-name = "topics"
-sources = [{{path = "{folder}", format = "folder"}}]
-
-[bert]
-max_length = 16
-
-[word2vec]
-min_count = 1
-dim = 16
-epochs = 2
-batch_size = 64
-
-[head]
-weight_decay = {head_weight_decay}
-
-[static]
-vectors = "{vectors}"
-epochs = 5
-trainable = "oov"
-
-[report]
-enabled = false
-''')
-    return path
+    return write_run_config(path, store=store, model=model, corpus="topics",
+                            sources=[{"path": str(folder), "format": "folder"}],
+                            word2vec={"min_count": 1, "dim": 16, "epochs": 2, "batch_size": 64},
+                            head={"weight_decay": head_weight_decay},
+                            static={"vectors": vectors, "epochs": 5, "trainable": "oov"})
 
 
 def run(config, *extra):

@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+
+from tests.run_configs import write_run_config
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
@@ -151,22 +153,9 @@ def test_an_object_source_that_cannot_be_read_is_one_line_and_exit_2(s3, tmp_pat
     assert len(done.stderr.strip().splitlines()) == 1 and "pip install 'embcache[s3]'" in done.stderr
 
 
-CONFIG = """
-model = "{model}"
-[[corpora]]
-name = "news"
-sources = [{{path = "s3://bucket/run/**/*.jsonl", format = "jsonl", label_column = "topic"}}]
-[bert]
-max_length = 16
-[word2vec]
-enabled = false
-[head]
-enabled = false
-[static]
-enabled = false
-[report]
-enabled = false
-"""
+def write_config(path: Path, model: str) -> Path:
+    return write_run_config(path, model=model, corpus="news", sources=[
+        {"path": "s3://bucket/run/**/*.jsonl", "format": "jsonl", "label_column": "topic"}])
 
 
 @pytest.mark.slow
@@ -176,8 +165,7 @@ def test_a_run_config_with_an_s3_source_on_the_dask_runner_and_the_python_api(s3
     put(s3, "run", {"2024/a.jsonl": [{"text": "the cat sat on the mat", "topic": "pets"},
                                      {"text": "market shares rise", "topic": "money"}],
                     "2025/b.jsonl": [{"text": "the team won the game", "topic": "sport"}]})
-    config = tmp_path / "pipeline.toml"
-    config.write_text(CONFIG.format(model=tiny_bert))
+    config = write_config(tmp_path / "pipeline.toml", tiny_bert)
     root = str(tmp_path / "store")
     r = runner.invoke(app, ["--runner", "dask", "--dask-workers", "1", "--store", root, "run", str(config)])
     assert r.exit_code == 0, r.output

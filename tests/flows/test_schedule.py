@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from tests.run_configs import write_run_config
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
@@ -265,30 +267,8 @@ def test_the_server_stops_cleanly(server):
 # ---------------------------------------------------------------------------- helpers
 
 def write_config(path: Path, store: Path, inbox: Path, model: str) -> Path:
-    path.write_text(f'''
-store = "{store}"
-model = "{model}"
-
-[[corpora]]
-name = "inbox"
-sources = [{{path = "{inbox}/*.jsonl", format = "jsonl"}}]
-
-[bert]
-max_length = 16
-
-[word2vec]
-enabled = false
-
-[head]
-enabled = false
-
-[static]
-enabled = false
-
-[report]
-enabled = false
-''')
-    return path
+    return write_run_config(path, store=store, model=model, corpus="inbox",
+                            sources=[{"path": f"{inbox}/*.jsonl", "format": "jsonl"}])
 
 
 def drop(path: Path, texts: list[str]) -> None:

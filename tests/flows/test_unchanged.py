@@ -6,6 +6,8 @@ import os
 import time
 
 import pytest
+
+from tests.run_configs import write_run_config
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
@@ -36,24 +38,9 @@ def setup(tmp_path_factory, tiny_bert):
     for i in range(3):
         write_docs(docs, f"part-{i}.jsonl", [f"{w} market news item {i} {j}" for j in range(4) for w in ("sport", "tech")])
     config = tmp / "run.toml"
-    config.write_text(f'''store = "{tmp / 'store'}"
-model = "{tiny_bert}"
-[[corpora]]
-name = "news"
-sources = [{{path = "{docs}/*.jsonl", format = "jsonl", label_column = "topic"}}]
-[bert]
-max_length = 16
-[word2vec]
-min_count = 1
-dim = 8
-evaluate = false
-[head]
-enabled = false
-[static]
-enabled = false
-[report]
-enabled = false
-''')
+    write_run_config(config, store=tmp / "store", model=tiny_bert, corpus="news",
+                     sources=[{"path": f"{docs}/*.jsonl", "format": "jsonl", "label_column": "topic"}],
+                     word2vec={"min_count": 1, "dim": 8, "evaluate": False})
     return tmp, docs, config, run(config)
 
 

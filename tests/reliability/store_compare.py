@@ -74,15 +74,7 @@ def compare_table(got: Table, want: Table) -> dict:
     if replanned and one_per_key:
         g = pa.concat_tables(replanned)
         w = pa.concat_tables(ws)
-        w = w.take(pc.index_in(g[key], value_set=w[key]))
-        for name in w.column_names:
-            if _is_float_list(w.schema.field(name).type):
-                a = np.stack(g[name].to_numpy(zero_copy_only=False)).astype(np.float64)
-                b = np.stack(w[name].to_numpy(zero_copy_only=False)).astype(np.float64)
-                np.testing.assert_allclose(a, b, rtol=0, atol=ATOL, err_msg=f"{where}.{name}")
-                stats["max_abs_diff"] = max(stats["max_abs_diff"], float(np.abs(a - b).max(initial=0.0)))
-            else:
-                assert g[name].equals(w[name]), f"{where}.{name}: values differ"
+        _close(g, w.take(pc.index_in(g[key], value_set=w[key])), where, stats)
     return stats
 
 
@@ -97,7 +89,7 @@ def _close(got: pa.Table, want: pa.Table, where: str, stats: dict) -> None:
             np.testing.assert_allclose(a, b, rtol=0, atol=ATOL, err_msg=f"{where}.{name}")
             stats["max_abs_diff"] = max(stats["max_abs_diff"], float(np.abs(a - b).max(initial=0.0)))
         else:
-            assert got[name].equals(want[name]), f"{where}: a shard with the clean run's keys holds other values"
+            assert got[name].equals(want[name]), f"{where}.{name}: values differ"
 
 
 def compare_stores(got_root: Path, want_root: Path, snapshots: str = "exact") -> dict:

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import ann_sets
+from query import each as single_queries     # one timer for every query benchmark
 import numpy as np
 import pyarrow as pa
 
@@ -55,15 +56,6 @@ def point(times: list[float], got, truth, **params) -> dict:
     ms = np.asarray(times) * 1000
     return {**params, "recall": round(recall(got, truth), 4), "p50_ms": round(float(np.percentile(ms, 50)), 3),
             "p99_ms": round(float(np.percentile(ms, 99)), 3), "qps": round(len(ms) / (ms.sum() / 1000), 1)}
-
-
-def single_queries(fn, queries) -> tuple[list[float], list]:
-    times, out = [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        out.append(fn(q))
-        times.append(time.perf_counter() - t0)
-    return times, out
 
 
 def write_rows(table, x: np.ndarray, start: int, stop: int) -> None:

@@ -49,7 +49,7 @@ import numpy as np
 from .cores import available_cores
 from .errors import PipelineError
 from .configs import SGNSConfig  # noqa: F401  (defined once, in configs.py)
-from .skipgram import EpochDraws
+from .skipgram import EpochDraws, SkipGramConfig, make_examples
 from .sgns_kernels import _sgd_rows, _sgd_sequences
 
 Batch = dict[str, np.ndarray]  # ids (T,), offsets (D+1,); or center (N,), contexts_negatives, mask, label (N, L)
@@ -58,7 +58,8 @@ INIT_SCALE = {"gensim": 1.0, "word2vec_c": 0.5}  # center rows start uniform in 
 
 @dataclass
 class TrainReport:
-    loss_curve: list[float] = field(default_factory=list)  # mean BCE per entry, one per batch
+    # mean BCE per entry, one per batch, estimated on every 8th center (sgns_kernels.LOSS_EVERY)
+    loss_curve: list[float] = field(default_factory=list)
     examples: int = 0           # centers trained, all epochs: gensim's "effective words"
     pairs: int = 0              # entries trained (contexts + negatives): dot + update pairs
     words: int = 0              # corpus tokens read, all epochs (documents); = examples for stored rows
@@ -123,17 +124,35 @@ def train(batches: Callable[[int], Iterable[Batch]] | Iterable[Batch], center_ve
                     results.append(in_flight.pop(0).result())
         results += [f.result() for f in in_flight]
     seconds = time.perf_counter() - start
-    pairs = int(sum(r[1] for r in results))
-    centers = int(sum(r[2] for r in results))
+    pairs = int(sum(r[2] for r in results))
+    centers = int(sum(r[3] for r in results))
     return TrainReport(loss_curve=[r[0] / r[1] for r in results if r[1]], examples=centers, pairs=pairs,
                        words=done, seconds=seconds, pairs_per_s=pairs / seconds, examples_per_s=centers / seconds)
 
 
-def _rows_job(chunk, center_vecs, context_vecs, scale, lr, per_pair) -> tuple[float, int, int]:
+def warm_up(documents: bool = True) -> None:
+    """Load (or compile) the kernel train() will call, on a toy input: a process's first numba
+    call also initializes numba itself (~1 s), which a caller can overlap with its reading."""
+    counts = np.array([0, 3, 2, 1], np.int64)
+    docs = {"ids": np.array([1, 2, 3, 1], np.int32), "offsets": np.array([0, 4], np.int64)}
+    for update in ("row", "pair"):
+        center, context = init_vectors(len(counts), 2, np.random.default_rng(0))
+        config = SGNSConfig(dim=2, epochs=1, threads=1, update=update)
+        if documents:
+            train([docs], center, context, config, draws=EpochDraws.of(counts, SkipGramConfig(max_window=1), 0))
+        else:
+            rows = make_examples(docs["ids"], docs["offsets"], counts, SkipGramConfig(max_window=1),
+                                 np.random.default_rng(0))
+            train([rows], center, context, config)
+
+
+def _rows_job(chunk, center_vecs, context_vecs, scale, lr, per_pair) -> tuple[float, int, int, int]:
+    """(loss sum, entries in it, entries trained, rows trained) of one chunk of stored rows."""
     center, cn, mask, label = chunk
     negatives = _pair_layout(mask, label) if per_pair else 0
-    loss, pairs = _sgd_rows(center, cn, mask, label, center_vecs, context_vecs, scale, lr, per_pair, negatives)
-    return loss, pairs, len(center)
+    loss, measured, pairs = _sgd_rows(center, cn, mask, label, center_vecs, context_vecs, scale, lr, per_pair,
+                                      negatives)
+    return loss, measured, pairs, len(center)
 
 
 def _pair_layout(mask: np.ndarray, label: np.ndarray) -> int:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -32,7 +34,7 @@ import pyarrow.compute as pc
 
 from ..pipeline.configs import output_fields
 from ..pipeline.errors import PipelineError
-from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
+from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train, warm_up
 from ..pipeline.skipgram import EpochDraws, SkipGramConfig, make_examples
 from ..pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, tokenize_words
 from ..storage import FeatureStore, NotFound
@@ -272,13 +274,13 @@ def as_batch(shard: pa.Table) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class TrainResult:
     fingerprint: str
-    words: int
-    examples: int
-    pairs: int
-    seconds: float
-    pairs_per_s: float
-    loss_curve: list[float]
-    trained_rows: int
+    words: int                  # vocabulary words (without <unk>)
+    examples: int               # centers trained, all epochs (gensim's effective words)
+    pairs: int                  # (center, context or negative) entries trained, all epochs
+    seconds: float              # the task's training time: reading the examples, setup, the kernel
+    pairs_per_s: float          # pairs / the kernel's own time
+    loss_curve: list[float]     # mean BCE per entry, one per batch
+    trained_rows: int           # rows that trained (all words, or the new ones with freeze_existing)
 
 
 def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str, config: SGNSConfig,
@@ -315,6 +317,11 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
         store.corpus(corpus).link("word_vectors", cached.fingerprint)
         return TrainResult(**cached.saved_spec()["meta"]["result"])
 
+    start = time.perf_counter()       # the task's training time: reading, drawing setup and the kernel
+    skipgram = SkipGramConfig(**examples.saved_spec()["spec"]["config"]["skipgram"])
+    # numba's first call in a process costs ~1 s (loading the kernel, initializing numba): overlap it
+    warm = threading.Thread(target=warm_up, args=(skipgram.draws == "epoch",), daemon=True)
+    warm.start()
     center, context = init_vectors(len(vocab), config.dim, np.random.default_rng(seed),
                                    init=config.init)                                   # (V, H) each
     trainable = None
@@ -323,17 +330,18 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
         ids = old["id"].to_numpy()                      # ids never move when a vocabulary grows
         center[ids], context[ids] = as_matrix(old["vector"]), as_matrix(old["context_vector"])
         trainable = np.setdiff1d(np.arange(1, len(vocab)), ids)
-    skipgram = SkipGramConfig(**examples.saved_spec()["spec"]["config"]["skipgram"])
     if skipgram.draws == "epoch":
         batches, per_epoch = document_batches(examples)
         draws = EpochDraws.of(vocab.counts, skipgram, seed)
     else:
         batches, per_epoch = stored_batches(examples, config.epochs)
         draws = None
+    warm.join()
     report: TrainReport = train(batches, center, context, config, trainable_rows=trainable,
                                 total_examples=per_epoch, draws=draws)
+    seconds = time.perf_counter() - start
     result = TrainResult(cached.fingerprint, len(vocab) - 1, report.examples, report.pairs,
-                         round(report.seconds, 3), round(report.pairs / max(report.seconds, 1e-9), 1),
+                         round(seconds, 3), round(report.pairs / max(report.seconds, 1e-9), 1),
                          [float(x) for x in report.loss_curve],
                          len(vocab) - 1 if trainable is None else len(trainable))
     table = store.table("word_vectors", table_spec, key="word", meta={"result": asdict(result)})

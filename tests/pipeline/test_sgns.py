@@ -176,7 +176,7 @@ def test_documents_train_with_draws_per_epoch(lee_docs, update):
     config = SGNSConfig(dim=50, epochs=5, batch_size=2000, threads=1, update=update)
     center, context = init_vectors(len(counts), config.dim, np.random.default_rng(0))
     report = train([docs], center, context, config, draws=EpochDraws.of(counts, SkipGramConfig(), seed=0))
-    assert report.loss_curve[0] == pytest.approx(np.log(2), abs=0.01)    # zero context table: dot 0
+    assert report.loss_curve[0] == pytest.approx(np.log(2), abs=0.02)    # zero context table: dot 0 at first
     assert report.loss_curve[-1] < report.loss_curve[0] - 0.2
     assert report.words == 5 * len(docs["ids"])
     assert report.examples == 5 * (len(docs["ids"]) - int((np.diff(docs["offsets"]) == 1).sum()))

@@ -42,6 +42,7 @@ import numpy as np
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")   # 20 s fails on a busy machine
 
 from corpora import bbc, bbc_and_wikipedia  # noqa: E402  benchmarks/corpora.py
 

@@ -104,14 +104,14 @@ def run_embcache(ids, offsets, vocab, skipgram: SkipGramConfig, sgns: SGNSConfig
             center, context)
 
 
-def run_gensim(tokens, seed: int, threads: int, **overrides) -> tuple[dict, list, np.ndarray]:
+def run_gensim(tokens, seed: int, threads: int, epochs: int = 5, **overrides) -> tuple[dict, list, np.ndarray]:
     """gensim Word2Vec(sg=1) at its own defaults (sample 1e-3, alpha 0.025, window 5, negative 5)."""
     from gensim.models import Word2Vec
     model = Word2Vec(sg=1, negative=5, window=5, vector_size=100, min_count=5, workers=threads, seed=seed,
                      **overrides)
     model.build_vocab(tokens)
     start = time.perf_counter()
-    effective, _ = model.train(tokens, total_examples=len(tokens), epochs=5)
+    effective, _ = model.train(tokens, total_examples=len(tokens), epochs=epochs)
     seconds = time.perf_counter() - start
     return {"words_per_s": effective / seconds, "words": effective, "train_s": seconds}, \
         model.wv.index_to_key, model.wv.vectors
@@ -131,10 +131,15 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gensim", action="store_true", help="also gensim at its defaults (simple_preprocess)")
+    parser.add_argument("--gensim-matched", action="store_true",
+                        help="also gensim on embcache's tokens and order at --lr, --min-lr, --epochs, no subsampling")
+    parser.add_argument("--order", choices=("store", "corpus"), default="store",
+                        help="documents in the store's order (by text hash) or the corpus's")
     parser.add_argument("--lr", type=float, default=SGNSConfig.lr)
     parser.add_argument("--min-lr", type=float, default=SGNSConfig.min_lr)
     parser.add_argument("--epochs", type=int, default=SGNSConfig.epochs)
     parser.add_argument("--update", choices=("row", "pair"), default=SGNSConfig.update)
+    parser.add_argument("--w-plus-c", action="store_true", help="also score center + context vectors (w+c rows)")
     parser.add_argument("--epochs-of-examples", type=int, default=5, help="stored candidates: draws stored")
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--negatives", type=int, default=None)
@@ -146,7 +151,7 @@ def main() -> None:
     from gensim.utils import simple_preprocess
 
     texts = bbc() if args.corpus == "bbc" else bbc_and_wikipedia()
-    tokens = tokenize_words(store_order(texts), WordConfig())
+    tokens = tokenize_words(store_order(texts) if args.order == "store" else texts, WordConfig())
     vocab = Vocabulary.build(tokens, WordConfig().min_count)
     ids, offsets = vocab.encode(tokens)
     gensim_tokens = [simple_preprocess(t) for t in texts]
@@ -154,7 +159,8 @@ def main() -> None:
         files = split_files(Path(tmp))
         RESULTS.parent.mkdir(exist_ok=True)
         rows = []
-        names = args.configs.split(",") + (["gensim_defaults"] if args.gensim else [])
+        names = [n for n in args.configs.split(",") if n] + (["gensim_defaults"] if args.gensim else []) \
+            + (["gensim_matched"] if args.gensim_matched else [])
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:
                 load = os.getloadavg()[0]
@@ -162,23 +168,32 @@ def main() -> None:
                 if name == "gensim_defaults":
                     speed, words, vectors = run_gensim(gensim_tokens, seed, args.threads)
                     q = quality(words, vectors, files)
+                elif name == "gensim_matched":
+                    cut = [t[i:i + 10_000] for t in tokens for i in range(0, max(len(t), 1), 10_000)]
+                    speed, words, vectors = run_gensim(cut, seed, args.threads, epochs=args.epochs, sample=0,
+                                                       alpha=args.lr, min_alpha=args.min_lr)
+                    q = quality(words, vectors, files)
                 else:
                     skipgram = replace(CANDIDATES[name], **{k: v for k, v in (("max_window", args.window),
                                                                               ("negatives", args.negatives)) if v})
                     sgns = SGNSConfig(threads=args.threads, lr=args.lr, min_lr=args.min_lr, epochs=args.epochs,
-                                      update=args.update if skipgram.draws == "epoch" else "row")
-                    speed, center, _ = run_embcache(ids, offsets, vocab, skipgram, sgns, seed,
-                                                    args.epochs_of_examples)
+                                      update=args.update)
+                    speed, center, context = run_embcache(ids, offsets, vocab, skipgram, sgns, seed,
+                                                          args.epochs_of_examples)
                     q = quality(vocab.words[1:], center[1:], files)
+                    if args.w_plus_c:
+                        both = quality(vocab.words[1:], (center + context)[1:], files)
+                        q.update({f"w+c {k}": v for k, v in both.items()})
                     settings = {"lr": sgns.lr, "min_lr": sgns.min_lr, "epochs": sgns.epochs, "update": sgns.update,
                                 "window": skipgram.max_window, "negatives": skipgram.negatives,
                                 "draws": skipgram.draws, "K": args.epochs_of_examples}
                 row = {"corpus": args.corpus, "name": name + args.tag, "seed": seed, "load": round(load, 2),
+                       "order": args.order,
                        **settings, **speed, **q}
                 rows.append(row)
                 with RESULTS.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(name + args.tag, seed, {k: round(v, 3) for k, v in q.items() if k.startswith("tune")},
+                print(name + args.tag, seed, {k: round(v, 3) for k, v in q.items() if "tune:" in k},
                       f"{speed['words_per_s']:.0f} w/s load {load:.1f}", flush=True)
     summarize(rows, ("tune", "eval", "full") if args.report else ("tune",))
 
@@ -188,7 +203,7 @@ def summarize(rows: list[dict], halves: tuple[str, ...]) -> None:
     for name in dict.fromkeys(r["name"] for r in rows):
         mine = [r for r in rows if r["name"] == name]
         print(f"== {name} ({len(mine)} seeds)  words/s {np.mean([r['words_per_s'] for r in mine]):.0f}")
-        for k in (k for k in mine[0] if k.split(":")[0] in halves and ":" in k):
+        for k in (k for k in mine[0] if k.split(":")[0].split()[-1] in halves and ":" in k):
             v = [r[k] for r in mine]
             print(f"   {k:40s} {np.mean(v):.4f} ± {np.std(v):.4f}")
 

@@ -12,15 +12,16 @@ from .errors import PipelineError
 
 # The fields where each recipe differs from the configs' defaults (pipeline/configs.py).
 #   embcache: the defaults, chosen on held-out halves of gensim's test sets (BENCHMARKS.md);
-#   d2l: d2l.ai's recipe: subsample 1e-4 by min(1, sqrt(t/f)), lr 0.025, and the examples drawn
-#     once and stored with their negatives (draws "stored"; --epochs-of-examples copies);
-#   gensim: gensim's Word2Vec defaults: sample 1e-3 by word2vec.c's formula, alpha 0.025, one
-#     update per (center, context) pair, everything drawn anew every epoch.
+#   d2l: d2l.ai's recipe: subsample 1e-4 by min(1, sqrt(t/f)), lr 0.025, 5 epochs, and the examples
+#     drawn once and stored with their negatives (draws "stored"; --epochs-of-examples copies);
+#   gensim: gensim's Word2Vec defaults: sample 1e-3 by word2vec.c's formula, alpha 0.025, 5 epochs,
+#     one update per (center, context) pair, everything drawn anew every epoch.
 WORD2VEC_RECIPES: dict[str, tuple[dict, dict]] = {
     "embcache": ({}, {}),
-    "d2l": ({"subsample": 1e-4, "subsample_formula": "d2l", "draws": "stored"}, {"lr": 0.025, "update": "row"}),
+    "d2l": ({"subsample": 1e-4, "subsample_formula": "d2l", "draws": "stored"},
+            {"lr": 0.025, "update": "row", "epochs": 5}),
     "gensim": ({"subsample": 1e-3, "subsample_formula": "gensim", "draws": "epoch"},
-               {"lr": 0.025, "update": "pair"}),
+               {"lr": 0.025, "update": "pair", "epochs": 5}),
 }
 
 

@@ -39,9 +39,12 @@ class WordConfig:
 
 @dataclass(frozen=True)
 class SkipGramConfig:
-    # t in the keep probability, f = a word's share of all counted words; None: keep every word.
-    #   With draws="epoch" a word is kept or dropped anew every epoch, before the windows are
-    #   drawn (as gensim does). Default chosen on held-out halves: benchmarks/word2vec_tune.py.
+    # t in the keep probability, f = a word's share of all counted words; None (the default): keep
+    #   every word. With draws="epoch" a word is kept or dropped anew every epoch, before the
+    #   windows are drawn (as gensim does). On ~1 M-token corpora every threshold tried cost
+    #   analogies (tune halves, BBC, lr 0.05, 5 epochs: none 3.5 %, gensim 1e-3 2.5 %, 1e-4 1.7 %;
+    #   at 10 epochs 1e-3 lifts BBC's SimLex-999 0.21 -> 0.26 but analogies fall 3.7 -> 3.1 %:
+    #   benchmarks/word2vec_tune.py). Much larger corpora usually want it (gensim's: 1e-3, gensim formula).
     subsample: float | None = None
     max_window: int = 5  # each center's window size is uniform in 1..max_window (word2vec's "reduced window")
     negatives: int = 5   # noise words per context word, ∝ count**0.75, never equal to that context word
@@ -92,10 +95,14 @@ class SGNSConfig:
     speed_only: ClassVar[tuple[str, ...]] = ("threads",)   # batch_size sets the lr schedule: it stays
     # vector width H of both tables.
     dim: int = 100
-    # passes over the examples; train asks `batches(epoch)` for each in turn.
-    epochs: int = 5
+    # passes over the examples; train asks `batches(epoch)` for each in turn. 10, twice gensim's:
+    #   5 leave ~1 M-token corpora short (tune halves, BBC + Wikipedia, lr 0.05, per-row updates,
+    #   4 seeds: SimLex-999 0.214 -> 0.233, analogies 5.2 -> 6.7 %, WordSim353 0.434 -> 0.536;
+    #   15: 0.246, 7.0 %, 0.532). Training time grows with it: much larger corpora need fewer.
+    epochs: int = 10
     # starting SGD step size (gensim's alpha): a pair's step is lr * (label - sigmoid(dot)).
-    #   Chosen on held-out halves (benchmarks/word2vec_tune.py, BENCHMARKS.md).
+    #   0.05, twice gensim's (tune halves, BBC + Wikipedia, 10 epochs: 0.025 gave SimLex 0.216 and
+    #   analogies 5.6 % against 0.233 and 6.7 %; 0.075 0.240 and 6.7 %, with twice the seed spread).
     lr: float = 0.05
     # final step size (gensim's min_alpha); lr falls linearly over all rows of all epochs.
     min_lr: float = 1e-4
@@ -117,8 +124,10 @@ class SGNSConfig:
     # row: one SGD step per center on the summed loss of all its contexts and negatives, every
     #   dot taken at the row's starting values (d2l's batch of one row); pair: one step per
     #   (center, context) pair on that context and its negatives, the center's vector moving
-    #   after each pair, as gensim and word2vec.c update. Needs SkipGramConfig.draws="epoch".
-    update: Update = "row"
+    #   after each pair, as gensim and word2vec.c update. Stored rows need make_examples' layout.
+    #   pair (tune halves, 10 epochs, 4 seeds each): SimLex-999 0.241 vs 0.233 on BBC + Wikipedia,
+    #   0.213 vs 0.215 on BBC, the rest level; its kernel does ~12 % fewer pairs per CPU second.
+    update: Update = "pair"
 
     def __post_init__(self):
         checks = {

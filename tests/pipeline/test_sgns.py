@@ -62,7 +62,7 @@ def cosine(vecs: np.ndarray, index: dict, a: str, b: str) -> float:
 
 def test_training_lowers_loss_and_relates_cooccurring_words(lee):
     index, freq, examples = lee
-    config = SGNSConfig(dim=50, epochs=20, batch_size=2000, threads=1)
+    config = SGNSConfig(dim=50, epochs=20, batch_size=2000, threads=1, update="row")   # gapped rows: per row
     center, context = init_vectors(len(freq), config.dim, np.random.default_rng(0))
     report = train([examples], center, context, config)
     assert report.loss_curve[0] == pytest.approx(np.log(2), abs=1e-3)   # zero context table: dot 0
@@ -77,7 +77,7 @@ def test_training_lowers_loss_and_relates_cooccurring_words(lee):
 
 def test_only_trainable_rows_change_in_both_tables(lee):
     index, freq, examples = lee
-    config = SGNSConfig(dim=50, epochs=1, batch_size=1000, threads=2)       # Hogwild path too
+    config = SGNSConfig(dim=50, epochs=1, batch_size=1000, threads=2, update="row")   # Hogwild path too
     center, _ = init_vectors(len(freq), config.dim, np.random.default_rng(1))
     context = np.random.default_rng(2).normal(0, 0.05, center.shape).astype(np.float32)
     before = center.copy(), context.copy()
@@ -92,7 +92,7 @@ def test_only_trainable_rows_change_in_both_tables(lee):
 
 def test_deterministic_with_one_thread_and_a_seed(lee):
     _, freq, examples = lee
-    config = SGNSConfig(dim=32, epochs=2, batch_size=3000, threads=1)
+    config = SGNSConfig(dim=32, epochs=2, batch_size=3000, threads=1, update="row")
     runs = []
     for _ in range(2):
         center, context = init_vectors(len(freq), config.dim, np.random.default_rng(5))
@@ -133,7 +133,7 @@ def test_a_step_is_the_autograd_sgd_step_on_masked_bce(trainable, other_scale):
     scale = np.where(np.isin(np.arange(7), trainable), 1.0, other_scale) if trainable else np.ones(7)
     want_w, want_c, want_loss = torch_sgd_steps(center, context, rows, 0.5, scale)
     config = SGNSConfig(dim=4, epochs=1, lr=0.5, min_lr=0.5, batch_size=1, threads=1,
-                        other_rows_lr_scale=other_scale)
+                        other_rows_lr_scale=other_scale, update="row")
     report = train([batch], center, context, config,
                    trainable_rows=None if trainable is None else np.array(trainable))
     np.testing.assert_allclose(center, want_w, atol=1e-5)

@@ -275,13 +275,14 @@ def test_named_recipes_set_only_their_fields():
     from embcache.pipeline.errors import PipelineError
     default_sg, default_sgns = word2vec_recipe("embcache", dim=50)
     assert default_sg == SkipGramConfig() and default_sgns == SGNSConfig(dim=50)
-    assert (default_sg.subsample, default_sgns.lr) == (None, 0.05)                 # issue 21's defaults
+    assert (default_sg.subsample, default_sg.draws, default_sgns.lr, default_sgns.epochs, default_sgns.update) == \
+        (None, "epoch", 0.05, 10, "pair")                                            # issue 30's defaults
     d2l_sg, d2l_sgns = word2vec_recipe("d2l")
     assert (d2l_sg.subsample, d2l_sg.subsample_formula, d2l_sg.draws, d2l_sgns.lr, d2l_sgns.update) == \
         (1e-4, "d2l", "stored", 0.025, "row")
-    gensim_sg, gensim_sgns = word2vec_recipe("gensim", epochs=3)
+    gensim_sg, gensim_sgns = word2vec_recipe("gensim", dim=50)
     assert (gensim_sg.subsample, gensim_sg.subsample_formula, gensim_sg.draws, gensim_sgns.lr, gensim_sgns.update,
-            gensim_sgns.epochs) == (1e-3, "gensim", "epoch", 0.025, "pair", 3)
+            gensim_sgns.epochs, gensim_sgns.dim) == (1e-3, "gensim", "epoch", 0.025, "pair", 5, 50)
     assert d2l_sg.max_window == gensim_sg.max_window == default_sg.max_window      # the rest: defaults
     with pytest.raises(PipelineError):
         word2vec_recipe("glove")

@@ -1,6 +1,6 @@
 """word2vec through the store and the Prefect flows, beside gensim at its defaults, in the same run.
 
-    python benchmarks/word2vec_flow.py                          # BBC, then BBC + Wikipedia; 3 seeds
+    python benchmarks/word2vec_flow.py                          # BBC, then BBC + Wikipedia; 3 seeds (~8 min, 2 cores)
     python benchmarks/word2vec_flow.py --corpus bbc --seeds 1 --docs 300     # a smoke test
 
 Both tools at their own defaults, as their users get them:
@@ -13,7 +13,8 @@ Both tools at their own defaults, as their users get them:
     workers = --threads.
   gensim matched: the same Word2Vec on embcache's tokens (pipeline.words, documents cut at
     10,000 tokens, gensim's limit) with embcache's settings where gensim has the knob
-    (sample, alpha, min_alpha, epochs): explains a difference, not a baseline.
+    (sample, alpha, min_alpha, epochs): explains a difference, not a baseline; it is also
+    gensim's speed at embcache's epochs and settings (equal epochs, equal work).
 Scores (gensim's own functions): Spearman on every word-similarity file gensim ships
 (wordsim353.tsv, simlex999.txt) and analogy accuracy on questions-words.txt (restrict
 30,000), mean ± std over seeds; a seed is a new init and new draws. Speed: corpus

@@ -1,5 +1,8 @@
 """Skip-gram example throughput: embcache `make_examples` beside d2l's per-word Python loop.
 
+The stored-rows recipe (SkipGramConfig.draws "stored", word2vec_recipe("d2l")); by default
+the store keeps each document's ids and training draws the rows (benchmarks/word2vec.py).
+
     python benchmarks/w2v_examples.py                  # BBC news + gensim's Wikipedia sample
     python benchmarks/w2v_examples.py --repeats 1 --docs 300
 
@@ -113,7 +116,8 @@ def main() -> None:
     start = time.perf_counter()
     ids, offsets = vocab.encode(tokens)
     encode_s = time.perf_counter() - start
-    config = SkipGramConfig(subsample=args.subsample, max_window=args.max_window, negatives=args.negatives)
+    config = SkipGramConfig(subsample=args.subsample, max_window=args.max_window, negatives=args.negatives,
+                            draws="stored")
     lines = [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
     counts = vocab.counts.tolist()
 

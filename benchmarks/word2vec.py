@@ -1,22 +1,20 @@
-"""Skip-gram training throughput and quality: embcache `sgns.train` beside gensim Word2Vec.
+"""Skip-gram training throughput and quality in memory: embcache `sgns.train` beside gensim Word2Vec.
 
     python benchmarks/word2vec.py                  # BBC news + gensim's Wikipedia sample
     python benchmarks/word2vec.py --repeats 1 --docs 500
 
 Both train on the same token lists (pipeline.words tokenizer; documents cut at 10,000
 tokens, where gensim truncates) with the same parameters: skip-gram, 5 negatives,
-window 5, 100 dims, sample 1e-4, min_count 5, lr 0.025 -> 1e-4, 5 epochs, 2 threads.
+window 5, 100 dims, sample 1e-4 by gensim's formula (keep = sqrt(t/f) + t/f), min_count 5,
+lr 0.025 -> 1e-4, 5 epochs, 2 threads.
   gensim: Word2Vec(sg=1, ...).train; words/s = its effective words (after
     subsampling) / train seconds. Its sampling (subsample, windows, negatives) runs
     inside that time.
-  embcache: examples once per epoch, fresh seed per epoch as gensim draws them, then
-    sgns.train over those rows; words/s = centers trained / train seconds. The
-    precompute is timed apart (it is cached in the store); an end-to-end figure with
-    it included is reported too. Subsampling follows gensim's formula (keep =
-    sqrt(t/f) + t/f: SkipGramConfig(subsample_formula="gensim")), so
-    both train on the same distribution; pipeline/skipgram.py's own subsampling (d2l's
-    keep = sqrt(t/f), fewer frequent words kept) is reported as a variant, as is one
-    example set reused for every epoch.
+  embcache: sgns.train on the documents with per-epoch draws (SkipGramConfig.draws
+    "epoch": the kernel subsamples and draws windows and negatives every epoch, as
+    gensim does), update "row" and "pair"; words/s = centers trained / train seconds.
+    Variants: stored rows (make_examples, a fresh draw per epoch, precompute timed apart)
+    and d2l's subsampling formula.
 Rounds interleave the methods in one process, each round from fresh vectors with
 seed = round; the best round's speed is kept (the machine is shared) and quality
 (WordSim353 Spearman, analogy accuracy on the 30,000 most frequent words) is the mean
@@ -31,12 +29,13 @@ import logging
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from embcache.pipeline.sgns import SGNSConfig, init_vectors, train
-from embcache.pipeline.skipgram import SkipGramConfig, make_examples
+from embcache.pipeline.skipgram import EpochDraws, SkipGramConfig, make_examples
 from embcache.pipeline.words import Vocabulary, WordConfig, tokenize_words
 from corpora import bbc_and_wikipedia  # benchmarks/corpora.py (scripts run from benchmarks/)
 
@@ -94,11 +93,16 @@ def run_gensim(sentences, args, seed: int) -> dict:
             **quality(order, model.wv.vectors)}
 
 
-def run_embcache(examples: list[dict], vocab, config: SGNSConfig, seed: int) -> dict:
-    """Train fresh vectors on examples[epoch] per epoch; speed and quality."""
+def run_embcache(examples: list[dict] | dict, vocab, config: SGNSConfig, seed: int,
+                 draws: SkipGramConfig | None = None) -> dict:
+    """Train fresh vectors on documents with per-epoch draws (`draws` given), or on stored
+    examples[epoch] per epoch; speed and quality."""
     center, context = init_vectors(len(vocab), config.dim, np.random.default_rng(seed), config.init)
-    report = train(lambda epoch: [examples[epoch]], center, context, config,
-                   total_examples=len(examples[0]["center"]))
+    if draws is not None:
+        report = train([examples], center, context, config, draws=EpochDraws.of(vocab.counts, draws, seed))
+    else:
+        report = train(lambda epoch: [examples[epoch]], center, context, config,
+                       total_examples=len(examples[0]["center"]))
     return {"seconds": report.seconds, "words": report.examples, "pairs": report.pairs,
             "words_per_s": report.examples_per_s, "pairs_per_s": report.pairs_per_s,
             "loss_first_last": [report.loss_curve[0], report.loss_curve[-1]],
@@ -113,33 +117,34 @@ def main() -> None:
     sentences = [t[i:i + MAX_DOC] for t in tokens for i in range(0, max(len(t), 1), MAX_DOC)]
     vocab = Vocabulary.build(sentences, args.min_count)
     ids, offsets = vocab.encode(sentences)
+    documents = {"ids": ids, "offsets": offsets}
     # matched settings, gensim's alpha: this benchmark compares speed and the kernel at equal
     #   settings; word2vec_flow.py compares both tools at their own defaults.
     config = SGNSConfig(dim=args.dim, epochs=args.epochs, threads=args.threads, lr=0.025)
+    sampling = SkipGramConfig(subsample=args.sample, subsample_formula="gensim")
+    warm = {"ids": ids[:offsets[min(3, len(offsets) - 1)]], "offsets": offsets[:min(4, len(offsets))]}
+    for update in ("row", "pair"):                                # compile / load the kernels untimed
+        run_embcache(warm, vocab, replace(config, epochs=1, update=update), 0, sampling)
 
+    load_before = os.getloadavg()[0]
+    rounds = {"gensim": [], "embcache_row": [], "embcache_pair": []}
+    for r in range(args.repeats):
+        rounds["gensim"].append(run_gensim(sentences, args, seed=r))
+        for update in ("row", "pair"):
+            rounds[f"embcache_{update}"].append(run_embcache(documents, vocab, replace(config, update=update),
+                                                             r, sampling))
     start = time.perf_counter()
     examples = epoch_examples(ids, offsets, vocab.counts, args.sample, args.epochs, "gensim")
     precompute_s = time.perf_counter() - start
-    rows = sum(len(ex["center"]) for ex in examples)
-    warm = {k: v[:64] for k, v in examples[0].items()}          # compile / load the kernel untimed
-    train([warm], *init_vectors(len(vocab), args.dim, np.random.default_rng(0)), config)
-
-    load_before = os.getloadavg()[0]
-    rounds = {"gensim": [], "embcache": []}
-    for r in range(args.repeats):
-        rounds["gensim"].append(run_gensim(sentences, args, seed=r))
-        rounds["embcache"].append(run_embcache(examples, vocab, config, seed=r))
-    fixed = run_embcache([examples[0]] * args.epochs, vocab, config, seed=0)
+    stored = run_embcache(examples, vocab, config, seed=0)
     del examples
-    d2l = run_embcache(epoch_examples(ids, offsets, vocab.counts, args.sample, args.epochs, "d2l"),
-                       vocab, config, seed=0)
+    d2l = run_embcache(documents, vocab, config, 0, replace(sampling, subsample_formula="d2l"))
 
     best = {name: max(runs, key=lambda x: x["words_per_s"]) for name, runs in rounds.items()}
     mean = {name: {k: round(float(np.mean([x[k] for x in runs])), 4)
                    for k in ("wordsim353_spearman", "analogy_accuracy")} for name, runs in rounds.items()}
-    pairs_per_row = best["embcache"]["pairs"] / best["embcache"]["words"]
+    pairs_per_row = best["embcache_row"]["pairs"] / best["embcache_row"]["words"]
     gensim_rate = best["gensim"]["words_per_s"]
-    words_e2e = best["embcache"]["words"] / (best["embcache"]["seconds"] + precompute_s)
     report = {
         "setup": {"documents": len(tokens), "sentences_after_10k_cut": len(sentences),
                   "tokens": int(sum(map(len, tokens))), "tokens_in_vocab": int(len(ids)),
@@ -150,30 +155,24 @@ def main() -> None:
                   "cpu_count": os.cpu_count(), "machine": platform.machine(),
                   "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                   "subsampling": "gensim's formula for both (see the docstring)"},
-        "effective_words_per_epoch": {"gensim": round(best["gensim"]["words"] / args.epochs),
-                                      "embcache": round(best["embcache"]["words"] / args.epochs)},
-        "train_words_per_s": {"gensim": round(best["gensim"]["words_per_s"]),
-                              "embcache": round(best["embcache"]["words_per_s"])},
-        "ratio_embcache_over_gensim": round(best["embcache"]["words_per_s"] / gensim_rate, 2),
+        "effective_words_per_epoch": {name: round(b["words"] / args.epochs) for name, b in best.items()},
+        "train_words_per_s": {name: round(b["words_per_s"]) for name, b in best.items()},
+        "ratio_over_gensim": {name: round(b["words_per_s"] / gensim_rate, 2) for name, b in best.items()},
         "pair_updates_per_s": {
-            "embcache": round(best["embcache"]["pairs_per_s"]),
-            "gensim_estimated": round(best["gensim"]["words_per_s"] * pairs_per_row),
+            **{name: round(b["pairs_per_s"]) for name, b in best.items() if name != "gensim"},
+            "gensim_estimated": round(gensim_rate * pairs_per_row),
             "note": "gensim does not count pairs: its words/s × embcache's pairs per center "
                     f"({pairs_per_row:.1f}; same window and negatives)"},
-        "precompute": {"what": "make_examples with subsample_formula='gensim', all epochs", "centers": rows,
-                       "seconds": round(precompute_s, 2), "centers_per_s": round(rows / precompute_s),
-                       "embcache_words_per_s_with_precompute": round(words_e2e),
-                       "ratio_with_precompute_over_gensim": round(words_e2e / gensim_rate, 2)},
         "quality_mean_over_rounds": mean,
         "quality_per_round": {name: [{k: round(x[k], 4) for k in ("wordsim353_spearman", "analogy_accuracy")}
                                      for x in runs] for name, runs in rounds.items()},
         "embcache_variants_one_run": {
-            "one_example_set_reused_all_epochs": {
-                k: round(fixed[k], 4) for k in ("wordsim353_spearman", "analogy_accuracy")},
-            "skipgram_py_d2l_subsampling": {
+            "stored_rows_fresh_draw_per_epoch": {
+                "precompute_s": round(precompute_s, 2), "train_words_per_s": round(stored["words_per_s"]),
+                **{k: round(stored[k], 4) for k in ("wordsim353_spearman", "analogy_accuracy")}},
+            "d2l_subsampling_formula": {
                 "effective_words_per_epoch": round(d2l["words"] / args.epochs),
                 **{k: round(d2l[k], 4) for k in ("wordsim353_spearman", "analogy_accuracy")}}},
-        "embcache_loss_first_last": [round(v, 4) for v in best["embcache"]["loss_first_last"]],
         "seconds_best_round": {name: round(b["seconds"], 2) for name, b in best.items()},
     }
     RESULTS.parent.mkdir(exist_ok=True)

@@ -148,10 +148,16 @@ def featurize_word2vec(ctx: typer.Context,
                            SkipGramConfig, "subsample_formula",
                            help="d2l: min(1, sqrt(t/f)); gensim: word2vec.c's softer "
                                 "(sqrt(f/t)+1)·t/f, which keeps more words."),
+                       draws: str = option(SkipGramConfig, "draws",
+                                           help="epoch: store each document's word ids; training draws "
+                                                "windows, negatives and subsampling anew every epoch. "
+                                                "stored: d2l's rows, drawn once and stored."),
                        epochs_of_examples: int = option(Word2VecSection, "epochs_of_examples",
-                                                        help="Independently sampled copies of the examples."),
+                                                        help="With --draws stored: independently sampled "
+                                                             "copies of the examples."),
                        seed: int = option(Word2VecSection, "seed",
-                                          help="Seed (with the fingerprint and shard) of the sampling."),
+                                          help="With --draws stored: seed (with the fingerprint and shard) "
+                                               "of the sampling."),
                        vocabulary: str = option(Word2VecSection, "vocabulary",
                                                 help="keep: the corpus's vocabulary stays (new words are "
                                                      "dropped); extend: grow it, existing ids never move; "
@@ -160,14 +166,20 @@ def featurize_word2vec(ctx: typer.Context,
                                                    help="The same as --vocabulary extend.")):
     """Build the vocabulary and precompute skip-gram examples into w2v_examples (only missing documents).
 
-    Example: `embcache featurize word2vec bbc --window 5 --negatives 5 --epochs-of-examples 2`
+    Window, negatives and subsampling are recorded with the examples; by default training
+    draws them anew every epoch (--draws epoch), and the cache holds each document's word ids.
+
+    Example: `embcache featurize word2vec bbc --window 5 --negatives 5`,
+    `embcache featurize word2vec bbc --draws stored --subsample 1e-4 --epochs-of-examples 2`
     """
     from ..flows import runners
+    from ..stages.word2vec import ExamplesConfig
     if extend:
         vocabulary = "extend"
     words, skipgram = (WordConfig(min_count=min_count),
                        SkipGramConfig(subsample=subsample or None, max_window=window, negatives=negatives,
-                                      subsample_formula=subsample_formula))
+                                      subsample_formula=subsample_formula, draws=draws))
+    ExamplesConfig(words, skipgram, epochs_of_examples, seed)        # checked before Prefect starts
     store = store_of(ctx)
     store.corpus(corpus).require()
     with prefect_api("word2vec_flows"), progress_bars(), runners.session(ctx.obj["runner"], device="cpu"):

@@ -121,8 +121,14 @@ def train_word2vec(ctx: typer.Context,
                    dim: int = option(SGNSConfig, "dim", help="Vector size."),
                    epochs: int = option(SGNSConfig, "epochs", help="Passes over the cached examples."),
                    lr: float = option(SGNSConfig, "lr", help="Initial SGD learning rate (decays linearly)."),
-                   batch_size: int = option(SGNSConfig, "batch_size", help="Rows per kernel call."),
-                   seed: int = option(Word2VecSection, "seed", help="Seed of the initial vectors."),
+                   min_lr: float = option(SGNSConfig, "min_lr", help="Final learning rate."),
+                   update: str = option(SGNSConfig, "update",
+                                        help="row: one SGD step per center and all its contexts; pair: one "
+                                             "per (center, context) pair, as gensim (needs --draws epoch)."),
+                   batch_size: int = option(SGNSConfig, "batch_size",
+                                            help="Tokens (stored draws: rows) per kernel call."),
+                   seed: int = option(Word2VecSection, "seed",
+                                      help="Seed of the initial vectors and of each epoch's draws."),
                    freeze_existing: bool = typer.Option(False, "--freeze-existing",
                                                         help="Start from the last vectors; train only new words."),
                    finetune_lr_scale: float = option(SGNSConfig, "other_rows_lr_scale", "--finetune-lr-scale",
@@ -132,7 +138,7 @@ def train_word2vec(ctx: typer.Context,
 
     Example: `embcache train word2vec bbc --dim 100 --epochs 5`
     """
-    config = SGNSConfig(dim=dim, epochs=epochs, lr=lr, batch_size=batch_size)
+    config = SGNSConfig(dim=dim, epochs=epochs, lr=lr, min_lr=min_lr, update=update, batch_size=batch_size)
     store = corpus_store(ctx, corpus)
     with prefect_api("word2vec_flows"):
         from ..flows.word2vec_flows import train_word2vec_flow

@@ -1,6 +1,7 @@
-"""Every compute stage's config, in one light module: frozen dataclasses, a comment on each field.
+"""Every compute stage's config, in one light place: frozen dataclasses, a comment on each field.
 
-Defined once here so that the CLI, the run config and the stages take their defaults and
+Ingest's configs live in ingest_configs.py and word2vec's in word2vec_configs.py; all are
+re-exported here. Defined once so that the CLI, the run config and the stages take their defaults and
 choices from the same place without importing torch. A config names the fields that change
 speed but not output in `speed_only`, and fields added after stores existed, with the
 value that means the old behaviour, in `added_later`; `output_fields` is what a fingerprint hashes.
@@ -8,12 +9,12 @@ value that means the old behaviour, in `added_later`; `output_fields` is what a 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Literal
 
 from .errors import PipelineError
 from .ingest_configs import Format, IngestConfig, Normalization, Source  # noqa: F401  (ingest's configs)
+from .word2vec_configs import SGNSConfig, SkipGramConfig, WordConfig  # noqa: F401  (word2vec's configs)
 
 Trainable = Literal["oov", "special", "all", "none"]                             # static rows that train
 VectorFormat = Literal["auto", "glove", "word2vec", "word2vec-binary", "fasttext"]  # a static vectors file
@@ -133,118 +134,6 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 _HINTS = {"device": " (auto, cpu, cuda, cuda:N or mps)",
           "precision": " (fp32, bf16 or fp16; bf16/fp16 do not combine with --quantize)",
           "backend": " (onnx runs fp32 only; int8 runs on torch, int8-channel on onnx)"}
-
-
-# -- WordConfig (pipeline/words.py) ----------------------------------------------------
-
-@dataclass(frozen=True)
-class WordConfig:
-    lowercase: bool = True  # lowercase before matching (str.lower: Unicode-aware)
-    # A word is a run of letters/digits of any script ([^\W_]), joined across inner
-    # apostrophes: "cat's", "don't", "o'neill's" stay whole; "_", hyphens and all other
-    # punctuation split ("well-known" -> "well", "known"; "'quoted'" -> "quoted").
-    pattern: str = r"[^\W_]+(?:'[^\W_]+)*"
-    min_count: int = 5  # occurrences a word needs to get an id (gensim's default; d2l uses 10)
-
-    def __post_init__(self):
-        try:
-            re.compile(self.pattern)
-        except re.error as err:
-            raise PipelineError("WordConfig.pattern", f"not a regular expression: {err}") from None
-        if not isinstance(self.min_count, int) or self.min_count < 1:
-            raise PipelineError("WordConfig.min_count", f"must be a positive int, got {self.min_count!r}")
-
-
-# -- SkipGramConfig (pipeline/skipgram.py) ---------------------------------------------
-
-@dataclass(frozen=True)
-class SkipGramConfig:
-    # t in the keep probability, f = a word's share of all counted words. None (the default): keep
-    #   every word: on ~1 M-token corpora, 5 epochs cannot spare the signal subsampling drops
-    #   (held-out halves, BBC, lr 0.05: benchmarks/word2vec_tune.py, BENCHMARKS.md). Much larger
-    #   corpora usually want it on (untested here; gensim's: 1e-3, gensim formula).
-    subsample: float | None = None
-    max_window: int = 5  # each center's window size is uniform in 1..max_window (word2vec's "reduced window")
-    negatives: int = 5   # noise words per context word, never equal to that context word
-    # row width L; None means 2 * max_window * (1 + negatives), the widest possible row.
-    #   A wider L only adds padding; a narrower one is refused (rows would be cut).
-    max_len: int | None = None
-    # d2l: min(1, sqrt(t / f)) (Mikolov et al. 2013, the recipe's); gensim: min(1, (sqrt(f / t) + 1) t / f),
-    #   word2vec.c's softer variant, which keeps more words: on BBC + Wikipedia 745 k vs 650 k effective
-    #   words per epoch and WordSim353 0.29 vs 0.24 at 5 epochs (benchmarks/word2vec.py).
-    subsample_formula: Literal["d2l", "gensim"] = "d2l"
-
-    def __post_init__(self):
-        checks = {
-            "subsample": self.subsample is None or (isinstance(self.subsample, (int, float))
-                                                    and 0 < self.subsample < 1),
-            "subsample_formula": self.subsample_formula in ("d2l", "gensim"),
-            "max_window": isinstance(self.max_window, int) and self.max_window >= 1,
-            "negatives": isinstance(self.negatives, int) and self.negatives >= 0,
-            "max_len": self.max_len is None or (isinstance(self.max_len, int) and self.max_len >= 1),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"SkipGramConfig.{name}", f"invalid value {getattr(self, name)!r}")
-        if self.max_len is not None and self.max_len < self.widest_row:
-            raise PipelineError("SkipGramConfig.max_len", f"{self.max_len} < 2 * max_window * (1 + negatives) "
-                                                          f"= {self.widest_row}: rows would not fit")
-
-    @property
-    def widest_row(self) -> int:
-        return 2 * self.max_window * (1 + self.negatives)
-
-    @property
-    def row_len(self) -> int:
-        return self.widest_row if self.max_len is None else self.max_len
-
-
-# -- SGNSConfig (pipeline/sgns.py) -----------------------------------------------------
-
-@dataclass(frozen=True)
-class SGNSConfig:
-    speed_only: ClassVar[tuple[str, ...]] = ("threads",)   # batch_size sets the lr schedule: it stays
-    # vector width H of both tables.
-    dim: int = 100
-    # passes over the examples; train asks `batches(epoch)` for each in turn.
-    epochs: int = 5
-    # starting SGD step size (gensim's alpha): a pair's step is lr * (label - sigmoid(dot)).
-    #   0.05, twice gensim's 0.025: 5 epochs over ~1 M tokens leave vectors short of converged at
-    #   0.025 (held-out halves, BBC: WordSim353 0.30 vs 0.18, analogies higher too; 0.1 lifts
-    #   WordSim353 more but costs analogies: benchmarks/word2vec_tune.py, BENCHMARKS.md).
-    lr: float = 0.05
-    # final step size (gensim's min_alpha); lr falls linearly over all rows of all epochs.
-    min_lr: float = 1e-4
-    # rows (centers) per kernel call: one lr value and one loss_curve point per batch.
-    #   Updates are still per row; 10,000 matches gensim's job size (10,000 words).
-    batch_size: int = 10_000
-    # threads running the kernel on different batches at once (Hogwild: unsynchronized,
-    #   so results vary run to run unless threads == 1); None = the cores this process may use.
-    threads: int | None = None
-    # how init_vectors fills new rows; the context table starts at zero in both.
-    #   gensim: center uniform(±1/dim), gensim 4's prep_vectors (benchmarks/word2vec.py:
-    #   WordSim353 0.292 vs 0.279 and analogies 1.75% vs 1.40% over word2vec_c);
-    #   word2vec_c: uniform(±0.5/dim), as word2vec.c and gensim 3 do.
-    init: Literal["gensim", "word2vec_c"] = "gensim"
-    # lr multiplier for rows outside `trainable_rows`, when train is given some: 0.0 keeps
-    #   them bit-identical (vocabulary growth: only new rows train); e.g. 0.1 fine-tunes
-    #   the old rows slowly while the new rows train at the full rate.
-    other_rows_lr_scale: float = 0.0
-
-    def __post_init__(self):
-        checks = {
-            "dim": isinstance(self.dim, int) and self.dim >= 1,
-            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-            "lr": self.lr > 0,
-            "min_lr": 0 <= self.min_lr <= self.lr,
-            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
-            "threads": self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-            "init": self.init in ("gensim", "word2vec_c"),
-            "other_rows_lr_scale": 0.0 <= self.other_rows_lr_scale <= 1.0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise PipelineError(f"SGNSConfig.{name}", f"invalid value {getattr(self, name)!r}")
 
 
 # -- HeadConfig (pipeline/heads.py) ----------------------------------------------------

@@ -1,8 +1,8 @@
 """Named word2vec recipes: (SkipGramConfig, SGNSConfig) pairs by name.
 
     >>> skipgram, sgns = word2vec_recipe("d2l", dim=100)
-    >>> skipgram.subsample, skipgram.subsample_formula, sgns.lr, sgns.dim
-    (0.0001, 'd2l', 0.025, 100)
+    >>> skipgram.subsample, skipgram.subsample_formula, skipgram.draws, sgns.lr, sgns.dim
+    (0.0001, 'd2l', 'stored', 0.025, 100)
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from .configs import SGNSConfig, SkipGramConfig
 from .errors import PipelineError
 
 # The fields where each recipe differs from the configs' defaults (pipeline/configs.py).
-#   embcache: the defaults (no subsampling, lr 0.05), chosen for corpora of ~1 M tokens;
-#   d2l: d2l.ai's recipe (subsample 1e-4 by min(1, sqrt(t/f)), lr 0.025), the defaults before issue 21;
-#   gensim: gensim's Word2Vec defaults (sample 1e-3 by word2vec.c's formula, alpha 0.025).
+#   embcache: the defaults, chosen on held-out halves of gensim's test sets (BENCHMARKS.md);
+#   d2l: d2l.ai's recipe: subsample 1e-4 by min(1, sqrt(t/f)), lr 0.025, 5 epochs, and the examples
+#     drawn once and stored with their negatives (draws "stored"; --epochs-of-examples copies);
+#   gensim: gensim's Word2Vec defaults: sample 1e-3 by word2vec.c's formula, alpha 0.025, 5 epochs,
+#     one update per (center, context) pair, everything drawn anew every epoch.
 WORD2VEC_RECIPES: dict[str, tuple[dict, dict]] = {
     "embcache": ({}, {}),
-    "d2l": ({"subsample": 1e-4, "subsample_formula": "d2l"}, {"lr": 0.025}),
-    "gensim": ({"subsample": 1e-3, "subsample_formula": "gensim"}, {"lr": 0.025}),
+    "d2l": ({"subsample": 1e-4, "subsample_formula": "d2l", "draws": "stored"},
+            {"lr": 0.025, "update": "row", "epochs": 5}),
+    "gensim": ({"subsample": 1e-3, "subsample_formula": "gensim", "draws": "epoch"},
+               {"lr": 0.025, "update": "pair", "epochs": 5}),
 }
 
 

@@ -1,11 +1,13 @@
-"""Skip-gram training examples, vectorized: CSR word ids in, padded numpy rows out.
+"""Skip-gram sampling: what the training kernel draws each epoch, and d2l's stored rows.
 
-The d2l.ai word2vec recipe (subsample frequent words, a random window per center,
-`negatives` noise words per context drawn ∝ count**0.75, contexts + negatives padded
-with a mask and labels), computed with whole-array numpy steps instead of a loop
-per word. Subsampling is off by default (SkipGramConfig: on ~1 M-token corpora it cost
-quality, measured on held-out halves of gensim's test sets); recipes.word2vec_recipe("d2l")
-is the recipe as d2l.ai runs it. For a center with c contexts a row of width L reads
+Two ways to feed pipeline/sgns.py (SkipGramConfig.draws):
+  epoch (the default): the cache holds each document's word ids; `EpochDraws` carries what
+    the training kernel needs to draw, every epoch anew, the subsampling, the window sizes
+    and the negatives (pipeline/sgns_kernels.py), as gensim and word2vec.c do.
+  stored: the d2l.ai word2vec recipe, vectorized: `make_examples` subsamples frequent
+    words, draws a random window per center and `negatives` noise words per context
+    ∝ count**0.75, and pads contexts + negatives with a mask and labels, once; training
+    replays the stored rows every epoch. For a center with c contexts a row of width L reads
 
     contexts_negatives  c0 c1 … c(c-1) | n0 … n(cK-1) | 0 … 0      negatives k*K..k*K+K-1 belong to ck
     mask                1  1  …  1     | 1  …  1      | 0 … 0
@@ -19,8 +21,10 @@ is the recipe as d2l.ai runs it. For a center with c contexts a row of width L r
 ([1, 2, 3, 1, 2], [0, 0, 0, 1, 1], (5, 4))
 >>> ex["contexts_negatives"][1, :2].tolist(), ex["label"][1].tolist(), ex["mask"][1].tolist()
 ([1, 3], [1, 1, 0, 0], [1, 1, 1, 1])
+>>> EpochDraws.of(counts, SkipGramConfig(max_window=1, negatives=1), seed=0).draw(ids, offsets, epoch=0)[2].shape
+(5, 4)
 
-Randomness comes only from the passed Generator, consumed in a fixed order
+make_examples takes its randomness only from the passed Generator, consumed in a fixed order
 (subsampling, windows, negatives, redraws of negatives that hit their own context):
 the same seed gives the same arrays whatever the chunk size, and
 make_examples(…, rng) == subsample(…, rng) then make_examples with subsample=None
@@ -30,7 +34,7 @@ on the same rng.
 from __future__ import annotations
 
 import functools
-
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +45,53 @@ NOISE_POWER = 0.75  # negatives ∝ count**0.75 (Mikolov et al. 2013; d2l; gensi
 # Centers per vectorized step: bounds working memory (~13 bytes × L per center beside
 # the outputs) and keeps it in cache. Speed only: the output does not depend on it.
 CHUNK_CENTERS = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class EpochDraws:
+    """What the training kernel needs to draw skip-gram rows each epoch (SkipGramConfig.draws "epoch").
+
+    keep (V,) float32: keep probabilities (subsampling), None when every word is kept;
+    accept (V,) uint64 / alias (V,) int32: the noise distribution's alias table (NoiseSampler's),
+      accept as a threshold on 32 random bits (probability × 2**32);
+    seed: with the epoch and the batch's index, seeds each batch's stream (batch_seed).
+    """
+    window: int
+    negatives: int
+    keep: np.ndarray | None
+    accept: np.ndarray
+    alias: np.ndarray
+    seed: int
+
+    @classmethod
+    def of(cls, counts: np.ndarray, config: SkipGramConfig, seed: int) -> EpochDraws:
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        if (counts < 0).any() or counts[1:].sum() == 0:
+            raise PipelineError("vocab_counts", "must be ≥ 0 with at least one counted word")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise PipelineError("EpochDraws.seed", f"must be an int ≥ 0, got {seed!r}")
+        noise = NoiseSampler(counts)
+        keep = None if config.subsample is None else \
+            keep_probability(counts, config.subsample, config.subsample_formula).astype(np.float32)
+        accept = np.minimum(np.floor(noise.accept * 2.0 ** 32), 2.0 ** 32).astype(np.uint64)   # (V,)
+        return cls(config.max_window, config.negatives, keep, accept, noise.pick[0::2].copy(), int(seed))
+
+    def batch_seed(self, epoch: int, batch: int) -> np.uint64:
+        """The stream of one batch of one epoch: independent of threads and of the other batches."""
+        return np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1, np.uint64)[0]
+
+    def kernel_args(self) -> tuple:
+        """(keep, subsample, accept, alias, window, negatives) as the kernels take them."""
+        keep = np.ones(0, np.float32) if self.keep is None else self.keep
+        return keep, self.keep is not None, self.accept, self.alias, self.window, self.negatives
+
+    def draw(self, ids: np.ndarray, offsets: np.ndarray, epoch: int, batch: int = 0) -> tuple[np.ndarray, ...]:
+        """The rows training draws from these documents in this (epoch, batch), without training:
+        (center (N,) int32, doc (N,) int64, contexts_negatives (N, 2W(1+K)) int32 zero-padded,
+        contexts (N,) int64); the row layout is make_examples'. For tests and inspection."""
+        from .sgns_kernels import draw_rows
+        ids, offsets, _ = _checked(ids, offsets, np.ones(len(self.accept), np.int64))
+        return draw_rows(ids, offsets, *self.kernel_args(), self.batch_seed(epoch, batch))
 
 
 

@@ -4,10 +4,17 @@
 
 - `w2v_vocab` (key: word) is built from a corpus snapshot's texts; `--extend` builds the
   next version from the parent plus the texts added since its snapshot: existing ids never move.
-- `w2v_examples` (key: text_sha; one row per center and epoch of examples) holds exactly the
-  model's inputs; a document's rows are committed together, so reruns skip what exists. A
-  document with no example at all (fewer than two in-vocabulary words) gets one row with
-  epoch -1 and n_valid 0, so it counts as done; training reads epochs >= 0 only.
+- `w2v_examples` (key: text_sha) holds what training reads, computed once per document:
+  * draws "epoch" (the default): one row per document, its in-vocabulary word ids in order
+    (`ids`, list<int32>): every center with its contexts at the maximum window, and nothing
+    an epoch changes. Training draws subsampling, windows and negatives anew each epoch
+    from its seed (pipeline/sgns_kernels.py). A document without any such word has an
+    empty list, so it counts as done.
+  * draws "stored" (the d2l recipe): one row per center and epoch of examples, contexts
+    and negatives drawn once (mask and label as per-row counts: they are prefixes). A
+    document with no example at all gets one row with epoch -1 and n_valid 0, so it
+    counts as done; training reads epochs >= 0 only.
+  A document's rows are committed together, so reruns skip what exists.
 - `word_vectors` (key: word) holds both trained tables (vector, context_vector), so a later
   run can continue from them with the old rows frozen.
 """
@@ -17,6 +24,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import Counter
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -25,30 +34,52 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..pipeline.configs import output_fields
-from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train
-from ..pipeline.skipgram import SkipGramConfig, make_examples
+from ..pipeline.errors import PipelineError
+from ..pipeline.sgns import SGNSConfig, TrainReport, init_vectors, train, warm_up
+from ..pipeline.skipgram import EpochDraws, SkipGramConfig, make_examples
 from ..pipeline.words import FORMAT, FORMAT_VERSION, Vocabulary, WordConfig, count_words, tokenize_words
 from ..storage import FeatureStore, NotFound
 from . import planning
 from .stage import Stage
 
 VOCAB = Stage("w2v_vocab", 1)             # build_vocab
-EXAMPLES = Stage("w2v_examples", 3)       # examples_shard. 2: mask and label stored as per-row counts
+EXAMPLES = Stage("w2v_examples", 4)       # examples_shard. 2: mask and label stored as per-row counts
                                           #   (they are prefixes of each row); 3: a document with no
-                                          #   example gets one epoch -1 row (reruns skip it)
-TRAIN = Stage("word_vectors", 1)          # train_vectors
+                                          #   example gets one epoch -1 row (reruns skip it); 4: draws
+                                          #   "epoch" (the default) stores each document's ids instead
+TRAIN = Stage("word_vectors", 2)          # train_vectors. 2: reads documents and draws per epoch
 NO_EXAMPLES_EPOCH = -1
-DECODED_BUDGET = 512 << 20    # bytes of decoded example rows train_vectors may keep between epochs
+DECODED_BUDGET = 512 << 20    # bytes of decoded examples train_vectors may keep between epochs
 
 
 @dataclass(frozen=True)
 class ExamplesConfig:
     words: WordConfig = field(default_factory=WordConfig)
     skipgram: SkipGramConfig = field(default_factory=SkipGramConfig)
-    epochs_of_examples: int = 1      # independently sampled copies of the examples (each its own draw)
-    seed: int = 0                    # with the table's fingerprint and the shard's keys, seeds each shard
+    # draws "stored" only: independently sampled copies of the examples (each its own draw);
+    #   with draws "epoch" every epoch draws anew, so there is nothing to copy: 1.
+    epochs_of_examples: int = 1
+    # draws "stored" only: with the table's fingerprint and the shard's keys, seeds each shard
+    #   (draws "epoch": the training seed seeds the draws; no stored row depends on a seed).
+    seed: int = 0
     shard_docs: int = 256            # documents per examples task
     speed_only: ClassVar[tuple[str, ...]] = ("shard_docs",)   # shard size changes no row
+
+    def __post_init__(self):
+        if not isinstance(self.epochs_of_examples, int) or self.epochs_of_examples < 1:
+            raise PipelineError("epochs_of_examples", f"must be a positive int, got {self.epochs_of_examples!r}")
+        if self.skipgram.draws == "epoch" and self.epochs_of_examples != 1:
+            raise PipelineError("epochs_of_examples", f"{self.epochs_of_examples} needs draws 'stored' "
+                                "(--draws stored): with per-epoch draws every epoch draws anew")
+        if self.skipgram.draws == "epoch" and self.skipgram.max_len is not None:
+            raise PipelineError("SkipGramConfig.max_len", "pads stored rows: it needs draws 'stored'")
+
+    def hashed(self) -> dict:
+        """The fields that change stored rows (and what training reads from the table's spec)."""
+        out = output_fields(self)
+        if self.skipgram.draws == "epoch":           # no draw is stored: seed and copies change no row
+            del out["seed"], out["epochs_of_examples"]
+        return out
 
 
 def texts_digest(keys) -> str:
@@ -170,7 +201,8 @@ class ExamplesPlan:
 
 
 def plan_examples(store_root: str, corpus: str, vocab_fp: str, config: ExamplesConfig) -> ExamplesPlan:
-    return ExamplesPlan(store_root, corpus, vocab_fp, config, EXAMPLES.spec(config, inputs={"w2v_vocab": vocab_fp}))
+    return ExamplesPlan(store_root, corpus, vocab_fp, config,
+                        EXAMPLES.spec(config.hashed(), inputs={"w2v_vocab": vocab_fp}))
 
 
 def examples_table(plan: ExamplesPlan):
@@ -186,15 +218,44 @@ def shard_rng(plan: ExamplesPlan, keys: list[str]) -> np.random.Generator:
 
 
 def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
-    """Examples for these documents, every epoch of examples, committed as one shard. Returns rows."""
+    """These documents' examples, committed as one shard. Returns rows."""
     store, table = examples_table(plan)
     vocab = load_vocab(plan.store, plan.vocab_fingerprint)
     ids, offsets = vocab.encode(tokenize_words(texts_of(store, plan.corpus, keys), plan.config.words))
+    if plan.config.skipgram.draws == "epoch":
+        rows = documents_table(keys, ids, offsets)
+    else:
+        rows = stored_rows(plan, keys, ids, offsets, vocab.counts)
+    shard = table.write(rows)
+    if shard is None and not table.exists():
+        table.create()
+    return shard.rows if shard else 0
+
+
+def documents_table(keys: list[str], ids: np.ndarray, offsets: np.ndarray) -> pa.Table:
+    """One row per document: text_sha, ids (its in-vocabulary word ids in order, list<int32>)."""
+    return pa.table({"text_sha": pa.array(keys, pa.string()),
+                     "ids": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(ids, pa.int32()))})
+
+
+def as_documents(shard: pa.Table) -> dict[str, np.ndarray]:
+    """A documents shard as the training kernel reads it: ids (T,) int32, offsets (D+1,) int64."""
+    lists = shard["ids"].combine_chunks()                                           # handles sliced chunks
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)   # (D,)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return {"ids": lists.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
+            "offsets": offsets}
+
+
+def stored_rows(plan: ExamplesPlan, keys: list[str], ids: np.ndarray, offsets: np.ndarray,
+                counts: np.ndarray) -> pa.Table:
+    """The d2l recipe's rows: every epoch of examples drawn now, one row per center and epoch."""
     rng = shard_rng(plan, keys)
     L = plan.config.skipgram.row_len
     parts = []
     for epoch in range(plan.config.epochs_of_examples):
-        ex = make_examples(ids, offsets, vocab.counts, plan.config.skipgram, rng)
+        ex = make_examples(ids, offsets, counts, plan.config.skipgram, rng)
         n = len(ex["center"])
         n_valid, n_contexts = prefix_lengths(ex["mask"]), prefix_lengths(ex["label"])
         parts.append(pa.table({
@@ -219,10 +280,7 @@ def examples_shard(plan: ExamplesPlan, keys: list[str]) -> int:
             "n_valid": pa.array(np.zeros(n, np.int16)),
             "n_contexts": pa.array(np.zeros(n, np.int16)),
         }).cast(parts[0].schema))
-    shard = table.write(pa.concat_tables(parts))
-    if shard is None and not table.exists():
-        table.create()
-    return shard.rows if shard else 0
+    return pa.concat_tables(parts)
 
 
 def prefix_lengths(flags: np.ndarray) -> np.ndarray:
@@ -251,18 +309,21 @@ def as_batch(shard: pa.Table) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class TrainResult:
     fingerprint: str
-    words: int
-    examples: int
-    pairs: int
-    seconds: float
-    pairs_per_s: float
-    loss_curve: list[float]
-    trained_rows: int
+    words: int                  # vocabulary words (without <unk>)
+    examples: int               # centers trained, all epochs (gensim's effective words)
+    pairs: int                  # (center, context or negative) entries trained, all epochs
+    seconds: float              # the task's training time: reading the examples, setup, the kernel
+    pairs_per_s: float          # pairs / the kernel's own time
+    loss_curve: list[float]     # mean BCE per entry, one per batch
+    trained_rows: int           # rows that trained (all words, or the new ones with freeze_existing)
 
 
 def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str, config: SGNSConfig,
                   seed: int = 0, freeze_existing: bool = False, finetune_lr_scale: float = 0.0) -> TrainResult:
-    """Train on the cached examples (streamed shard by shard, every epoch); commit word_vectors.
+    """Train on the cached examples (kept decoded or streamed shard by shard, every epoch); commit word_vectors.
+
+    Documents (draws "epoch") train with subsampling, windows and negatives drawn per epoch
+    from `seed` (SkipGramConfig from the examples table's spec); stored rows replay their draws.
 
     freeze_existing: start from the corpus's last word_vectors; rows of words it already had
     stay bit-identical (finetune_lr_scale 0) or train at lr * finetune_lr_scale; new words train.
@@ -291,6 +352,11 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
         store.corpus(corpus).link("word_vectors", cached.fingerprint)
         return TrainResult(**cached.saved_spec()["meta"]["result"])
 
+    start = time.perf_counter()       # the task's training time: reading, drawing setup and the kernel
+    skipgram = SkipGramConfig(**examples.saved_spec()["spec"]["config"]["skipgram"])
+    # numba's first call in a process costs ~1 s (loading the kernel, initializing numba): overlap it
+    warm = threading.Thread(target=warm_up, args=(skipgram.draws == "epoch",), daemon=True)
+    warm.start()
     center, context = init_vectors(len(vocab), config.dim, np.random.default_rng(seed),
                                    init=config.init)                                   # (V, H) each
     trainable = None
@@ -299,14 +365,64 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
         ids = old["id"].to_numpy()                      # ids never move when a vocabulary grows
         center[ids], context[ids] = as_matrix(old["vector"]), as_matrix(old["context_vector"])
         trainable = np.setdiff1d(np.arange(1, len(vocab)), ids)
-    K = examples.saved_spec()["spec"]["config"]["epochs_of_examples"]
-    rows_per_epoch = int(pc.sum(pc.equal(examples.read(["epoch"])["epoch"], 0)).as_py() or 0)
+    if skipgram.draws == "epoch":
+        batches, per_epoch = document_batches(examples)
+        draws = EpochDraws.of(vocab.counts, skipgram, seed)
+    else:
+        batches, per_epoch = stored_batches(examples, config.epochs)
+        draws = None
+    warm.join()
+    report: TrainReport = train(batches, center, context, config, trainable_rows=trainable,
+                                total_examples=per_epoch, draws=draws)
+    seconds = time.perf_counter() - start
+    result = TrainResult(cached.fingerprint, len(vocab) - 1, report.examples, report.pairs,
+                         round(seconds, 3), round(report.pairs / max(report.seconds, 1e-9), 1),
+                         [float(x) for x in report.loss_curve],
+                         len(vocab) - 1 if trainable is None else len(trainable))
+    table = store.table("word_vectors", table_spec, key="word", meta={"result": asdict(result)})
+    dim = config.dim
+    table.write(pa.table({
+        "word": pa.array(vocab.words[1:], pa.string()),
+        "id": pa.array(np.arange(1, len(vocab), dtype=np.int32)),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(center[1:].ravel()), dim),
+        "context_vector": pa.FixedSizeListArray.from_arrays(pa.array(context[1:].ravel()), dim)}))
+    store.corpus(corpus).link("word_vectors", table.fingerprint)
+    return result
 
-    # With fewer stored draws than epochs (K = 1 by default) the same rows are read again:
-    #   keep the decoded batches when they fit DECODED_BUDGET, so Parquet is decoded once per draw
-    #   (a reader thread decoding zstd halved the kernel's rate on 2 cores: BENCHMARKS.md).
-    width = SkipGramConfig(**examples.saved_spec()["spec"]["config"]["skipgram"]).row_len   # L
-    keep = K < config.epochs and rows_per_epoch * width * 6 * K <= DECODED_BUDGET   # int32 + 2 uint8 per slot
+
+def document_batches(examples) -> tuple:
+    """(epoch -> documents batches, tokens per epoch) of a draws "epoch" table.
+
+    The decoded documents are kept between epochs when they fit DECODED_BUDGET (4 bytes a
+    token: BBC's 0.83 M tokens take 3.3 MB), so Parquet is decoded once; else every epoch
+    reads the shards again, one at a time.
+    """
+    kept, tokens, size = [], 0, 0
+    for shard in examples.iter_shards(["ids"]):
+        batch = as_documents(shard)
+        tokens += len(batch["ids"])
+        size += batch["ids"].nbytes + batch["offsets"].nbytes
+        if kept is not None and size <= DECODED_BUDGET:
+            kept.append(batch)
+        else:
+            kept = None
+    if kept is not None:
+        return (lambda epoch: kept), tokens
+    return (lambda epoch: (as_documents(shard) for shard in examples.iter_shards(["ids"]))), tokens
+
+
+def stored_batches(examples, epochs: int) -> tuple:
+    """(epoch -> stored rows batches, rows per epoch) of a draws "stored" table: epoch e reads draw e mod K.
+
+    With fewer stored draws than epochs (K = 1 by default) the same rows are read again:
+    the decoded batches are kept when they fit DECODED_BUDGET, so Parquet is decoded once per
+    draw (a reader thread decoding zstd halved the kernel's rate on 2 cores: BENCHMARKS.md).
+    """
+    config = examples.saved_spec()["spec"]["config"]
+    K = config["epochs_of_examples"]
+    rows_per_epoch = int(pc.sum(pc.equal(examples.read(["epoch"])["epoch"], 0)).as_py() or 0)
+    width = SkipGramConfig(**config["skipgram"]).row_len   # L
+    keep = K < epochs and rows_per_epoch * width * 6 * K <= DECODED_BUDGET   # int32 + 2 uint8 per slot
     decoded: dict[int, list] = {}
 
     def batches(epoch: int):   # rows are stored epoch by epoch: row-group statistics skip the others
@@ -323,18 +439,4 @@ def train_vectors(store_root: str, corpus: str, examples_fp: str, vocab_fp: str,
         if keep:
             decoded[epoch % K] = done
 
-    report: TrainReport = train(batches, center, context, config, trainable_rows=trainable,
-                                total_examples=rows_per_epoch)
-    result = TrainResult(cached.fingerprint, len(vocab) - 1, report.examples, report.pairs,
-                         round(report.seconds, 3), round(report.pairs / max(report.seconds, 1e-9), 1),
-                         [float(x) for x in report.loss_curve],
-                         len(vocab) - 1 if trainable is None else len(trainable))
-    table = store.table("word_vectors", table_spec, key="word", meta={"result": asdict(result)})
-    dim = config.dim
-    table.write(pa.table({
-        "word": pa.array(vocab.words[1:], pa.string()),
-        "id": pa.array(np.arange(1, len(vocab), dtype=np.int32)),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(center[1:].ravel()), dim),
-        "context_vector": pa.FixedSizeListArray.from_arrays(pa.array(context[1:].ravel()), dim)}))
-    store.corpus(corpus).link("word_vectors", table.fingerprint)
-    return result
+    return batches, rows_per_epoch

@@ -4,13 +4,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
 from embcache.storage import FeatureStore
 from embcache.storage.query import as_matrix
+
+from embcache.pipeline.words import WordConfig, tokenize_words
 
 pytestmark = pytest.mark.usefixtures("prefect_engine")
 runner = CliRunner()
@@ -39,22 +40,25 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     # two documents with no example (fewer than two in-vocabulary words) must count as done too
     src = write_lines(tmp_path / "lee.txt", [*lee_lines, "Qwertyuiop zxcvbnm", "government"])
     cli(store, "ingest", "lee", str(src))
-    first = cli(store, "featurize", "word2vec", "lee", "--epochs-of-examples", "2")
+    first = cli(store, "featurize", "word2vec", "lee")                 # draws "epoch": documents' ids
     assert "cached" in first.stdout
-    again = cli(store, "featurize", "word2vec", "lee", "--epochs-of-examples", "2")
+    again = cli(store, "featurize", "word2vec", "lee")
     assert "examples for 0 documents" in again.stdout                  # everything came from the cache
     s = FeatureStore(store)
     examples = s.open("w2v_examples").read()
-    assert set(examples["epoch"].to_pylist()) == {-1, 0, 1}
-    empty = examples.filter(pc.equal(examples["epoch"], -1))
-    assert empty.num_rows == 2 and set(empty["n_valid"].to_pylist()) == {0}
-    examples = examples.filter(pc.greater_equal(examples["epoch"], 0))
-    from embcache.stages.word2vec import as_batch
-    batch = as_batch(examples)                                          # the model's inputs, rebuilt
-    mask, label, cn = batch["mask"], batch["label"], batch["contexts_negatives"]
-    assert mask.dtype == label.dtype == np.uint8
-    assert (label <= mask).all() and (label.sum(1) > 0).all()
-    assert (cn[mask == 0] == 0).all() and (cn[mask == 1] > 0).all()     # padding exactly where mask is 0
+    from embcache.stages import word2vec as w2v
+    keys = w2v.snapshot_texts(s, "lee")
+    assert examples.column_names == ["text_sha", "ids"] and examples.num_rows == len(keys)   # one per document
+    docs = w2v.as_documents(examples)                                  # what the kernel reads
+    lengths = np.diff(docs["offsets"])
+    assert sorted(lengths)[:2] == [0, 1] and (docs["ids"] > 0).all()   # "Qwertyuiop zxcvbnm": empty; "government"
+    vocab_fp = s.resolve_linked("lee", "w2v_vocab")
+    vocab_t = s.open("w2v_vocab", vocab_fp)
+    vocab = w2v.vocab_from_table(vocab_t.read(), vocab_t.saved_spec()["meta"])
+    by_key = dict(zip(examples["text_sha"].to_pylist(), np.split(docs["ids"], docs["offsets"][1:-1])))
+    ids, offsets = vocab.encode(tokenize_words(w2v.texts_of(s, "lee", keys), WordConfig()))
+    for k, a, b in zip(keys, offsets[:-1], offsets[1:]):
+        np.testing.assert_array_equal(by_key[k], ids[a:b])
     r = cli(store, "train", "word2vec", "lee", "--dim", "32", "--epochs", "3")
     assert "loss curve:" in r.stdout
     png = Path(r.stdout.split("loss curve:")[1].split()[0])
@@ -80,13 +84,13 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
         np.testing.assert_allclose(kv["police"], police, atol=1e-5)
 
 
-def test_same_seed_same_examples_other_seed_different(tmp_path, lee_lines):
+def test_stored_draws_same_seed_same_examples_other_seed_different(tmp_path, lee_lines):
     src = write_lines(tmp_path / "lee.txt", lee_lines[:60])
     tables = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         store = tmp_path / name
         cli(store, "ingest", "lee", str(src))
-        cli(store, "featurize", "word2vec", "lee", "--seed", str(seed), "--min-count", "2")
+        cli(store, "featurize", "word2vec", "lee", "--draws", "stored", "--seed", str(seed), "--min-count", "2")
         tables[name] = FeatureStore(store).open("w2v_examples").read().sort_by([("text_sha", "ascending")])
     assert tables["a"].equals(tables["b"])
     assert not tables["a"]["contexts_negatives"].equals(tables["c"]["contexts_negatives"])
@@ -125,9 +129,9 @@ def test_vocabulary_growth_trains_only_new_rows(tmp_path, lee_lines):
 def test_subsample_formula_is_its_own_table(tmp_path, lee_lines):
     store = tmp_path / "store"
     cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:80])))
-    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--subsample", "1e-3")   # d2l formula
-    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--subsample", "1e-3",
-        "--subsample-formula", "gensim")
+    stored = ("--min-count", "2", "--subsample", "1e-3", "--draws", "stored")
+    cli(store, "featurize", "word2vec", "lee", *stored)                                    # d2l formula
+    cli(store, "featurize", "word2vec", "lee", *stored, "--subsample-formula", "gensim")
     tables = {t.fingerprint: t.rows for t in FeatureStore(store).tables() if t.name == "w2v_examples"}
     d2l_rows, gensim_rows = FeatureStore(store).status()["corpora"][0]["tables"]["w2v_examples"]
     assert len(tables) == 2 and tables[gensim_rows] > tables[d2l_rows]     # gensim's formula keeps more words
@@ -136,15 +140,15 @@ def test_subsample_formula_is_its_own_table(tmp_path, lee_lines):
 def test_stored_examples_rebuild_exactly_the_model_inputs(tmp_path, lee_lines):
     """Mask and label are stored as per-row counts; as_batch must give back make_examples' arrays."""
     from embcache.stages import word2vec as w2v
-    from embcache.pipeline.skipgram import make_examples
-    from embcache.pipeline.words import WordConfig, tokenize_words
+    from embcache.pipeline.skipgram import SkipGramConfig, make_examples
     store = tmp_path / "store"
     cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:40])))
-    cli(store, "featurize", "word2vec", "lee", "--min-count", "2")
+    cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--draws", "stored")
     s = FeatureStore(store)
     stored = s.open("w2v_examples")
     vocab_fp = stored.saved_spec()["spec"]["inputs"]["w2v_vocab"]
-    plan = w2v.plan_examples(str(store), "lee", vocab_fp, w2v.ExamplesConfig(WordConfig(min_count=2)))
+    plan = w2v.plan_examples(str(store), "lee", vocab_fp,
+                             w2v.ExamplesConfig(WordConfig(min_count=2), SkipGramConfig(draws="stored")))
     assert FeatureStore(str(store)).table("w2v_examples", plan.examples_spec).fingerprint == stored.fingerprint
     from embcache.stages import planning                       # one shard: the flow's keys, in storage order
     keys = planning.in_storage_order(w2v.documents_of(s, "lee"), planning.snapshot_keys(s, "lee")).to_pylist()
@@ -157,19 +161,39 @@ def test_stored_examples_rebuild_exactly_the_model_inputs(tmp_path, lee_lines):
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
-def test_decoded_rows_kept_between_epochs_train_the_same_vectors(tmp_path, lee_lines, monkeypatch):
-    """With one stored draw and 3 epochs, decoding once and reusing the rows = decoding every epoch."""
+@pytest.mark.parametrize("draws", ["epoch", "stored"])
+def test_decoded_examples_kept_between_epochs_train_the_same_vectors(tmp_path, lee_lines, monkeypatch, draws):
+    """Decoding once and reusing the examples = decoding every epoch (threads=1: deterministic);
+    the same seed trains the same vectors, another seed others."""
     from embcache.pipeline.configs import SGNSConfig
     from embcache.stages import word2vec as w2v
     src = write_lines(tmp_path / "lee.txt", lee_lines[:60])
     vectors = []
-    for budget, name in ((w2v.DECODED_BUDGET, "kept"), (0, "streamed")):
+    for budget, name, seed in ((w2v.DECODED_BUDGET, "kept", 0), (0, "streamed", 0), (w2v.DECODED_BUDGET, "other", 1)):
         store = tmp_path / name
         cli(store, "ingest", "lee", str(src))
-        cli(store, "featurize", "word2vec", "lee", "--min-count", "2")           # epochs_of_examples 1
+        cli(store, "featurize", "word2vec", "lee", "--min-count", "2", "--draws", draws)   # 1 stored draw
         s = FeatureStore(store)
         monkeypatch.setattr(w2v, "DECODED_BUDGET", budget)
         w2v.train_vectors(str(store), "lee", s.resolve_linked("lee", "w2v_examples"),
-                          s.resolve_linked("lee", "w2v_vocab"), SGNSConfig(dim=8, epochs=3, threads=1))
+                          s.resolve_linked("lee", "w2v_vocab"), SGNSConfig(dim=8, epochs=3, threads=1), seed=seed)
         vectors.append(as_matrix(s.open("word_vectors").read().sort_by("id")["vector"]))
-    np.testing.assert_array_equal(*vectors)                                     # threads=1: deterministic
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+    assert not np.array_equal(vectors[0], vectors[2])
+
+
+def test_documents_take_fewer_bytes_than_stored_rows(tmp_path, lee_lines):
+    """The same corpus: the documents table (draws "epoch") is smaller than one stored draw;
+    stored rows train per pair too; --epochs-of-examples without --draws stored is refused in one
+    line with the usage exit code."""
+    store = tmp_path / "store"
+    cli(store, "ingest", "lee", str(write_lines(tmp_path / "lee.txt", lee_lines[:80])))
+    sizes = {}
+    for draws in ("epoch", "stored"):
+        cli(store, "featurize", "word2vec", "lee", "--draws", draws)
+        table = FeatureStore(store).open("w2v_examples", FeatureStore(store).resolve_linked("lee", "w2v_examples"))
+        sizes[draws] = sum(sh.bytes for sh in table.manifest().shards)
+    assert sizes["epoch"] * 5 < sizes["stored"]
+    cli(store, "train", "word2vec", "lee", "--update", "pair", "--dim", "8", "--epochs", "1")
+    r = runner.invoke(app, ["--store", str(store), "featurize", "word2vec", "lee", "--epochs-of-examples", "2"])
+    assert r.exit_code == 2 and "--draws stored" in r.output and "Traceback" not in r.output

@@ -11,6 +11,7 @@ from gensim.utils import simple_preprocess
 
 from embcache.pipeline.errors import PipelineError
 from embcache.pipeline.sgns import SGNSConfig, init_vectors, train
+from embcache.pipeline.skipgram import EpochDraws, SkipGramConfig, make_examples
 
 LEE = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
 
@@ -61,7 +62,7 @@ def cosine(vecs: np.ndarray, index: dict, a: str, b: str) -> float:
 
 def test_training_lowers_loss_and_relates_cooccurring_words(lee):
     index, freq, examples = lee
-    config = SGNSConfig(dim=50, epochs=20, batch_size=2000, threads=1)
+    config = SGNSConfig(dim=50, epochs=20, batch_size=2000, threads=1, update="row")   # gapped rows: per row
     center, context = init_vectors(len(freq), config.dim, np.random.default_rng(0))
     report = train([examples], center, context, config)
     assert report.loss_curve[0] == pytest.approx(np.log(2), abs=1e-3)   # zero context table: dot 0
@@ -76,7 +77,7 @@ def test_training_lowers_loss_and_relates_cooccurring_words(lee):
 
 def test_only_trainable_rows_change_in_both_tables(lee):
     index, freq, examples = lee
-    config = SGNSConfig(dim=50, epochs=1, batch_size=1000, threads=2)       # Hogwild path too
+    config = SGNSConfig(dim=50, epochs=1, batch_size=1000, threads=2, update="row")   # Hogwild path too
     center, _ = init_vectors(len(freq), config.dim, np.random.default_rng(1))
     context = np.random.default_rng(2).normal(0, 0.05, center.shape).astype(np.float32)
     before = center.copy(), context.copy()
@@ -91,7 +92,7 @@ def test_only_trainable_rows_change_in_both_tables(lee):
 
 def test_deterministic_with_one_thread_and_a_seed(lee):
     _, freq, examples = lee
-    config = SGNSConfig(dim=32, epochs=2, batch_size=3000, threads=1)
+    config = SGNSConfig(dim=32, epochs=2, batch_size=3000, threads=1, update="row")
     runs = []
     for _ in range(2):
         center, context = init_vectors(len(freq), config.dim, np.random.default_rng(5))
@@ -132,7 +133,7 @@ def test_a_step_is_the_autograd_sgd_step_on_masked_bce(trainable, other_scale):
     scale = np.where(np.isin(np.arange(7), trainable), 1.0, other_scale) if trainable else np.ones(7)
     want_w, want_c, want_loss = torch_sgd_steps(center, context, rows, 0.5, scale)
     config = SGNSConfig(dim=4, epochs=1, lr=0.5, min_lr=0.5, batch_size=1, threads=1,
-                        other_rows_lr_scale=other_scale)
+                        other_rows_lr_scale=other_scale, update="row")
     report = train([batch], center, context, config,
                    trainable_rows=None if trainable is None else np.array(trainable))
     np.testing.assert_allclose(center, want_w, atol=1e-5)
@@ -154,3 +155,93 @@ def test_bad_inputs_are_named():
         train([batch], center.astype(np.float64), context, config)
     with pytest.raises(PipelineError, match="SGNSConfig.min_lr"):
         SGNSConfig(lr=0.01, min_lr=0.1)
+
+
+# -- documents with per-epoch draws (SkipGramConfig.draws "epoch") ------------------------
+
+@pytest.fixture(scope="module")
+def lee_docs(lee):
+    """(word -> id, counts (V,) int64, {"ids", "offsets"}) for the same lee words, as documents."""
+    index, freq, _ = lee
+    sentences = [simple_preprocess(line, max_len=15) for line in LEE.read_text(encoding="utf-8").splitlines()]
+    docs = [[index[w] for w in s if w in index] for s in sentences]
+    offsets = np.r_[0, np.cumsum([len(d) for d in docs])].astype(np.int64)
+    ids = np.array([i for d in docs for i in d], np.int32)
+    return index, freq.astype(np.int64), {"ids": ids, "offsets": offsets}
+
+
+@pytest.mark.parametrize("update", ["row", "pair"])
+def test_documents_train_with_draws_per_epoch(lee_docs, update):
+    index, counts, docs = lee_docs
+    config = SGNSConfig(dim=50, epochs=5, batch_size=2000, threads=1, update=update)
+    center, context = init_vectors(len(counts), config.dim, np.random.default_rng(0))
+    report = train([docs], center, context, config, draws=EpochDraws.of(counts, SkipGramConfig(), seed=0))
+    assert report.loss_curve[0] == pytest.approx(np.log(2), abs=0.02)    # zero context table: dot 0 at first
+    assert report.loss_curve[-1] < report.loss_curve[0] - 0.2
+    assert report.words == 5 * len(docs["ids"])
+    assert report.examples == 5 * (len(docs["ids"]) - int((np.diff(docs["offsets"]) == 1).sum()))
+    assert 6 * 6 * report.examples > report.pairs > 6 * 5 * report.examples   # (1 + K) × E[2w] = 6 × 6 less the edges
+    for related, unrelated in [(("israeli", "palestinian"), ("israeli", "cricket")),
+                               (("bin", "laden"), ("bin", "cricket"))]:
+        assert cosine(center, index, *related) > cosine(center, index, *unrelated) + 0.3
+
+
+def test_draws_reproducible_for_a_seed_with_one_thread(lee_docs):
+    _, counts, docs = lee_docs
+    config = SGNSConfig(dim=16, epochs=2, batch_size=3000, threads=1)
+    runs = []
+    for seed in (3, 3, 4):
+        center, context = init_vectors(len(counts), config.dim, np.random.default_rng(5))
+        draws = EpochDraws.of(counts, SkipGramConfig(subsample=1e-3, subsample_formula="gensim"), seed=seed)
+        report = train([docs], center, context, config, draws=draws)
+        runs.append((center, report.examples))
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert not np.array_equal(runs[0][0], runs[2][0])                     # another seed, other draws
+    assert runs[0][1] < 2 * len(docs["ids"])                              # subsampling thinned the centers
+
+
+def torch_reference(center, context, rows, lr, update):
+    """Per row (row) or per (context, its negatives) of each row (pair): autograd of the
+    summed BCE-with-logits and one SGD step, in float64."""
+    steps = []
+    for c, cn, nc, K in rows:
+        if update == "row":
+            steps.append((c, cn, [1] * nc + [0] * (nc * K)))
+        else:
+            steps += [(c, [cn[k], *cn[nc + k * K:nc + (k + 1) * K]], [1] + [0] * K) for k in range(nc)]
+    return torch_sgd_steps(center, context, [(c, cn, [1] * len(cn), label) for c, cn, label in steps], lr,
+                           np.ones(len(center)))
+
+
+@pytest.mark.parametrize("draws", ["epoch", "stored"])
+@pytest.mark.parametrize("update", ["row", "pair"])
+def test_drawn_rows_train_as_the_autograd_step(update, draws):
+    """The kernel trains exactly the rows draw() shows for the same seed (or the stored rows), by
+    the autograd step per row or per pair; 2 is repeated so that later steps see earlier updates."""
+    rng = np.random.default_rng(3)
+    counts = np.r_[0, rng.integers(1, 50, 6)]
+    docs = {"ids": np.array([1, 2, 3, 2, 4, 5, 6, 1, 2], np.int32), "offsets": np.array([0, 5, 9])}
+    skipgram = SkipGramConfig(max_window=2, negatives=2)
+    draws_ = EpochDraws.of(counts, skipgram, seed=11)
+    if draws == "epoch":
+        centers, _, cn, contexts = draws_.draw(docs["ids"], docs["offsets"], epoch=0, batch=0)
+        batches = [docs]
+    else:
+        stored = make_examples(docs["ids"], docs["offsets"], counts, skipgram, np.random.default_rng(0))
+        centers, cn, contexts, batches, draws_ = (stored["center"], stored["contexts_negatives"],
+                                                  stored["label"].sum(1), [stored], None)
+    rows = [(int(c), row[:k * 3].tolist(), int(k), 2) for c, row, k in zip(centers, cn, contexts)]
+    center, context = rng.normal(0, 0.7, (2, 7, 4)).astype(np.float32)
+    want_w, want_c, _ = torch_reference(center, context, rows, 0.5, update)
+    config = SGNSConfig(dim=4, epochs=1, lr=0.5, min_lr=0.5, threads=1, update=update)
+    report = train(batches, center, context, config, draws=draws_)
+    np.testing.assert_allclose(center, want_w, atol=1e-5)
+    np.testing.assert_allclose(context, want_c, atol=1e-5)
+    assert report.examples == len(rows) and report.pairs == sum(k * 3 for _, _, k, _ in rows)
+
+
+def test_pair_updates_need_make_examples_layout(lee):
+    _, freq, examples = lee                       # window slots with gaps: not make_examples' layout
+    center, context = init_vectors(len(freq), 8, np.random.default_rng(0))
+    with pytest.raises(PipelineError, match="layout"):
+        train([examples], center, context, SGNSConfig(dim=8, update="pair", threads=1))

@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 
 from embcache.pipeline.errors import PipelineError
-from embcache.pipeline.skipgram import NoiseSampler, SkipGramConfig, make_examples, subsample
+from embcache.pipeline.skipgram import (EpochDraws, NoiseSampler, SkipGramConfig, keep_probability, make_examples,
+                                        subsample)
 from embcache.pipeline.words import Vocabulary, WordConfig, tokenize_words
 
 LEE = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
@@ -28,6 +29,16 @@ def zipf_corpus(seed: int, docs: int = 300, vocab: int = 200):
 @pytest.fixture(scope="module")
 def corpus():
     return zipf_corpus(0)
+
+
+def drawn(kind: str, ids, offsets, counts, config: SkipGramConfig, seed: int, epoch: int = 0) -> dict:
+    """The rows of make_examples (stored) or of the training kernel's draws (epoch), as make_examples gives them."""
+    if kind == "stored":
+        return make_examples(ids, offsets, counts, config, np.random.default_rng(seed))
+    center, doc, cn, c = EpochDraws.of(counts, config, seed).draw(ids, offsets, epoch=epoch)
+    cols, K = np.arange(cn.shape[1]), config.negatives
+    return {"center": center, "doc": doc.astype(np.int32), "contexts_negatives": cn,
+            "mask": (cols < (c * (1 + K))[:, None]).astype(np.uint8), "label": (cols < c[:, None]).astype(np.uint8)}
 
 
 @pytest.mark.parametrize("formula", ["d2l", "gensim"])
@@ -59,10 +70,11 @@ def test_subsample_keeps_document_order(corpus):
         assert all(w in rest for w in new_ids[new_offsets[d]:new_offsets[d + 1]].tolist())
 
 
-def test_array_contract_mask_and_label(corpus):
+@pytest.mark.parametrize("kind", ["stored", "epoch"])
+def test_array_contract_mask_and_label(corpus, kind):
     ids, offsets, counts = corpus
     config = SkipGramConfig(subsample=1e-2, max_window=4, negatives=3)
-    ex = make_examples(ids, offsets, counts, config, np.random.default_rng(3))
+    ex = drawn(kind, ids, offsets, counts, config, 3)
     n, L = len(ex["center"]), config.row_len
     assert L == 2 * 4 * (1 + 3) and n > 1000
     assert {k: (v.dtype, v.shape) for k, v in ex.items()} == {
@@ -106,14 +118,44 @@ def test_contexts_lie_in_the_window_after_subsampling(corpus):
         assert ex["doc"][i] == doc and ex["center"][i] == word and contexts in allowed
 
 
-def test_window_sizes_uniform():
+def test_epoch_draws_lie_in_the_window_and_change_with_the_epoch(corpus):
+    ids, offsets, counts = corpus
+    config = SkipGramConfig(max_window=3, negatives=2)
+    ex = drawn("epoch", ids, offsets, counts, config, 4)
+    rows = list(expected_rows(ids, offsets, config.max_window))
+    assert len(rows) == len(ex["center"])
+    for i, (doc, word, allowed) in enumerate(rows):
+        contexts = ex["contexts_negatives"][i, :ex["label"][i].sum()].tolist()
+        assert ex["doc"][i] == doc and ex["center"][i] == word and contexts in allowed
+    again, other = drawn("epoch", ids, offsets, counts, config, 4), drawn("epoch", ids, offsets, counts, config, 4, 1)
+    assert all(np.array_equal(ex[k], again[k]) for k in KEYS)                # a seed and an epoch: one draw
+    assert not np.array_equal(ex["contexts_negatives"], other["contexts_negatives"])   # the next epoch: new
+
+
+def test_epoch_draws_subsample_each_word_at_its_keep_rate():
+    """Documents long enough that every kept word has a context: centers = kept words."""
+    rng = np.random.default_rng(12)
+    p = 1.0 / np.arange(1, 101)
+    ids = rng.choice(np.arange(1, 101), size=40 * 300, p=p / p.sum()).astype(np.int32)
+    offsets, counts = np.arange(0, len(ids) + 1, 300), np.bincount(ids, minlength=101)
+    config, reps = SkipGramConfig(subsample=2e-3, subsample_formula="gensim", negatives=1), 10
+    draws = EpochDraws.of(counts, config, seed=0)
+    kept = sum(np.bincount(draws.draw(ids, offsets, epoch=e)[0], minlength=len(counts)) for e in range(reps))
+    p = keep_probability(counts, 2e-3, "gensim")
+    n = counts * reps
+    assert (p[1:] < 1).sum() > 20
+    assert (np.abs(kept - n * p) <= 5 * np.sqrt(n * p * (1 - p)) + 1e-9).all()
+
+
+@pytest.mark.parametrize("kind", ["stored", "epoch"])
+def test_window_sizes_uniform(kind):
     """Far from document ends a center with window w has exactly 2w contexts."""
     rng = np.random.default_rng(5)
     W, docs, length = 5, 40, 500
     ids = rng.integers(1, 50, size=docs * length).astype(np.int32)
     offsets = np.arange(0, docs * length + 1, length)
-    ex = make_examples(ids, offsets, np.bincount(ids, minlength=50),
-                       SkipGramConfig(subsample=None, max_window=W, negatives=1), np.random.default_rng(6))
+    ex = drawn(kind, ids, offsets, np.bincount(ids, minlength=50),
+               SkipGramConfig(subsample=None, max_window=W, negatives=1), 6)
     position = np.arange(len(ids)) % length
     inner = (position >= W) & (position < length - W)                         # a full window either side
     c = ex["label"].sum(1)[inner]
@@ -133,11 +175,11 @@ def test_noise_sampler_matches_count_power():
     assert stats.chisquare(observed[1:], want * len(draws)).pvalue > 1e-3
 
 
-def test_negatives_follow_count_power_and_avoid_their_context(corpus):
+@pytest.mark.parametrize("kind", ["stored", "epoch"])
+def test_negatives_follow_count_power_and_avoid_their_context(corpus, kind):
     ids, offsets, counts = corpus
     K = 5
-    ex = make_examples(ids, offsets, counts, SkipGramConfig(subsample=None, max_window=5, negatives=K),
-                       np.random.default_rng(8))
+    ex = drawn(kind, ids, offsets, counts, SkipGramConfig(subsample=None, max_window=5, negatives=K), 8)
     row, label, mask = ex["contexts_negatives"], ex["label"], ex["mask"]
     c = label.sum(1, dtype=np.int64)
     negs, owner = [], []
@@ -181,7 +223,7 @@ def test_row_width_and_no_negatives(corpus):
 
 
 @pytest.mark.parametrize("bad", [{"max_len": 59}, {"max_window": 0}, {"negatives": -1},
-                                 {"subsample": 0.0}, {"subsample": 2.0}])
+                                 {"subsample": 0.0}, {"subsample": 2.0}, {"draws": "once"}])
 def test_config_rejects(bad):
     with pytest.raises(PipelineError):
         SkipGramConfig(**bad)
@@ -233,12 +275,14 @@ def test_named_recipes_set_only_their_fields():
     from embcache.pipeline.errors import PipelineError
     default_sg, default_sgns = word2vec_recipe("embcache", dim=50)
     assert default_sg == SkipGramConfig() and default_sgns == SGNSConfig(dim=50)
-    assert (default_sg.subsample, default_sgns.lr) == (None, 0.05)                 # issue 21's defaults
+    assert (default_sg.subsample, default_sg.draws, default_sgns.lr, default_sgns.epochs, default_sgns.update) == \
+        (None, "epoch", 0.05, 10, "pair")                                            # issue 30's defaults
     d2l_sg, d2l_sgns = word2vec_recipe("d2l")
-    assert (d2l_sg.subsample, d2l_sg.subsample_formula, d2l_sgns.lr) == (1e-4, "d2l", 0.025)
-    gensim_sg, gensim_sgns = word2vec_recipe("gensim", epochs=3)
-    assert (gensim_sg.subsample, gensim_sg.subsample_formula, gensim_sgns.lr, gensim_sgns.epochs) == \
-        (1e-3, "gensim", 0.025, 3)
+    assert (d2l_sg.subsample, d2l_sg.subsample_formula, d2l_sg.draws, d2l_sgns.lr, d2l_sgns.update) == \
+        (1e-4, "d2l", "stored", 0.025, "row")
+    gensim_sg, gensim_sgns = word2vec_recipe("gensim", dim=50)
+    assert (gensim_sg.subsample, gensim_sg.subsample_formula, gensim_sg.draws, gensim_sgns.lr, gensim_sgns.update,
+            gensim_sgns.epochs, gensim_sgns.dim) == (1e-3, "gensim", "epoch", 0.025, "pair", 5, 50)
     assert d2l_sg.max_window == gensim_sg.max_window == default_sg.max_window      # the rest: defaults
     with pytest.raises(PipelineError):
         word2vec_recipe("glove")

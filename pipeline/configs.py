@@ -9,6 +9,7 @@ value that means the old behaviour, in `added_later`; `output_fields` is what a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Literal
 

@@ -37,7 +37,7 @@ def test_sigterm_stops_a_run_mid_stage_within_seconds(tmp_path, tiny_bert, prefe
     config = tmp_path / "run.toml"
     write_run_config(config, store=tmp_path / "store", model=tiny_bert, corpus="long",
                      sources=[{"path": f"{tmp_path / 'inbox'}/*.jsonl", "format": "jsonl"}],
-                     word2vec={"enabled": True, "evaluate": False, "epochs_of_examples": 40, "min_count": 1})
+                     word2vec={"enabled": True, "evaluate": False, "epochs_of_examples": 40, "draws": "stored", "min_count": 1})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "EMBCACHE_STORE"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=PREFECT_API_URL.value())
     log = tmp_path / "run.log"

@@ -154,7 +154,7 @@ def test_report_says_how_many_texts_were_cut_and_what_to_do(tmp_path, tiny_bert)
         (docs / f"{i}.txt").write_text(text)
     ingest_flow("cut", [Source(str(docs), format="files")], store=store)
     r = featurize_bert_flow("cut", tiny_bert, TokenizeConfig(max_length=6), store=store)
-    assert (r["truncated"], r["texts"], r["max_length"]) == (3, 4, 6)     # 8, 5, 11 and 92 tokens
+    assert (r.truncated, r.texts, r.max_length) == (3, 4, 6)     # 8, 5, 11 and 92 tokens
     page = Path(write_report(store, corpora=["cut"])).read_text()
     assert "<b>3 of 4 texts (75 %) were cut at 6 tokens</b>" in page
     assert "raise <code>--max-length</code> up to the model's limit of 64 tokens" in page

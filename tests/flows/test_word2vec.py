@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from embcache.cli.main import app
+from embcache.stages.planning import snapshot_keys
 from embcache.storage import FeatureStore
 from embcache.storage.query import as_matrix
 
@@ -47,7 +48,7 @@ def test_featurize_train_evaluate_query_export(tmp_path, lee_lines):
     s = FeatureStore(store)
     examples = s.open("w2v_examples").read()
     from embcache.stages import word2vec as w2v
-    keys = w2v.snapshot_texts(s, "lee")
+    keys = snapshot_keys(s, "lee").to_pylist()
     assert examples.column_names == ["text_sha", "ids"] and examples.num_rows == len(keys)   # one per document
     docs = w2v.as_documents(examples)                                  # what the kernel reads
     lengths = np.diff(docs["offsets"])

@@ -152,7 +152,8 @@ class SourceState:
         if file.path not in self.unchanged_paths:
             return None
         if self._rows is None:
-            self._rows = _by_source(self.store.corpus(self.corpus).read(self.snapshot.id))
+            kept = [n for n in DOCUMENTS_SCHEMA.names if n != "text"]      # texts are not reused: never read them
+            self._rows = _by_source(self.store.corpus(self.corpus).read(self.snapshot.id, columns=kept))
             self._rejects = _by_source(self._previous_rejects())
         rejects = self._rejects.get(file.path, REJECTED_SCHEMA.empty_table())
         if rejects.num_rows and pc.any(pc.is_in(rejects["reason"], pa.array(DEPENDENT_REASONS))).as_py():
@@ -212,11 +213,16 @@ class SourceState:
 
 
 def _by_source(table: pa.Table) -> dict[str, pa.Table]:
-    """Rows per `source` value, each in its original order."""
+    """Rows per `source` value, each in its original order: one sort, then zero-copy slices.
+
+    (A `take` per source cost O(rows) each, O(files × documents) in all: at 10⁶ documents in
+    2,000 files, minutes of a +1 % run.)
+    """
     if table.num_rows == 0:
         return {}
     src = table["source"].to_numpy(zero_copy_only=False)
     order = np.argsort(src, kind="stable")
+    grouped = table.take(pa.array(order)).combine_chunks()
     names, starts = np.unique(src[order], return_index=True)
-    ends = list(starts[1:]) + [len(order)]
-    return {name: table.take(pa.array(order[a:b])) for name, a, b in zip(names, starts, ends)}
+    ends = [*starts[1:], len(order)]
+    return {name: grouped.slice(a, b - a) for name, a, b in zip(names, starts, ends)}

@@ -184,8 +184,18 @@ def demo_bert() -> dict:
     import importlib.util
     if importlib.util.find_spec("onnxruntime") is None:
         return {}
+    if not _gpu_driver_visible():
+        return dict(DEMO_BERT)                     # torch cannot see a GPU: skip importing it (~1 s of a no-op)
     import torch
     return {} if torch.cuda.is_available() else dict(DEMO_BERT)
+
+
+def _gpu_driver_visible() -> bool:
+    """False only where torch surely sees no GPU: Linux without NVIDIA's or ROCm's driver."""
+    import os
+    import sys
+    return sys.platform != "linux" or any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                                                       "/dev/kfd"))
 
 
 def demo_note(cfg: RunConfig) -> str:

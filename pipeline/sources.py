@@ -38,9 +38,6 @@ from typing import Any, Callable, Literal, NamedTuple
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets.utils.file_utils import (BASE_KNOWN_EXTENSIONS, COMPRESSION_EXTENSION_TO_PROTOCOL,
-                                       _get_extraction_protocol, _get_extraction_protocol_with_magic_number,
-                                       _get_path_extension)
 
 from .decoding import UNICODE_BOMS, decode_field, reads_as_bytes, reader_encoding
 from .errors import SourceNotFound, SourceSchemaError
@@ -338,6 +335,9 @@ def compressed_kind(path: str, state: ObjectState | None = None) -> str | None:
     """
     if path.lower().endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")):
         return "tar"                     # datasets refuses these in streaming mode
+    from datasets.utils.file_utils import (BASE_KNOWN_EXTENSIONS, COMPRESSION_EXTENSION_TO_PROTOCOL,
+                                           _get_extraction_protocol, _get_extraction_protocol_with_magic_number,
+                                           _get_path_extension)   # here: importing datasets costs ~0.5 s
     try:
         if state is None:
             return _get_extraction_protocol(path)

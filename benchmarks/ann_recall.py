@@ -70,7 +70,8 @@ def write_rows(table, x: np.ndarray, start: int, stop: int) -> None:
 def embcache_arm(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, root: Path) -> dict:
     from embcache.storage import FeatureStore, ann, spec
     from embcache.storage.ann import WARM_INDEXES, AnnConfig, build_index
-    from embcache.storage.matrix import WARM
+    from embcache.storage.matrix import WarmMatrices
+    WARM = WarmMatrices()                                    # the read path a Store owns, here alone
 
     shutil.rmtree(root, ignore_errors=True)
     table = FeatureStore(root).table("bert_features", spec("ann-bench", 1, {"set": name}), key="text_sha")
@@ -129,7 +130,8 @@ def index_memory(root: str) -> dict:
 
     import faiss  # noqa: F401  (its libraries count as imports, not as the index)
     from embcache.storage import FeatureStore, ann
-    from embcache.storage.matrix import WARM
+    from embcache.storage.matrix import WarmMatrices
+    WARM = WarmMatrices()                                    # the read path a Store owns, here alone
     t = FeatureStore(root).open("bert_features")
     queries = np.load(Path(root) / "queries.npy")
     start = mb()

@@ -275,7 +275,7 @@ class ReadPath:
     def _onnx_encoder(self, spec: dict):
         from .pipeline.configs import EncodeConfig, TokenizeConfig
         from .pipeline.query_encoder import OnnxQueryEncoder, load_export, load_tokenizer_json, \
-            onnx_runtime_available
+            onnx_runtime_available, quantized_export
         meta, digests = spec.get("meta") or {}, (spec.get("spec") or {}).get("digests")
         if not (digests and self.store.fs.local and onnx_runtime_available()):
             return None
@@ -287,14 +287,20 @@ class ReadPath:
         if not OnnxQueryEncoder.usable(enc):
             return None
         # the export stages/bert.py (cached_encoder, _cached_onnx) keeps for these weights: the fused
-        #   graph (fp32 BERTs, pipeline/backends.py), else the plain export
+        #   graph (fp32 BERTs, pipeline/backends.py), else the plain export; int8-channel: the
+        #   plain export's quantized copy, the file the table was encoded with
         from .pipeline.backends import FUSED_VERSION
         key = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:32]
-        for export in (f"{self.store.root}/derived/onnx/{key}-fused-v{FUSED_VERSION}.onnx",
-                       f"{self.store.root}/derived/onnx/{key}.onnx"):
+        plain = f"{self.store.root}/derived/onnx/{key}.onnx"
+        candidates = (plain,) if enc.quantize == "int8-channel" else \
+            (f"{self.store.root}/derived/onnx/{key}-fused-v{FUSED_VERSION}.onnx", plain)
+        for export in candidates:
             config = load_export(export, key)
             if config is not None:
                 break
+        if config is not None and enc.quantize == "int8-channel":
+            export = quantized_export(export)
+            config = config if export is not None else None
         tokenizer = load_tokenizer_json(meta.get("model", "")) if config is not None else None
         if tokenizer is None:
             return None

@@ -11,7 +11,9 @@ tokenizer.json, as transformers' fast tokenizer does underneath. Pooling, normal
 windows and dtype follow pipeline/encode.py step by step (tests/pipeline/test_query_encoder.py
 checks the two agree within 1e-4). What this cannot reproduce exactly returns None from
 `load_export` / `OnnxQueryEncoder.usable`, and the caller encodes through torch instead:
-no tokenizer.json, int8 quantization, normalize still "auto".
+no tokenizer.json, torch's int8 quantization, normalize still "auto". ONNX Runtime's int8 per
+channel (the demo's setting) runs here too: its quantized file sits beside the plain export,
+named by that export's sha256 (`quantized_export`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ def load_export(path: str | os.PathLike, key: str) -> dict | None:
     return meta["config"] if h.hexdigest() == meta.get("sha256") else None
 
 
+def quantized_export(export: str | os.PathLike) -> Path | None:
+    """The int8-channel file pipeline/backends.py (_quantized) made of a valid plain export
+    (check it with load_export first), or None when featurize has not made one."""
+    export = Path(export)
+    try:
+        sha = json.loads(export.with_suffix(".json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return None
+    path = export.with_name(f"{export.stem}-int8-channel-{str(sha)[:16]}.onnx")
+    return path if path.is_file() else None
+
+
 def load_tokenizer_json(model_dir: str | os.PathLike):
     """The model folder's tokenizer.json as a `tokenizers.Tokenizer`, set up as transformers'
     BertTokenizerFast sets it up (tokenizer_config.json's casing options win); None without one."""
@@ -102,8 +116,10 @@ class OnnxQueryEncoder:
 
     @staticmethod
     def usable(enc: EncodeConfig) -> bool:
-        """What this path reproduces: float32 weights run in float32, normalize already resolved to l2 or none."""
-        return enc.quantize == "none" and enc.precision == "fp32" and enc.normalize in ("l2", "none")
+        """What this path reproduces: float32 weights (or ONNX Runtime's int8 per channel) run in
+        float32, normalize already resolved to l2 or none."""
+        return enc.quantize in ("none", "int8-channel") and enc.precision == "fp32" \
+            and enc.normalize in ("l2", "none")
 
     def windows(self, texts: list[str]) -> list[list[list[int]]]:
         """Each text's token id windows, as pipeline/tokenize.py keeps them (one under "truncate")."""

@@ -57,3 +57,23 @@ def test_an_export_that_does_not_match_its_sidecar_is_not_used(exported, tmp_pat
     data[len(data) // 2] ^= 0xFF
     copy.write_bytes(bytes(data))
     assert load_export(copy, key) is None                    # flipped: the caller falls back to torch
+
+
+def test_int8_per_channel_equals_the_featurize_path(exported):
+    """The demo's setting: ONNX Runtime's int8 per channel, found beside the plain export, gives what
+    featurize's OnnxModel gives for the same quantized file."""
+    from embcache.pipeline.backends import OnnxModel, _quantized
+    from embcache.pipeline.encode import encode_texts
+    from embcache.pipeline.model import load_tokenizer
+    from embcache.pipeline.query_encoder import OnnxQueryEncoder, load_export, load_tokenizer_json, quantized_export
+    model, path, key = exported
+    config = load_export(path, key)
+    assert quantized_export(path) is None                          # none made yet: the caller uses torch
+    int8 = _quantized(path)
+    assert quantized_export(path) == int8
+    tok, enc = TokenizeConfig(32), EncodeConfig(normalize="l2", quantize="int8-channel", backend="onnx")
+    encoder = OnnxQueryEncoder(int8, config, load_tokenizer_json(model), tok, enc, threads=1)
+    from embcache.pipeline.model import load_model
+    onnx = OnnxModel(int8, load_model(model).config, threads=1, quantize="int8-channel")
+    want = encode_texts(TEXTS, load_tokenizer(model), onnx, tok, enc)
+    np.testing.assert_allclose(encoder(TEXTS), want, atol=1e-4)

@@ -63,7 +63,12 @@ def main() -> None:
             wall, _ = timed(["--store", str(store), "demo"], env)
             print(f"  {what:<28} {wall:7.1f} s", flush=True)
 
-    from embcache.flows.run_config import default_corpus_root, demo_bert
+    from embcache.flows.run_config import default_corpus_root
+    try:
+        from embcache.flows.run_config import demo_bert
+    except ImportError:                     # a checkout from before issue 29 (PYTHONPATH): its demo ran the defaults
+        def demo_bert() -> dict:
+            return {}
     import yaml
     bbc = Path(default_corpus_root())
     copy, held = args.workdir / "bbc", args.workdir / "held-back"

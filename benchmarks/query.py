@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -260,12 +259,6 @@ def probe(root: str, n: int) -> dict:
 
 
 # -- HTTP load on loopback ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_bench(root: Path, n: int, seconds: float, clients: int) -> dict:
     from embcache.storage import FeatureStore, spec
     store = FeatureStore(root)
@@ -275,21 +268,10 @@ def http_bench(root: Path, n: int, seconds: float, clients: int) -> dict:
         docs = store.table("documents", spec("bench-docs", 1, {"n": n}), key="text_sha")
         docs.write(pa.table({"text_sha": keys, "text": [f"document {i}" for i in range(n)]}))
         store.corpus("bench").link("documents", docs.fingerprint)
-    port = free_port()
-    server = subprocess.Popen([EMBCACHE, "--store", str(root), "serve", "--port", str(port), "--no-warm"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    import httpx
+    from serve import start_serve                   # benchmarks/serve.py: started once /health answers
+    server, url = start_serve(root, "--no-warm")
     try:
-        import httpx
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"serve did not start: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.3)
         rng = random.Random(0)
         ids = [hashlib.sha256(f"doc-{rng.randrange(n)}".encode()).hexdigest() for _ in range(2000)]
         vecs = [v.tolist() for v in vectors(5, 205)]

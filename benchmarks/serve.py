@@ -188,7 +188,6 @@ def serve_load(root: Path, corpus: str, seconds: float, client_counts: list[int]
     import httpx
 
     import embcache
-    from embcache.flows.network import free_port
     store = embcache.open(root)
     fp = store.reads.fingerprint_for("bert_features", corpus)
     m = store.reads.matrix("bert_features", fp)
@@ -198,20 +197,8 @@ def serve_load(root: Path, corpus: str, seconds: float, client_counts: list[int]
     api = {"features": pct([_timed(lambda i=i: store.lookup([i], fingerprint=fp)) for i in ids[:300]]),
            "similar_exact": pct([_timed(lambda v=v: store.similar(corpus, vector=v, k=K, exact=True))
                                  for v in vecs[:100]])}
-    port = free_port()
-    server = subprocess.Popen([EMBCACHE, "--store", str(root), "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_serve(root)
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"serve did not start: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.3)
         httpx.post(f"{url}/similar", json={"corpus": corpus, "vector": vecs[0], "k": K}, timeout=600)
         modes = ["features", "similar_exact"] + (["similar_indexed"] if _indexed(root) else [])
         result = {"python_api_1_thread": api}
@@ -229,6 +216,27 @@ def serve_load(root: Path, corpus: str, seconds: float, client_counts: list[int]
     finally:
         server.terminate()
         server.wait(30)
+
+
+def start_serve(root, *options: str) -> tuple[subprocess.Popen, str]:
+    """`embcache --store ROOT serve` on a free loopback port, once /health answers: (process, URL)."""
+    import httpx
+
+    from embcache.flows.network import free_port
+    port = free_port()
+    server = subprocess.Popen([EMBCACHE, "--store", str(root), "serve", "--port", str(port), *options],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"serve did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.3)
 
 
 def _timed(fn) -> float:

@@ -162,6 +162,8 @@ def featurize_word2vec(ctx: typer.Context,
                                                 help="keep: the corpus's vocabulary stays (new words are "
                                                      "dropped); extend: grow it, existing ids never move; "
                                                      "rebuild: a new one from the current snapshot."),
+                       shard_docs: int = typer.Option(None, min=1, help="Documents per examples task, a shard each "
+                                                                 "(default: the flow's, 2,048)."),
                        extend: bool = typer.Option(False, "--extend", hidden=True,
                                                    help="The same as --vocabulary extend.")):
     """Build the vocabulary and precompute skip-gram examples into w2v_examples (only missing documents).
@@ -184,9 +186,10 @@ def featurize_word2vec(ctx: typer.Context,
     store.corpus(corpus).require()
     with prefect_api("word2vec_flows"), progress_bars(), runners.session(ctx.obj["runner"], device="cpu"):
         from ..flows.word2vec_flows import featurize_word2vec_flow
+        shards = {} if shard_docs is None else {"shard_docs": shard_docs}
         r = runners.on(featurize_word2vec_flow)(corpus, words, skipgram, epochs_of_examples, seed,
                                                 extend=vocabulary == "extend", store=store.root,
-                                                keep_vocabulary=vocabulary == "keep")
+                                                keep_vocabulary=vocabulary == "keep", **shards)
     v = r["vocab"]
     out.print(f"vocabulary v{v['version']}: {v['words']:,} words ({v['added_words']:,} new); examples for "
               f"{r['computed']:,} documents ({r['cached']:,} cached): {r['rows']:,} rows")

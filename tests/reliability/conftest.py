@@ -187,7 +187,7 @@ def fault_runs(embcache_cli, tiny_bert, tmp_path_factory) -> FaultRuns:
         "bert": ["featurize", "bert", CORPUS, "--model", tiny_bert, "--max-length", "16",
                  "--shard-docs", str(ENCODE_SHARD_DOCS)],
         "word2vec": ["featurize", "word2vec", CORPUS, "--min-count", "2", "--window", "3", "--negatives", "3",
-                     "--subsample", "1e-3"],
+                     "--subsample", "1e-3", "--shard-docs", "256"],             # 3 examples commits to kill in
     }
     runs = FaultRuns(corpus, commands, {"ingest": 3, "bert": 0, "word2vec": 0}, tmp / "clean-ingest", {}, {}, {})
     for command in commands:

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import ann_sets
-from query import each as single_queries     # one timer for every query benchmark
+from synthetic_vectors import each as single_queries     # one timer for every query benchmark
 import numpy as np
 import pyarrow as pa
 

@@ -91,7 +91,7 @@ def minilm(n_queries: int = 1000, seed: int = 0, rows: int | None = None, cache:
 
 def synthetic(n: int, n_queries: int = 1000, seed: int = 1):
     """n rows of benchmarks/query.py's clustered set; queries: stored rows plus noise (not held out)."""
-    from query import DIM, vectors  # benchmarks/ is on sys.path when run as a script
+    from synthetic_vectors import DIM, vectors  # benchmarks/ is on sys.path when run as a script
     base = np.concatenate([vectors(lo, min(n, lo + 50_000)) for lo in range(0, n, 50_000)])
     rng = np.random.default_rng(seed)
     q = base[rng.integers(0, n, n_queries)] + 0.3 * rng.standard_normal((n_queries, DIM), dtype=np.float32) / np.sqrt(DIM)

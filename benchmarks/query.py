@@ -44,24 +44,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from synthetic_vectors import DIM, each, vectors  # noqa: F401  (benchmarks/ is on sys.path as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBCACHE = str(ROOT / ".venv" / "bin" / "embcache")
-DIM, SHARD_ROWS, CLUSTERS, K = 384, 50_000, 1_000, 10
+SHARD_ROWS, K = 50_000, 10
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "query.json"
 
 
 def keys_for(start: int, stop: int) -> list[str]:
     return [hashlib.sha256(f"doc-{i}".encode()).hexdigest() for i in range(start, stop)]
-
-
-def vectors(start: int, stop: int, seed: int = 0) -> np.ndarray:
-    """Rows start..stop of the clustered set: a cluster centre plus noise, unit length. (n, DIM)"""
-    centres = np.random.default_rng(seed).standard_normal((CLUSTERS, DIM)).astype(np.float32)
-    rng = np.random.default_rng(seed * 7919 + start)
-    x = centres[rng.integers(0, CLUSTERS, stop - start)] + 0.6 * rng.standard_normal((stop - start, DIM),
-                                                                                        dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def rows(start: int, stop: int) -> pa.Table:
@@ -80,15 +72,6 @@ def write(table, start: int, stop: int) -> float:
 def pct(times: list[float]) -> dict:
     ms = np.asarray(times) * 1000
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
-
-
-def each(fn, items) -> tuple[list[float], list]:
-    times, out = [], []
-    for item in items:
-        t0 = time.perf_counter()
-        out.append(fn(item))
-        times.append(time.perf_counter() - t0)
-    return times, out
 
 
 def recall(got, truth) -> float:
